@@ -1,0 +1,3 @@
+"""copydesk: briefs in, styled, scored articles out."""
+
+__version__ = "0.1.0"

