@@ -58,11 +58,21 @@ def _split_list(value: Any) -> Any:
         return []
     if isinstance(value, str):
         return [part.strip() for part in value.split(";") if part.strip()]
+    if isinstance(value, set | frozenset):
+        raise ValueError("must be a list (a set has no stable order)")
     return value
 
 
+_INVISIBLE_CONTROLS = {0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+def _is_control(ch: str) -> bool:
+    code = ord(ch)
+    return (code < 32 and ch not in "\n\t") or 127 <= code <= 159 or code in _INVISIBLE_CONTROLS
+
+
 def _no_control_chars(value: str) -> str:
-    bad = [ch for ch in value if ord(ch) < 32 and ch not in "\n\t" or ord(ch) == 127]
+    bad = [ch for ch in value if _is_control(ch)]
     if bad:
         raise ValueError(f"contains control character {bad[0]!r}")
     return value
@@ -110,14 +120,15 @@ class Brief(BaseModel):
 
     @field_validator("target_words", mode="before")
     @classmethod
-    def _cap_target_words(cls, value: Any) -> Any:
+    def _no_booleans(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("must be a whole number of words")
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
-        if isinstance(value, int):
-            return min(max(value, MIN_TARGET_WORDS), MAX_TARGET_WORDS)
         return value
+
+    @field_validator("target_words")
+    @classmethod
+    def _cap_target_words(cls, value: int) -> int:
+        return min(max(value, MIN_TARGET_WORDS), MAX_TARGET_WORDS)
 
     @field_validator("id", "style")
     @classmethod
