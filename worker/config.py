@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         2, ge=1, le=5, description="Generation rounds per brief before it is stored as needs_attention."
     )
+    max_brief_attempts: int = Field(
+        3, ge=1, le=20, description="Claims of one brief (crashes, time-outs included) before it is failed."
+    )
+    lease_seconds: float = Field(
+        900.0, gt=0, description="How long a claimed brief stays leased to one worker before others may retry it."
+    )
     seed: int = Field(20261129, description="Base random seed; each brief's seed derives from it and its id.")
     language: str = Field("en", description="Language passed explicitly to the readability metrics.")
     reviewer: str | None = Field(None, description="Name recorded on editorial decisions.")

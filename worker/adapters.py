@@ -1,0 +1,149 @@
+"""Style adapters: PEFT LoRA directories, checked before they load, kept in a small LRU registry.
+
+An adapter directory must hold ``adapter_config.json`` and ``adapter_model.safetensors`` (the standard PEFT
+layout, loadable by vLLM and LoRAX too). Pickle formats (``.bin``, ``.pt``, ``.pkl``) are refused outright.
+An adapter records the base model it was trained for (``copydesk-adapter.json`` written by training, or
+``base_model_name_or_path``); one trained for another base model is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+
+from worker.errors import AdapterError
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_META = "copydesk-adapter.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+BASE = "__base__"
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """One adapter version of one style."""
+
+    style: str
+    version: str
+    directory: Path
+
+    @property
+    def name(self) -> str:
+        """Name under which the adapter is registered in the PEFT model (no dots allowed there)."""
+        return re.sub(r"[^A-Za-z0-9_]", "_", f"{self.style}__{self.version}")
+
+
+def check_adapter(ref: AdapterRef, base_model_id: str) -> dict[str, Any]:
+    """Validate an adapter directory without loading it into a model; return its PEFT config."""
+    where = f"adapter {ref.style} {ref.version} ({ref.directory})"
+    if not ref.directory.is_dir():
+        raise AdapterError(f"{where} does not exist; train it or set the style's adapter to null")
+    pickles = sorted(p.name for p in ref.directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise AdapterError(f"{where} contains pickle files {pickles}: refused, copydesk loads safetensors only")
+    config = _read_json(ref.directory / ADAPTER_CONFIG, where)
+    if config.get("peft_type") != "LORA":
+        raise AdapterError(f"{where}: peft_type is {config.get('peft_type')!r}, expected 'LORA'")
+    _check_base_model(ref, config, base_model_id, where)
+    _check_weights(ref.directory / ADAPTER_WEIGHTS, where)
+    return config
+
+
+def _read_json(path: Path, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise AdapterError(f"{where} has no {path.name}") from exc
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{where}: {path.name} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise AdapterError(f"{where}: {path.name} must be a JSON object")
+    return data
+
+
+def _check_base_model(ref: AdapterRef, config: dict[str, Any], base_model_id: str, where: str) -> None:
+    meta_path = ref.directory / ADAPTER_META
+    trained_for = (
+        _read_json(meta_path, where).get("base_model_id")
+        if meta_path.is_file()
+        else config.get("base_model_name_or_path")
+    )
+    if trained_for and trained_for != base_model_id:
+        raise AdapterError(
+            f"{where} was trained for base model {trained_for!r}, but the configured base model is "
+            f"{base_model_id!r}: retrain the style or set COPYDESK_MODEL to its base model"
+        )
+
+
+def _check_weights(path: Path, where: str) -> None:
+    if not path.is_file():
+        raise AdapterError(f"{where} has no {ADAPTER_WEIGHTS}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise AdapterError(f"{where}: {ADAPTER_WEIGHTS} is corrupt or unreadable: {exc}") from exc
+    if not keys:
+        raise AdapterError(f"{where}: {ADAPTER_WEIGHTS} holds no tensors")
+
+
+class AdapterRegistry:
+    """Loads each adapter into the PEFT model once; evicts the least recently used beyond ``capacity``."""
+
+    def __init__(self, base_model_id: str, capacity: int = 8) -> None:
+        self.base_model_id = base_model_id
+        self.capacity = capacity
+        self.loaded: OrderedDict[str, AdapterRef] = OrderedDict()
+        self.refused: dict[str, str] = {}
+
+    def ensure(self, model: Any, ref: AdapterRef) -> Any:
+        """Return the model with ``ref`` loaded (wrapping the base model in a PeftModel the first time)."""
+        if ref.name in self.refused:
+            raise AdapterError(self.refused[ref.name])
+        if ref.name in self.loaded:
+            self.loaded.move_to_end(ref.name)
+            return model
+        try:
+            check_adapter(ref, self.base_model_id)
+            model = self._load(model, ref)
+        except AdapterError as exc:
+            self.refused[ref.name] = str(exc)
+            raise
+        self.loaded[ref.name] = ref
+        logger.info("loaded adapter %s %s from %s", ref.style, ref.version, ref.directory)
+        self._evict(model, keep=ref.name)
+        return model
+
+    def _load(self, model: Any, ref: AdapterRef) -> Any:
+        from peft import PeftModel
+
+        try:
+            if isinstance(model, PeftModel):
+                model.load_adapter(str(ref.directory), adapter_name=ref.name, use_safetensors=True)
+                return model
+            wrapped = PeftModel.from_pretrained(
+                model, str(ref.directory), adapter_name=ref.name, use_safetensors=True
+            )
+            wrapped.eval()
+            return wrapped
+        except Exception as exc:  # peft/torch raise many types for shape or key mismatches
+            raise AdapterError(f"adapter {ref.style} {ref.version} failed to load: {exc}") from exc
+
+    def _evict(self, model: Any, keep: str) -> None:
+        while len(self.loaded) > self.capacity:
+            name, ref = next(iter(self.loaded.items()))
+            if name == keep:
+                break
+            model.delete_adapter(name)
+            del self.loaded[name]
+            logger.info("evicted adapter %s %s (least recently used)", ref.style, ref.version)

