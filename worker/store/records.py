@@ -1,0 +1,115 @@
+"""Immutable records the store returns, and the id scheme of articles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Row
+
+from worker.briefs import Brief
+from worker.errors import StoreError
+from worker.results import BriefStatus
+
+ARTICLE_ID_PREFIX = "a-"
+_MAX_PLAIN_BRIEF_ID = 126  # "a-" + id stays within the 128 characters of a safe name
+
+
+def article_id_for(brief_id: str) -> str:
+    """The article id of a brief: ``"a-" + brief_id`` (e.g. ``a-b-3f2a...``), deterministic.
+
+    Prefixing the whole brief id (not only its suffix) keeps the mapping one-to-one for user-chosen ids
+    too. Brief ids longer than 126 characters would exceed a safe name, so those become ``"a-"`` and 32
+    hex digits of the id's SHA-256.
+    """
+    if len(brief_id) <= _MAX_PLAIN_BRIEF_ID:
+        return ARTICLE_ID_PREFIX + brief_id
+    return ARTICLE_ID_PREFIX + hashlib.sha256(brief_id.encode("utf-8")).hexdigest()[:32]
+
+
+def content_hash(brief: Brief) -> str:
+    """SHA-256 (hex) of the brief's canonical content, without its id."""
+    canonical = json.dumps(brief.content_dict(), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class BriefRecord:
+    """A brief as the ledger holds it."""
+
+    id: str
+    brief: Brief
+    status: BriefStatus
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+    job_id: str | None
+    source: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ArticleRecord:
+    """A stored article. ``status`` is a plain string: later features add statuses."""
+
+    id: str
+    brief_id: str
+    status: str
+    title: str
+    body_markdown: str
+    style: str
+    adapter_version: str | None
+    scores: dict[str, Any]
+    failing_gates: list[str]
+    provenance: dict[str, Any]
+    revision: int
+    file_path: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def brief_record(row: Row[Any]) -> BriefRecord:
+    """Build a :class:`BriefRecord` from a ``briefs`` row."""
+    try:
+        brief = Brief.model_validate(row.payload)
+    except ValidationError as exc:
+        raise StoreError(f"brief {row.id!r} in the store no longer validates: {exc}") from exc
+    return BriefRecord(
+        id=row.id,
+        brief=brief,
+        status=BriefStatus(row.status),
+        attempts=row.attempts,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        last_error=row.last_error,
+        job_id=row.job_id,
+        source=row.source,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def article_record(row: Row[Any]) -> ArticleRecord:
+    """Build an :class:`ArticleRecord` from an ``articles`` row."""
+    return ArticleRecord(
+        id=row.id,
+        brief_id=row.brief_id,
+        status=row.status,
+        title=row.title,
+        body_markdown=row.body_markdown,
+        style=row.style,
+        adapter_version=row.adapter_version,
+        scores=dict(row.scores),
+        failing_gates=list(row.failing_gates),
+        provenance=dict(row.provenance),
+        revision=row.revision,
+        file_path=row.file_path,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

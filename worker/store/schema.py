@@ -1,0 +1,166 @@
+"""Table definitions of the store, shared by SQLite and PostgreSQL.
+
+The tables are SQLAlchemy Core :class:`~sqlalchemy.Table` objects; the store runs Core statements
+through a short-lived ORM :class:`~sqlalchemy.orm.Session` per operation.
+
+Versioning: :func:`define_v1` describes the tables exactly as migration 1 creates them and must never
+change afterwards. The module-level :data:`metadata` is the *current* schema that queries use: it starts
+as version 1, and a later migration N adds a ``define_vN(metadata)`` function here that alters the
+tables the same way migration N alters the database (see :mod:`worker.store.migrations`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 140  # brief ids are safe names (<= 128 characters); article ids add a prefix
+STATUS_LENGTH = 32
+
+#: JSON on SQLite (stored as text), JSONB on PostgreSQL.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no timezone support, so the value is converted to UTC
+    and stored naive (SQLAlchemy's fixed-width ISO format, which compares correctly as text); it is read
+    back as an aware UTC datetime. Naive datetimes are refused on the way in.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store only accepts timezone-aware times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _timestamps() -> list[Column[Any]]:
+    return [
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+    ]
+
+
+def define_schema_migrations(metadata: MetaData) -> Table:
+    """The bookkeeping table, created before any migration runs."""
+    return Table(
+        "schema_migrations",
+        metadata,
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("name", String(200), nullable=False),
+        Column("applied_at", UTCDateTime(), nullable=False),
+    )
+
+
+def define_v1(metadata: MetaData) -> None:
+    """The tables as migration 1 creates them. Frozen: never edit once released."""
+    Table(
+        "briefs",
+        metadata,
+        Column("id", String(ID_LENGTH), primary_key=True),
+        Column("payload", JSONType, nullable=False),
+        Column("content_hash", String(64), nullable=False),
+        Column("source", Text, nullable=True),
+        Column("job_id", String(ID_LENGTH), nullable=True),
+        Column("status", String(STATUS_LENGTH), nullable=False),
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("lease_owner", String(200), nullable=True),
+        Column("lease_expires_at", UTCDateTime(), nullable=True),
+        Column("last_error", Text, nullable=True),
+        *_timestamps(),
+        Index(None, "status", "updated_at"),
+        Index(None, "job_id"),
+    )
+    Table(
+        "articles",
+        metadata,
+        Column("id", String(ID_LENGTH), primary_key=True),
+        Column("brief_id", String(ID_LENGTH), ForeignKey("briefs.id"), nullable=False, unique=True),
+        Column("status", String(STATUS_LENGTH), nullable=False),
+        Column("title", Text, nullable=False),
+        Column("body_markdown", Text, nullable=False),
+        Column("style", String(ID_LENGTH), nullable=False),
+        Column("adapter_version", String(200), nullable=True),
+        Column("scores", JSONType, nullable=False),
+        Column("failing_gates", JSONType, nullable=False),
+        Column("provenance", JSONType, nullable=False),
+        Column("revision", Integer, nullable=False, server_default="1"),
+        Column("file_path", Text, nullable=True),
+        *_timestamps(),
+        Index(None, "status"),
+        Index(None, "style"),
+    )
+    Table(
+        "candidates",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("brief_id", String(ID_LENGTH), ForeignKey("briefs.id"), nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("index", Integer, nullable=False),
+        Column("text", Text, nullable=False),
+        Column("scores", JSONType, nullable=False),
+        Column("failing_gates", JSONType, nullable=False),
+        Column("passed", Boolean, nullable=False),
+        Column("selected", Boolean, nullable=False),
+        Column("seed", BigInteger, nullable=False),
+        Column("new_tokens", Integer, nullable=False),
+        Column("generation_seconds", Float, nullable=False),
+        UniqueConstraint("brief_id", "attempt", "index"),
+    )
+
+
+def new_metadata() -> MetaData:
+    """An empty :class:`MetaData` with the store's constraint naming convention."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+metadata = new_metadata()
+schema_migrations = define_schema_migrations(metadata)
+define_v1(metadata)
+# define_v2(metadata) goes here when migration 2 exists.
+
+briefs = metadata.tables["briefs"]
+articles = metadata.tables["articles"]
+candidates = metadata.tables["candidates"]
