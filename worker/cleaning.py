@@ -15,7 +15,7 @@ PREAMBLE = re.compile(
     r"^\s*(sure|certainly|of course|absolutely|okay|ok|here is|here's|here are)\b[^\n]{0,120}[:!.]\s*$",
     re.IGNORECASE,
 )
-TITLE_LABEL = re.compile(r"^\s*(?:\*\*)?title(?:\*\*)?\s*:\s*(?P<title>.+?)\s*$", re.IGNORECASE)
+TITLE_LABEL = re.compile(r"^\s*(?:#{1,6}\s*)?(?:\*\*)?title(?:\*\*)?\s*:\s*(?P<title>.+?)\s*$", re.IGNORECASE)
 BOLD_HEADING = re.compile(r"^\s*\*\*(?P<text>[^*]{2,80})\*\*\s*:?\s*$")
 HEADING = re.compile(r"^(?P<marks>#{1,6})\s*(?P<text>.*?)\s*#*\s*$")
 SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
@@ -104,7 +104,8 @@ def _trim_block(block: str) -> str:
             lines[-1] = last[: ends[-1].end()]
             return "\n".join(lines)
         lines.pop()
-        if lines and ENDS_CLEANLY.search(lines[-1]):
+        # A list item followed by another line was complete, even without a full stop.
+        if lines and (ENDS_CLEANLY.search(lines[-1]) or LIST_MARKER.match(lines[-1])):
             return "\n".join(lines)
     return ""
 

@@ -133,7 +133,20 @@ class Engine:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         """Generate every request, batched; outputs come back in the order of ``requests``."""
-        for ref in {r.adapter for r in requests if r.adapter is not None}:
+        if len({r.key for r in requests}) != len(requests):
+            raise ValueError("generation request keys must be unique: outputs are matched to requests by key")
+        refs = list(dict.fromkeys(r.adapter for r in requests if r.adapter is not None))
+        capacity = self.adapters.capacity
+        if len(refs) > capacity:
+            # More adapters than the registry keeps loaded at once: generate in groups of adapters that fit.
+            # A row does not depend on its batch, so the texts are the same as in one call.
+            grouped: dict[str, GenerationOutput] = {}
+            for start in range(0, len(refs), capacity):
+                group = set(refs[start : start + capacity])
+                part = [r for r in requests if r.adapter in group or (start == 0 and r.adapter is None)]
+                grouped.update((output.key, output) for output in self.generate(part))
+            return [grouped[r.key] for r in requests]
+        for ref in refs:
             self.load_adapter(ref)
         prompts = {r.key: self.chat_prompt(r.messages) for r in requests}
         ordered = sorted(requests, key=lambda r: len(prompts[r.key]))

@@ -54,7 +54,7 @@ class PromptRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self._hashes: dict[str, str] = {}
+        self._hashes: dict[str, tuple[tuple[tuple[str, int, int], ...], str]] = {}
 
     def template_name(self, brief: Brief) -> str:
         return f"{PROMPTS_SUBDIR}/{brief.content_type}.j2"
@@ -62,15 +62,19 @@ class PromptRenderer:
     def template_hash(self, name: str) -> str:
         """SHA-256 (16 hex digits) of the template and the shared partials (``_*.j2``) it may include.
 
-        Recorded in every article's provenance, so a changed template shows up as a changed hash.
+        Recorded in every article's provenance, so a changed template shows up as a changed hash. The
+        cache is keyed on the files' size and mtime: Jinja2 reloads an edited template, and so does the hash.
         """
-        if name not in self._hashes:
+        partials = sorted((self.templates_dir / PROMPTS_SUBDIR).glob("_*.j2"))
+        paths = [self.templates_dir / name, *partials]
+        signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+        cached = self._hashes.get(name)
+        if cached is None or cached[0] != signature:
             digest = hashlib.sha256()
-            partials = sorted((self.templates_dir / PROMPTS_SUBDIR).glob("_*.j2"))
-            for path in [self.templates_dir / name, *partials]:
+            for path in paths:
                 digest.update(path.name.encode() + b"\0" + path.read_bytes())
-            self._hashes[name] = digest.hexdigest()[:16]
-        return self._hashes[name]
+            cached = self._hashes[name] = (signature, digest.hexdigest()[:16])
+        return cached[1]
 
     def render(self, brief: Brief, style: Style, *, feedback: str = "") -> Prompt:
         """Render the prompt for ``brief`` in ``style``; ``feedback`` is an editor's note for a redo."""
@@ -79,8 +83,10 @@ class PromptRenderer:
             template = self.environment.get_template(name)
             user = template.render(brief=brief.model_dump(mode="json"), feedback=feedback, style=style.name)
         except TemplateNotFound as exc:
+            if exc.name != name:  # the template exists; a template it includes does not
+                raise PromptError(f"template {name} includes {exc.name}, which does not exist") from exc
             raise PromptError(
-                f"no prompt template for content type {brief.content_type!r}: add {self.templates_dir / name}"
+                f"no prompt template for content type {str(brief.content_type)!r}: add {self.templates_dir / name}"
             ) from exc
         except SecurityError as exc:
             raise PromptError(f"template {name} tried to leave the sandbox: {exc}") from exc

@@ -55,8 +55,10 @@ def passing_candidate(candidates: Sequence[Scored]) -> Scored | None:
 
 def adjust_for_retry(settings: RowSettings, attempt: int, failing: Sequence[str]) -> RowSettings:
     """Settings for the next attempt: cooler sampling, and a stronger repetition penalty when it failed."""
-    temperature = max(0.3, settings.temperature - 0.15 * (attempt - 1))
+    # The bounds only stop a retry from going further; they never raise a cooler temperature (0 = greedy)
+    # or lower a stronger penalty that the style itself asks for.
+    temperature = max(min(0.3, settings.temperature), settings.temperature - 0.15 * (attempt - 1))
     penalty = settings.repetition_penalty
     if "repetition" in failing:
-        penalty = min(1.5, penalty + 0.1 * (attempt - 1))
+        penalty = max(penalty, min(1.5, penalty + 0.1 * (attempt - 1)))
     return replace(settings, temperature=round(temperature, 3), repetition_penalty=round(penalty, 3))

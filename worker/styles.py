@@ -152,8 +152,10 @@ def load_style(path: Path) -> Style:
     if not isinstance(raw, dict):
         raise StyleError(f"{path}: a style file must be a mapping of fields")
     raw.setdefault("name", path.parent.name)
+    if "directory" in raw:
+        raise StyleError(f"{path}: 'directory' is not a style field; a style's directory is where its file is")
     try:
-        style = Style(**raw, directory=path.parent)
+        style = Style.model_validate({**raw, "directory": path.parent})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise StyleError(f"{path}: {problems}") from exc

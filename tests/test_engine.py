@@ -1,0 +1,267 @@
+"""Unit tests of :mod:`worker.engine` on the tiny random llama in fp32: batching, order, adapters, budgets."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from model_fixtures import TINY_MODEL_ID, adapter_a_dir, adapter_b_dir, copy_dir, one_torch_thread, tiny_model_dir
+
+import worker.engine as engine_module
+from worker.adapters import ADAPTER_WEIGHTS, AdapterRef
+from worker.base_model import BaseModelSource, weights_hash
+from worker.engine import Engine, GenerationOutput, GenerationRequest, pick_device, pick_dtype
+from worker.errors import AdapterError, ModelError
+from worker.sampling import RowSettings
+
+__all__ = ["adapter_a_dir", "adapter_b_dir", "one_torch_thread", "tiny_model_dir"]  # fixtures used by name
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TOPICS = [
+    "Compost",
+    "How to fix a dripping kitchen tap without calling a plumber",
+    "Why B-tree indexes make range queries fast, with one worked example query",
+    "Lisbon",
+    "Five salads",
+    "A gooseneck kettle review for people who make pour-over coffee every single morning",
+    "Tea",
+]
+
+
+def make_engine(model_dir: Path, *, batch_size: int = 4, adapter_capacity: int = 8) -> Engine:
+    source = BaseModelSource(TINY_MODEL_ID, model_dir, weights_hash(model_dir))
+    return Engine(source, device="cpu", dtype=torch.float32, batch_size=batch_size, adapter_capacity=adapter_capacity)
+
+
+def request(
+    key: str,
+    topic: str,
+    *,
+    seed: int,
+    adapter: AdapterRef | None = None,
+    max_new_tokens: int = 12,
+    temperature: float = 0.9,
+) -> GenerationRequest:
+    messages = [{"role": "system", "content": "You write short articles."}, {"role": "user", "content": topic}]
+    return GenerationRequest(key, messages, RowSettings(temperature, 0.9, 1.15, max_new_tokens, seed), adapter)
+
+
+def same_text(a: GenerationOutput, b: GenerationOutput) -> bool:
+    """Same row result: everything but the batch's wall time."""
+    fields = ("key", "text", "new_tokens", "hit_eos", "prompt_tokens")
+    return all(getattr(a, name) == getattr(b, name) for name in fields)
+
+
+@pytest.fixture(scope="module")
+def base_engine(tiny_model_dir: Path) -> Engine:
+    """An engine that never loads an adapter (batch size 3, so that 7 requests make 3 batches)."""
+    return make_engine(tiny_model_dir, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def adapter_refs(adapter_a_dir: Path, adapter_b_dir: Path) -> tuple[AdapterRef, AdapterRef]:
+    return AdapterRef("style-a", "v1", adapter_a_dir), AdapterRef("style-b", "v2", adapter_b_dir)
+
+
+@pytest.fixture(scope="module")
+def adapter_engine(tiny_model_dir: Path) -> Engine:
+    """An engine that the adapter tests load adapters into (batch size 4)."""
+    return make_engine(tiny_model_dir, batch_size=4)
+
+
+# ---------------------------------------------------------------------------------------------- generate
+
+
+def test_outputs_come_back_in_request_order(base_engine: Engine) -> None:
+    requests = [request(f"k{i}", topic, seed=i) for i, topic in enumerate(TOPICS)]
+    outputs = base_engine.generate(requests)
+    assert [o.key for o in outputs] == [r.key for r in requests]
+    for req, out in zip(requests, outputs, strict=True):
+        expected = base_engine.tokenizer(base_engine.chat_prompt(req.messages), add_special_tokens=False)
+        assert out.prompt_tokens == len(expected["input_ids"])  # padding is not counted
+        assert out.seconds > 0
+    assert len({o.text for o in outputs}) == len(outputs)
+    assert base_engine.generate([]) == []
+
+
+def test_a_row_in_a_batch_equals_the_row_alone(base_engine: Engine) -> None:
+    requests = [request(f"k{i}", topic, seed=100 + i) for i, topic in enumerate(TOPICS)]
+    together = base_engine.generate(requests)
+    for req, out in zip(requests, together, strict=True):
+        alone = base_engine.generate([req])[0]
+        assert same_text(alone, out), req.key
+
+
+def test_same_seed_same_text_other_seed_other_text(base_engine: Engine) -> None:
+    first = base_engine.generate([request("a", "Tea", seed=5)])[0]
+    again = base_engine.generate([request("a", "Tea", seed=5)])[0]
+    other = base_engine.generate([request("a", "Tea", seed=6)])[0]
+    assert first.text == again.text
+    assert first.text != other.text
+
+
+def test_greedy_rows_ignore_the_seed(base_engine: Engine) -> None:
+    outputs = base_engine.generate([request(f"g{s}", "Tea", seed=s, temperature=0.0) for s in (1, 2, 3)])
+    assert len({o.text for o in outputs}) == 1
+
+
+def test_max_new_tokens_is_respected_per_row(base_engine: Engine) -> None:
+    budgets = [2, 5, 9, 16]
+    requests = [request(f"b{n}", "Tea", seed=7, max_new_tokens=n) for n in budgets]
+    outputs = base_engine.generate(requests)
+    for budget, out in zip(budgets, outputs, strict=True):
+        assert out.new_tokens <= budget - 1  # the last token of the budget is the forced EOS
+        if out.new_tokens == budget - 1:
+            assert not out.hit_eos  # cut by the budget, not a natural end
+        tokens = base_engine.tokenizer(out.text, add_special_tokens=False)["input_ids"]
+        assert len(tokens) <= budget + 1  # re-tokenising may merge or split a little
+    # A random model practically never ends on its own within a few tokens: every row uses its budget.
+    assert [o.new_tokens for o in outputs] == [n - 1 for n in budgets]
+    # Same seed: each shorter text is a prefix of the longer ones.
+    texts = [o.text for o in outputs]
+    for shorter, longer in itertools.pairwise(texts):
+        assert longer.startswith(shorter)
+
+
+def test_duplicate_keys_are_refused(base_engine: Engine) -> None:
+    with pytest.raises(ValueError, match="unique"):
+        base_engine.generate([request("same", "Tea", seed=1), request("same", "Compost", seed=2)])
+
+
+def test_chat_prompt_uses_the_chat_template(base_engine: Engine) -> None:
+    prompt = base_engine.chat_prompt([{"role": "system", "content": "SYS"}, {"role": "user", "content": "USER"}])
+    assert prompt.index("SYS") < prompt.index("USER")
+    assert prompt.rstrip().endswith("assistant")
+    assert base_engine.dtype_name == "float32"
+    assert base_engine.tokenizer.padding_side == "left"
+
+
+# ---------------------------------------------------------------------------------------------- adapters
+
+
+def test_an_adapter_changes_the_output(
+    adapter_engine: Engine, base_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    adapter_a, adapter_b = adapter_refs
+    base = base_engine.generate([request("x", "Tea", seed=3)])[0]
+    with_a, with_b = adapter_engine.generate(
+        [request("a", "Tea", seed=3, adapter=adapter_a), request("b", "Tea", seed=3, adapter=adapter_b)]
+    )
+    assert with_a.text != base.text
+    assert with_b.text != base.text
+    assert with_a.text != with_b.text
+
+
+def test_mixed_batch_rows_equal_rows_alone(
+    adapter_engine: Engine, base_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    adapter_a, adapter_b = adapter_refs
+    plan = [None, adapter_a, adapter_b, adapter_a, None, adapter_b, None]
+    requests = [
+        request(f"m{i}", topic, seed=200 + i, adapter=ref, max_new_tokens=8 + i)
+        for i, (topic, ref) in enumerate(zip(TOPICS, plan, strict=True))
+    ]
+    together = adapter_engine.generate(requests)
+    assert [o.key for o in together] == [r.key for r in requests]
+    for req, out in zip(requests, together, strict=True):
+        alone = adapter_engine.generate([req])[0]
+        assert same_text(alone, out), req.key
+        if req.adapter is None:
+            # A base row in an adapter batch is exactly the base model's row.
+            assert same_text(base_engine.generate([req])[0], out), req.key
+    assert set(adapter_engine.adapters.loaded) == {adapter_a.name, adapter_b.name}
+
+
+def test_more_adapters_than_capacity_in_one_call(
+    tiny_model_dir: Path, adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    adapter_a, adapter_b = adapter_refs
+    small = make_engine(tiny_model_dir, batch_size=4, adapter_capacity=1)
+    requests = [
+        request("a", "Tea", seed=1, adapter=adapter_a),
+        request("base", "Compost", seed=2),
+        request("b", "Lisbon", seed=3, adapter=adapter_b),
+    ]
+    outputs = small.generate(requests)
+    assert [o.key for o in outputs] == ["a", "base", "b"]
+    expected = adapter_engine.generate(requests)
+    for got, want in zip(outputs, expected, strict=True):
+        assert same_text(got, want)
+    assert len(small.adapters.loaded) == 1
+
+
+def test_broken_adapter_raises_on_load(tmp_path: Path, tiny_model_dir: Path, adapter_a_dir: Path) -> None:
+    engine = make_engine(tiny_model_dir)
+    broken_dir = copy_dir(adapter_a_dir, tmp_path / "broken")
+    (broken_dir / ADAPTER_WEIGHTS).write_bytes(os.urandom(2048))
+    broken = AdapterRef("broken", "v1", broken_dir)
+    with pytest.raises(AdapterError, match="corrupt"):
+        engine.load_adapter(broken)
+    with pytest.raises(AdapterError, match="corrupt"):
+        engine.generate([request("x", "Tea", seed=1, adapter=broken)])
+    assert not engine.adapters.loaded
+    # The engine still serves the base model.
+    assert engine.generate([request("y", "Tea", seed=1)])[0].new_tokens > 0
+
+
+def test_adapter_for_another_base_model_raises_on_load(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from tiny_model import build_lora_adapter
+
+    engine = make_engine(tiny_model_dir)
+    foreign = build_lora_adapter(tiny_model_dir, tmp_path / "foreign", base_model_id="some-other-model")
+    with pytest.raises(AdapterError, match="some-other-model"):
+        engine.load_adapter(AdapterRef("foreign", "v1", foreign))
+
+
+def test_missing_model_directory_is_a_model_error(tmp_path: Path) -> None:
+    source = BaseModelSource("nothing", tmp_path, "0" * 64)
+    with pytest.raises(ModelError, match="cannot load the base model"):
+        Engine(source, device="cpu", dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------------- device and dtype
+
+
+def test_pick_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pick_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu"
+    with pytest.raises(ModelError, match="no CUDA device"):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda"
+    assert pick_device("cuda") == "cuda"
+
+
+def test_pick_device_auto_matches_this_machine() -> None:
+    assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_pick_dtype_explicit() -> None:
+    for device in ("cpu", "cuda"):
+        assert pick_dtype("float32", device) is torch.float32
+        assert pick_dtype("bfloat16", device) is torch.bfloat16
+
+
+def test_pick_dtype_auto_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pick_dtype("auto", "cpu") is (torch.bfloat16 if engine_module.cpu_supports_bf16() else torch.float32)
+    monkeypatch.setattr(engine_module, "cpu_supports_bf16", lambda: True)
+    assert pick_dtype("auto", "cpu") is torch.bfloat16
+    monkeypatch.setattr(engine_module, "cpu_supports_bf16", lambda: False)
+    assert pick_dtype("auto", "cpu") is torch.float32
+
+
+def test_pick_dtype_auto_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert pick_dtype("auto", "cuda") is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert pick_dtype("auto", "cuda") is torch.float16
+
+
+def test_cpu_supports_bf16_reads_cpu_flags() -> None:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    assert engine_module.cpu_supports_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)
