@@ -276,7 +276,7 @@ def _progress() -> Progress:
     )
 
 
-SUMMARY_SCORES = ("readability", "grade", "sentiment", "formality", "length", "on_topic")
+SUMMARY_SCORES = ("readability", "grade", "sentiment", "length", "on_topic")
 
 
 def _print_outcomes(outcomes: Sequence[Any], as_json: bool) -> None:
@@ -295,23 +295,31 @@ def _print_outcomes(outcomes: Sequence[Any], as_json: bool) -> None:
             ]
         )
         return
-    table = Table("brief", "status", "style", "title", *SUMMARY_SCORES, "failing", title="results")
+    table = Table(title="results")
+    table.add_column("brief", overflow="fold", min_width=12)
+    table.add_column("status / failing gates", overflow="fold", min_width=15)
+    table.add_column("style", overflow="fold", min_width=10)
+    for name in SUMMARY_SCORES:
+        table.add_column(name.replace("_", " ").replace("readability", "ease"), justify="right")
     for o in outcomes:
         if o.article is None:
-            table.add_row(o.brief_id, f"[red]{o.status}[/]", "", o.error or "", *["" for _ in SUMMARY_SCORES], "")
+            table.add_row(o.brief_id, f"[red]{o.status}[/]: {o.error or ''}", "", *["" for _ in SUMMARY_SCORES])
             continue
         scores = [_score_cell(o.article.scores.get(name)) for name in SUMMARY_SCORES]
         colour = "green" if o.article.status == "needs_review" else "yellow"
-        failing = ", ".join(o.article.failing_gates)
-        table.add_row(o.brief_id, f"[{colour}]{o.status}[/]", o.article.style, o.article.title, *scores, failing)
+        failing = f"\n[red]{', '.join(o.article.failing_gates)}[/]" if o.article.failing_gates else ""
+        table.add_row(o.brief_id, f"[{colour}]{o.status}[/]{failing}", o.article.style, *scores)
     console.print(table)
+    done = sum(1 for o in outcomes if o.article is not None)
+    console.print(f"{done} article(s) written; show one with: copydesk articles show <brief id>")
 
 
 def _score_cell(score: dict[str, Any] | None) -> str:
     if not score:
         return ""
     colour = "green" if score.get("passed") else "red"
-    return f"[{colour}]{score['value']:.2f}[/]"
+    value = score["value"]
+    return f"[{colour}]{value:.2f}[/]" if abs(value) < 10 else f"[{colour}]{value:.0f}[/]"
 
 
 # -- articles -----------------------------------------------------------------------------------------
