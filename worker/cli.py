@@ -6,58 +6,31 @@ exit code; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from worker.cli_common import FilesArg, JsonOpt, console, err_console, handle_errors, print_json
+from worker.cli_queue import register as register_queue_commands
 from worker.config import Settings, load_settings
 from worker.errors import CopydeskError
 from worker.loading import LoadReport, load_brief_files
 
-console = Console()
-err_console = Console(stderr=True)
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(help="copydesk: briefs in, styled and scored articles out.", no_args_is_help=True)
 articles_app = typer.Typer(help="Browse stored articles.", no_args_is_help=True)
 app.add_typer(articles_app, name="articles")
-
-F = TypeVar("F", bound=Callable[..., Any])
-FilesArg = Annotated[list[Path], typer.Argument(help="Brief files: .yaml, .yml, .json, .jsonl, .csv")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-
-
-def _debug_enabled() -> bool:
-    return "--debug" in sys.argv or os.environ.get("COPYDESK_DEBUG") == "1"
-
-
-def handle_errors(command: F) -> F:
-    """Turn copydesk errors into one clear line and an exit code (a traceback only with --debug)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except CopydeskError as exc:
-            if _debug_enabled():
-                raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @app.callback()
@@ -71,10 +44,6 @@ def main_options(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def print_json(data: Any) -> None:
-    console.print_json(json.dumps(data, default=str, ensure_ascii=False))
 
 
 def load_and_report(files: Sequence[Path]) -> LoadReport:
@@ -295,6 +264,11 @@ def _print_outcomes(outcomes: Sequence[Any], as_json: bool) -> None:
             ]
         )
         return
+    print_outcome_table(outcomes)
+
+
+def print_outcome_table(outcomes: Sequence[Any]) -> None:
+    """A results table of rows with ``brief_id``, ``status``, ``article`` (or None) and ``error``."""
     table = Table(title="results")
     table.add_column("brief", overflow="fold", min_width=12)
     table.add_column("status / failing gates", overflow="fold", min_width=15)
@@ -308,7 +282,7 @@ def _print_outcomes(outcomes: Sequence[Any], as_json: bool) -> None:
         scores = [_score_cell(o.article.scores.get(name)) for name in SUMMARY_SCORES]
         colour = "green" if o.article.status == "needs_review" else "yellow"
         failing = f"\n[red]{', '.join(o.article.failing_gates)}[/]" if o.article.failing_gates else ""
-        table.add_row(o.brief_id, f"[{colour}]{o.status}[/]{failing}", o.article.style, *scores)
+        table.add_row(o.brief_id, f"[{colour}]{o.article.status}[/]{failing}", o.article.style, *scores)
     console.print(table)
     done = sum(1 for o in outcomes if o.article is not None)
     console.print(f"{done} article(s) written; show one with: copydesk articles show <brief id>")
@@ -404,6 +378,9 @@ def _scorecard_table(scores: dict[str, Any], failing: Sequence[str]) -> Table:
         bounds = f"{score.get('low')}..{score.get('high')}"
         table.add_row(name, f"{score['value']:.3f}", bounds, mark, score.get("detail", ""))
     return table
+
+
+register_queue_commands(app)
 
 
 def main() -> None:

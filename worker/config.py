@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from platformdirs import user_cache_dir
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,7 +79,19 @@ class Settings(BaseSettings):
         3, ge=1, le=20, description="Claims of one brief (crashes, time-outs included) before it is failed."
     )
     lease_seconds: float = Field(
-        900.0, gt=0, description="How long a claimed brief stays leased to one worker before others may retry it."
+        1800.0, gt=0, description="How long a claimed brief stays leased to one worker before others may retry it."
+    )
+    task_soft_time_limit: float = Field(
+        1200.0, gt=0, description="Seconds before a generation task is asked to stop (SoftTimeLimitExceeded)."
+    )
+    task_time_limit: float = Field(1500.0, gt=0, description="Seconds before a generation task's process is killed.")
+    flush_size: int = Field(8, ge=1, le=256, description="Briefs a worker generates together in one task.")
+    flush_interval: float = Field(
+        0.5, ge=0, le=60, description="Seconds a worker waits for more queued briefs when it has fewer than flush_size."
+    )
+    reconcile_interval: float = Field(30.0, gt=0, description="Seconds between the worker's reconciler passes.")
+    stale_after: float = Field(
+        300.0, gt=0, description="A brief queued this long without being claimed is published again."
     )
     seed: int = Field(20261129, description="Base random seed; each brief's seed derives from it and its id.")
     language: str = Field("en", description="Language passed explicitly to the readability metrics.")
@@ -105,6 +117,17 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @model_validator(mode="after")
+    def _lease_outlives_tasks(self) -> Settings:
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("task_soft_time_limit must be below task_time_limit")
+        if self.lease_seconds <= self.task_time_limit:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds}) must exceed task_time_limit ({self.task_time_limit}), "
+                "or a second worker could take a brief that is still being written"
+            )
+        return self
 
     @cached_property
     def effective_store_url(self) -> str:

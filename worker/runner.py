@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from worker.article_files import write_article_file
@@ -50,18 +50,20 @@ def write_briefs(
     settings = pipeline.settings
     outcomes: dict[str, WriteOutcome] = {}
     claimed = []
-    for brief_id in dict.fromkeys(brief_ids):
-        record = store.claim_brief(
-            brief_id, owner=owner, lease_seconds=lease_seconds, max_attempts=settings.max_brief_attempts
-        )
-        if record is None:
-            outcomes[brief_id] = WriteOutcome(brief_id, f"skipped: {store.get_brief(brief_id).status}")
-        else:
-            claimed.append(record.brief)
     try:
+        for brief_id in dict.fromkeys(brief_ids):
+            record = store.claim_brief(
+                brief_id, owner=owner, lease_seconds=lease_seconds, max_attempts=settings.max_brief_attempts
+            )
+            if record is None:
+                outcomes[brief_id] = WriteOutcome(brief_id, f"skipped: {store.get_brief(brief_id).status}")
+            else:
+                claimed.append(record.brief)
         results = pipeline.run(claimed, progress)
     except Exception as exc:
-        for brief in claimed:  # give the briefs back to the queue; the caller decides about retries
+        # A failed claim (unknown id, locked database) or a failed run: give the briefs claimed so far back
+        # to the queue rather than leaving them leased to a run that will not write them.
+        for brief in claimed:  # the caller decides about retries
             store.fail_brief(brief.brief_id, f"{type(exc).__name__}: {exc}", final=False)
         raise
     for result in results:
@@ -82,6 +84,7 @@ def _store_outcome(store: Store, articles_dir: Path, outcome: BriefOutcome, owne
     try:
         path = write_article_file(articles_dir, article, brief)
         store.set_article_file(article.id, str(path))
+        article = replace(article, file_path=str(path))  # the record saved above has no file yet
     except (OSError, StoreError) as exc:
         logger.error("article %s stored, but its Markdown file was not written: %s", article.id, exc)
     return WriteOutcome(brief.brief_id, article.status, article)

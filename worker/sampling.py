@@ -40,22 +40,23 @@ class RowSampler:
         self.generators = [torch.Generator().manual_seed(r.seed) for r in rows]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logits = scores.float()
-        logits = apply_repetition_penalty(logits, input_ids, self.penalty.to(logits.device))
+        logits = apply_repetition_penalty(scores.float(), input_ids, self.penalty.to(scores.device))
+        greedy = self.temperature <= 0
+        temperature = torch.where(greedy, torch.ones_like(self.temperature), self.temperature).to(scores.device)
+        probs = batched_top_p_probabilities(logits / temperature.unsqueeze(1), self.top_p.to(scores.device)).cpu()
         step = input_ids.shape[1] - self.prompt_length
-        chosen = [self._choose(i, logits[i], step) for i in range(logits.shape[0])]
+        chosen = [self._choose(row, logits[row], probs[row], step) for row in range(logits.shape[0])]
         forced = torch.full_like(scores, float("-inf"))
         forced[torch.arange(len(chosen)), torch.tensor(chosen, device=scores.device)] = 0.0
         return forced
 
-    def _choose(self, row: int, logits: torch.Tensor, step: int) -> int:
+    def _choose(self, row: int, logits: torch.Tensor, probs: torch.Tensor, step: int) -> int:
         settings = self.rows[row]
         if step >= settings.max_new_tokens - 1:
             return self.eos_token_id  # this row's budget is spent: end it here
         if settings.temperature <= 0:
             return int(torch.argmax(logits))
-        probs = top_p_probabilities(logits / settings.temperature, settings.top_p)
-        return int(torch.multinomial(probs.cpu(), 1, generator=self.generators[row]))
+        return int(torch.multinomial(probs, 1, generator=self.generators[row]))
 
 
 def apply_repetition_penalty(
@@ -66,6 +67,20 @@ def apply_repetition_penalty(
     per_row = penalty.unsqueeze(1)
     seen = torch.where(seen < 0, seen * per_row, seen / per_row)
     return logits.scatter(1, input_ids, seen)
+
+
+def batched_top_p_probabilities(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Row-wise nucleus probabilities: each row keeps the smallest set of tokens reaching its own top_p.
+
+    Every operation is row-independent, so a row's result does not depend on the other rows.
+    """
+    probs = torch.softmax(logits, dim=-1)
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > top_p.unsqueeze(1)
+    outside &= (top_p < 1.0).unsqueeze(1)
+    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+    kept = torch.zeros_like(probs).scatter(1, order, sorted_probs)
+    return kept / kept.sum(dim=-1, keepdim=True)
 
 
 def top_p_probabilities(logits: torch.Tensor, top_p: float) -> torch.Tensor:

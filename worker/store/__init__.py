@@ -19,6 +19,7 @@ lease, raises :class:`~worker.errors.ConflictError`; anything else the database 
 """
 
 from worker.store.core import Store, utc_now
+from worker.store.jobs import BriefResult, JobCounts, JobRecord, JobStatus, Submission
 from worker.store.migrations import MIGRATIONS, Migration, latest_version
 from worker.store.records import ArticleRecord, BriefRecord, article_id_for, content_hash
 
@@ -26,8 +27,13 @@ __all__ = [
     "MIGRATIONS",
     "ArticleRecord",
     "BriefRecord",
+    "BriefResult",
+    "JobCounts",
+    "JobRecord",
+    "JobStatus",
     "Migration",
     "Store",
+    "Submission",
     "article_id_for",
     "content_hash",
     "latest_version",

@@ -38,6 +38,7 @@ from worker.errors import ConflictError, NotFoundError
 from worker.results import ArticleResult, BriefStatus
 from worker.store import migrations
 from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, parse_url, safe_url, translate_errors
+from worker.store.jobs import JobStoreMixin
 from worker.store.records import (
     ArticleRecord,
     BriefRecord,
@@ -58,7 +59,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store:
+class Store(JobStoreMixin):
     """SQLAlchemy-backed store on SQLite or PostgreSQL. See the package docstring for the design."""
 
     def __init__(self, url: str, *, clock: Callable[[], datetime] = utc_now) -> None:

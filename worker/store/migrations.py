@@ -33,7 +33,7 @@ from datetime import datetime
 from sqlalchemy import Connection, func, insert, inspect, select, text
 
 from worker.errors import StoreError
-from worker.store.schema import define_v1, new_metadata, schema_migrations
+from worker.store.schema import define_v1, define_v2, new_metadata, schema_migrations
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,19 @@ def _v1_create_tables(conn: Connection) -> None:
     v1.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "create briefs, articles and candidates", _v1_create_tables),)
+def _v2_create_jobs(conn: Connection) -> None:
+    """Create ``jobs`` and ``job_items``."""
+    current = new_metadata()
+    define_v1(current)
+    define_v2(current)
+    for name in ("jobs", "job_items"):
+        current.tables[name].create(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "create briefs, articles and candidates", _v1_create_tables),
+    Migration(2, "create jobs and job_items", _v2_create_jobs),
+)
 
 
 def _check_order(migrations: tuple[Migration, ...]) -> None:

@@ -151,6 +151,32 @@ def define_v1(metadata: MetaData) -> None:
     )
 
 
+def define_v2(metadata: MetaData) -> None:
+    """Version 2: batch jobs (OpenAI Batch API semantics) and which briefs each job holds."""
+    Table(
+        "jobs",
+        metadata,
+        Column("id", String(ID_LENGTH), primary_key=True),
+        Column("kind", String(STATUS_LENGTH), nullable=False),
+        Column("idempotency_key", String(300), nullable=True, unique=True),
+        Column("status", String(STATUS_LENGTH), nullable=False),
+        Column("cancel_requested", Boolean, nullable=False, server_default="0"),
+        Column("description", Text, nullable=True),
+        Column("invalid_records", Integer, nullable=False, server_default="0"),
+        Column("finished_at", UTCDateTime(), nullable=True),
+        *_timestamps(),
+    )
+    Table(
+        "job_items",
+        metadata,
+        Column("job_id", String(ID_LENGTH), ForeignKey("jobs.id"), primary_key=True),
+        Column("brief_id", String(ID_LENGTH), ForeignKey("briefs.id"), primary_key=True),
+        Column("position", Integer, nullable=False),
+        Column("note", String(STATUS_LENGTH), nullable=False),
+        Index("ix_job_items_brief_id", "brief_id"),
+    )
+
+
 def new_metadata() -> MetaData:
     """An empty :class:`MetaData` with the store's constraint naming convention."""
     return MetaData(naming_convention=NAMING_CONVENTION)
@@ -159,8 +185,10 @@ def new_metadata() -> MetaData:
 metadata = new_metadata()
 schema_migrations = define_schema_migrations(metadata)
 define_v1(metadata)
-# define_v2(metadata) goes here when migration 2 exists.
+define_v2(metadata)
 
 briefs = metadata.tables["briefs"]
 articles = metadata.tables["articles"]
 candidates = metadata.tables["candidates"]
+jobs = metadata.tables["jobs"]
+job_items = metadata.tables["job_items"]

@@ -1,0 +1,147 @@
+"""Celery tasks. They take brief ids, never bodies, and are idempotent (the store's ledger decides).
+
+``write_brief(brief_id)``: claims the brief and, on its first attempt, up to ``flush_size - 1`` other
+fresh queued briefs, so briefs of any style waiting in the queue are generated together in one batch. A
+brief that was attempted before runs alone, so a brief that crashes its process cannot take others with
+it (after ``max_brief_attempts`` claims it is ``failed``). A task for a brief that is done, failed,
+cancelled, or leased to a live worker does nothing.
+
+Every process loads the model once (on its first task) and keeps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from celery import current_app, shared_task, signals
+from celery.exceptions import SoftTimeLimitExceeded
+
+from worker.config import Settings
+from worker.errors import NotFoundError, TransientStoreError
+from worker.names import is_safe_name
+from worker.pipeline import Pipeline
+from worker.reconciler import ReconcilerThread, reconcile_once
+from worker.results import BriefStatus
+from worker.runner import worker_identity, write_briefs
+from worker.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    settings: Settings
+    store: Store
+
+
+def _settings() -> Settings:
+    settings = getattr(current_app.conf, "copydesk_settings", None)
+    if settings is None:
+        from worker.config import load_settings
+
+        settings = load_settings()
+    return settings
+
+
+@lru_cache(maxsize=1)
+def resources() -> WorkerResources:
+    """Settings and store of this process (created once, after the fork)."""
+    settings = _settings()
+    store = Store.from_settings(settings)
+    store.migrate()
+    return WorkerResources(settings, store)
+
+
+@lru_cache(maxsize=1)
+def pipeline() -> Pipeline:
+    """The model, embedder and pipeline of this process, loaded on first use and kept."""
+    from worker.embeddings import default_embedder
+    from worker.engine import Engine
+
+    settings = resources().settings
+    return Pipeline(settings, Engine.from_settings(settings), embedder=default_embedder())
+
+
+def companions(store: Store, settings: Settings, brief_id: str) -> list[str]:
+    """Fresh queued briefs to generate together with ``brief_id`` (waits ``flush_interval`` for more)."""
+    wanted = settings.flush_size - 1
+    found = store.fresh_queued_briefs(limit=wanted, exclude=brief_id)
+    if len(found) < wanted and settings.flush_interval > 0:
+        time.sleep(settings.flush_interval)
+        found = store.fresh_queued_briefs(limit=wanted, exclude=brief_id)
+    return found
+
+
+@shared_task(
+    name="copydesk.write_brief",
+    autoretry_for=(TransientStoreError,),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=10,
+)
+def write_brief(brief_id: Any) -> dict[str, Any]:
+    """Write the article for ``brief_id`` (and a batch of fresh companions)."""
+    if not isinstance(brief_id, str) or not is_safe_name(brief_id):
+        logger.error("ignored a message with a malformed brief id: %r", str(brief_id)[:80])
+        return {"ignored": "malformed brief id"}
+    res = resources()
+    try:
+        record = res.store.get_brief(brief_id)
+    except NotFoundError:
+        logger.error("ignored a message for unknown brief %s", brief_id)
+        return {"ignored": "unknown brief"}
+    if record.status not in (BriefStatus.QUEUED, BriefStatus.RUNNING):
+        return {"skipped": {brief_id: str(record.status)}}
+    batch = [brief_id]
+    if record.status == BriefStatus.QUEUED and record.attempts == 0:
+        batch += companions(res.store, res.settings, brief_id)
+    try:
+        outcomes = write_briefs(
+            batch,
+            store=res.store,
+            pipeline=pipeline(),
+            owner=worker_identity("celery"),
+            lease_seconds=res.settings.lease_seconds,
+        )
+    except SoftTimeLimitExceeded:
+        logger.error("batch of %d brief(s) hit the soft time limit; they are queued again", len(batch))
+        return {"timed_out": batch}
+    return {o.brief_id: o.status for o in outcomes}
+
+
+_reconciler: dict[str, ReconcilerThread] = {}
+
+
+@signals.worker_ready.connect
+def start_reconciler(sender: Any = None, **_: Any) -> None:
+    """Reconcile the store and the broker when the worker starts, then periodically."""
+    from worker.queue import publish
+
+    app = sender.app if sender is not None else current_app
+    res = resources()
+
+    def run_once() -> Any:
+        return reconcile_once(res.store, res.settings, lambda ids: publish(app, ids), app.conf.broker_url)
+
+    thread = ReconcilerThread(res.settings.reconcile_interval, run_once)
+    thread.start()
+    _reconciler["thread"] = thread
+
+
+@signals.worker_shutdown.connect
+def stop_reconciler(**_: Any) -> None:
+    thread = _reconciler.pop("thread", None)
+    if thread is not None:
+        thread.stop()
+
+
+@signals.worker_process_init.connect
+def reset_after_fork(**_: Any) -> None:
+    """A forked pool process must not reuse the parent's database connections or model."""
+    resources.cache_clear()
+    pipeline.cache_clear()
