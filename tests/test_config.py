@@ -52,6 +52,8 @@ def test_environment_variables_override_defaults(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("COPYDESK_DEFAULT_STYLE", "tech-deepdive")
     monkeypatch.setenv("COPYDESK_SEED", "42")
     monkeypatch.setenv("COPYDESK_LEASE_SECONDS", "12.5")
+    monkeypatch.setenv("COPYDESK_TASK_SOFT_TIME_LIMIT", "5")
+    monkeypatch.setenv("COPYDESK_TASK_TIME_LIMIT", "10")
     monkeypatch.setenv("COPYDESK_STORE_URL", "sqlite:////tmp/elsewhere.db")
     settings = load_settings()
     assert settings.home == tmp_path / "home"

@@ -69,22 +69,25 @@ def _collapse_blank_lines(lines: list[str]) -> str:
 
 
 def trim_unfinished_ending(text: str) -> str:
-    """Drop a trailing fragment that does not end a sentence, and any headings left without content."""
-    text = text.rstrip()
-    blocks = text.split("\n\n")
-    while len(blocks) > 1 and _is_heading_only(blocks[-1]):
-        blocks.pop()
-    last = blocks[-1]
-    last_line = last.strip().split("\n")[-1]
-    if last_line.lstrip().startswith("#") or ENDS_CLEANLY.search(last_line):
-        return "\n\n".join(blocks)
-    trimmed = _trim_block(last)
-    if trimmed:
-        blocks[-1] = trimmed
-    else:
-        blocks.pop()
+    """Drop a trailing fragment that does not end a sentence, and any headings left without content.
+
+    Repeats until the text ends cleanly: dropping an unfinished last paragraph may expose a previous
+    paragraph that was cut off too.
+    """
+    blocks = text.rstrip().split("\n\n")
+    while True:
         while len(blocks) > 1 and _is_heading_only(blocks[-1]):
             blocks.pop()
+        last_line = blocks[-1].strip().split("\n")[-1]
+        if len(blocks) == 1 or last_line.lstrip().startswith("#") or ENDS_CLEANLY.search(last_line):
+            break
+        trimmed = _trim_block(blocks[-1])
+        if trimmed:
+            blocks[-1] = trimmed
+            break
+        blocks.pop()
+    if len(blocks) == 1 and not blocks[0].lstrip().startswith("#"):
+        blocks[0] = _trim_block(blocks[0]) or blocks[0]
     return "\n\n".join(blocks)
 
 

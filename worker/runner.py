@@ -66,9 +66,22 @@ def write_briefs(
         for brief in claimed:  # the caller decides about retries
             store.fail_brief(brief.brief_id, f"{type(exc).__name__}: {exc}", final=False)
         raise
-    for result in results:
-        outcomes[result.brief.brief_id] = _store_outcome(store, settings.articles_dir, result, owner)
+    for index, result in enumerate(results):
+        try:
+            outcomes[result.brief.brief_id] = _store_outcome(store, settings.articles_dir, result, owner)
+        except Exception as exc:
+            _requeue_unsaved(store, results[index:], exc)
+            raise
     return [outcomes[brief_id] for brief_id in dict.fromkeys(brief_ids)]
+
+
+def _requeue_unsaved(store: Store, unsaved: Sequence[BriefOutcome], exc: Exception) -> None:
+    """The store failed while saving: hand the briefs not saved yet back to the queue, as far as it lets us."""
+    for outcome in unsaved:
+        try:
+            store.fail_brief(outcome.brief.brief_id, f"{type(exc).__name__}: {exc}", final=False)
+        except StoreError as second:
+            logger.warning("brief %s stays leased until its lease expires: %s", outcome.brief.brief_id, second)
 
 
 def _store_outcome(store: Store, articles_dir: Path, outcome: BriefOutcome, owner: str) -> WriteOutcome:
