@@ -131,9 +131,7 @@ class AdapterRegistry:
             if isinstance(model, PeftModel):
                 model.load_adapter(str(ref.directory), adapter_name=ref.name, use_safetensors=True)
                 return model
-            wrapped = PeftModel.from_pretrained(
-                model, str(ref.directory), adapter_name=ref.name, use_safetensors=True
-            )
+            wrapped = PeftModel.from_pretrained(model, str(ref.directory), adapter_name=ref.name, use_safetensors=True)
             wrapped.eval()
             return wrapped
         except Exception as exc:  # peft/torch raise many types for shape or key mismatches

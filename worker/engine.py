@@ -103,9 +103,7 @@ class Engine:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.adapters = AdapterRegistry(source.model_id, adapter_capacity)
         self.load_seconds = time.perf_counter() - started
-        logger.info(
-            "loaded base model %s on %s (%s) in %.2f s", source.model_id, device, dtype, self.load_seconds
-        )
+        logger.info("loaded base model %s on %s (%s) in %.2f s", source.model_id, device, dtype, self.load_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:

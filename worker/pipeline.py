@@ -168,9 +168,7 @@ class Pipeline:
         outputs = self.engine.generate(requests)
         generate_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        drafts = [
-            (owners[out.key], clean_draft(out.text, owners[out.key][0].brief.title), out) for out in outputs
-        ]
+        drafts = [(owners[out.key], clean_draft(out.text, owners[out.key][0].brief.title), out) for out in outputs]
         scorecards = score_drafts(
             [DraftToScore(md, job.brief, job.style.targets, job.style.rules) for (job, _, _), md, _ in drafts],
             language=self.settings.language,

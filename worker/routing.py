@@ -58,9 +58,7 @@ def score_style(brief: Brief, style: Style) -> StyleScore:
         ("tone", brief.tone, rules.tones),
     ]
     pairs += [("tag", tag.lower(), rules.tags) for tag in brief.tags]
-    matches = tuple(
-        RuleMatch(field, value, table[value]) for field, value, table in pairs if value and value in table
-    )
+    matches = tuple(RuleMatch(field, value, table[value]) for field, value, table in pairs if value and value in table)
     return StyleScore(style.name, sum(m.weight for m in matches), rules.priority, matches)
 
 

@@ -59,9 +59,7 @@ class RowSampler:
         return int(torch.multinomial(probs, 1, generator=self.generators[row]))
 
 
-def apply_repetition_penalty(
-    logits: torch.Tensor, input_ids: torch.LongTensor, penalty: torch.Tensor
-) -> torch.Tensor:
+def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.LongTensor, penalty: torch.Tensor) -> torch.Tensor:
     """CTRL-style repetition penalty with one penalty per row (1.0 leaves a row unchanged)."""
     seen = torch.gather(logits, 1, input_ids)
     per_row = penalty.unsqueeze(1)
