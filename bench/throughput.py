@@ -114,9 +114,19 @@ def copydesk(settings: Settings, briefs: list[Brief]) -> dict[str, float]:
 def llama_cpp(prompts: list[str], new_tokens: int) -> dict[str, float] | None:
     """(c) llama.cpp single-stream on the same GGUF (None when llama-cpp-python is not installed)."""
     try:
+        import llama_cpp.llama_cpp as low_level
         from llama_cpp import Llama
     except ImportError:
         return None
+    default_params = low_level.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        # On AMX CPUs the extra (repacking) buffer type dies with SIGILL on batched Q4_1 matmuls.
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    low_level.llama_model_default_params = without_extra_buffers
     llm = Llama(model_path=str(packaged_gguf()), n_ctx=2048, n_threads=os.cpu_count() or 2, verbose=False)
     tokens = 0
     started = time.perf_counter()
