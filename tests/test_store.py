@@ -28,6 +28,7 @@ from worker.store.engine import parse_url, translate_errors
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = 60.0
+ALL_VERSIONS = list(range(1, latest_version() + 1))
 
 
 class FakeClock:
@@ -133,11 +134,11 @@ def run_in_threads(n: int, target: Callable[[int], Any]) -> list[Any]:
 def test_migrate_creates_schema_and_is_idempotent(store_url: str) -> None:
     with Store(store_url) as store:
         assert store.schema_version() == 0
-        assert store.migrate() == [1, 2]
-        assert store.schema_version() == latest_version() == 2
+        assert store.migrate() == ALL_VERSIONS
+        assert store.schema_version() == latest_version() == len(ALL_VERSIONS)
         assert store.migrate() == []
         assert store.migrate() == []
-    assert raw_count(store_url, "schema_migrations") == 2
+    assert raw_count(store_url, "schema_migrations") == len(ALL_VERSIONS)
     engine = sa.create_engine(store_url, poolclass=NullPool)
     try:
         tables = set(sa.inspect(engine).get_table_names())
@@ -154,8 +155,8 @@ def test_concurrent_migrations_record_the_version_once(store_url: str) -> None:
         for s in stores:
             s.close()
     assert not [r for r in results if isinstance(r, Exception)], results
-    assert sorted(results) == [[], [], [], [1, 2]]
-    assert raw_count(store_url, "schema_migrations") == 2
+    assert sorted(results) == [[], [], [], ALL_VERSIONS]
+    assert raw_count(store_url, "schema_migrations") == len(ALL_VERSIONS)
 
 
 _MIGRATE_SCRIPT = """
@@ -181,8 +182,8 @@ def test_concurrent_migrations_from_separate_processes(store_url: str) -> None:
     ]
     outputs = [proc.communicate(timeout=60) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
-    assert sorted(json.loads(out) for out, _err in outputs) == [[], [], [1, 2]]
-    assert raw_count(store_url, "schema_migrations") == 2
+    assert sorted(json.loads(out) for out, _err in outputs) == [[], [], ALL_VERSIONS]
+    assert raw_count(store_url, "schema_migrations") == len(ALL_VERSIONS)
 
 
 def test_migrate_refuses_a_newer_schema(store: Store, store_url: str) -> None:
@@ -220,7 +221,7 @@ def test_sqlite_connection_settings_and_parent_directory(tmp_path: Path) -> None
 def test_from_settings_uses_the_effective_store_url(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
     with Store.from_settings(settings) as store:
-        assert store.migrate() == [1, 2]
+        assert store.migrate() == ALL_VERSIONS
     assert (tmp_path / "home" / "copydesk.db").is_file()
 
 

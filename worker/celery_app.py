@@ -11,6 +11,7 @@ Run a worker with ``copydesk worker`` (or ``celery -A worker.celery_app worker -
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from celery import Celery
@@ -42,8 +43,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     url = broker_url(settings)
     transport_options: dict[str, Any] = {}
     if url.startswith(("redis://", "rediss://")):
-        # Redelivery of unacknowledged tasks must not happen while the first copy may still run.
-        transport_options["visibility_timeout"] = int(settings.task_time_limit * 2)
+        # Redelivery of unacknowledged tasks should not happen while the first copy may still run (a copy that
+        # does is harmless: the brief is leased). kombu looks for overdue messages every
+        # unacked_restore_interval x unacked_restore_throttle seconds (100 s by default): keep that short
+        # next to the timeout, or a short timeout would not be honoured.
+        visibility = settings.visibility_timeout or settings.task_time_limit * 2
+        transport_options["visibility_timeout"] = max(1, math.ceil(visibility))
+        transport_options["unacked_restore_interval"] = max(1, min(10, math.ceil(visibility / 10)))
+        transport_options["unacked_restore_throttle"] = 1
     return {
         "broker_url": url,
         "broker_transport_options": transport_options,
@@ -66,6 +73,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,  # Flower and `celery events` work against the same broker
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        # The CLI's log handler writes to sys.stderr; redirected into logging, every log line would be dropped.
+        "worker_redirect_stdouts": False,
         "worker_max_tasks_per_child": 1000,
     }
 
@@ -76,7 +85,7 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.copydesk_settings = settings
     if is_embedded(app.conf.broker_url):
         (settings.home).mkdir(parents=True, exist_ok=True)
-    app.conf.include = ["worker.tasks"]
+    app.conf.include = ["worker.tasks", "worker.training_tasks"]
     return app
 
 

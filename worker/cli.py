@@ -21,7 +21,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from worker.cli_common import FilesArg, JsonOpt, console, err_console, handle_errors, print_json
+from worker.cli_jobs import register as register_job_commands
 from worker.cli_queue import register as register_queue_commands
+from worker.cli_review import register as register_review_commands
+from worker.cli_styles import register as register_style_commands
 from worker.config import Settings, load_settings
 from worker.errors import CopydeskError
 from worker.loading import LoadReport, load_brief_files
@@ -29,7 +32,7 @@ from worker.loading import LoadReport, load_brief_files
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(help="copydesk: briefs in, styled and scored articles out.", no_args_is_help=True)
-articles_app = typer.Typer(help="Browse stored articles.", no_args_is_help=True)
+articles_app = typer.Typer(help="Browse stored articles, their history and diffs.", no_args_is_help=True)
 app.add_typer(articles_app, name="articles")
 
 
@@ -381,6 +384,9 @@ def _scorecard_table(scores: dict[str, Any], failing: Sequence[str]) -> Table:
 
 
 register_queue_commands(app)
+register_style_commands(app)
+register_review_commands(app, articles_app)
+register_job_commands(app)
 
 
 def main() -> None:

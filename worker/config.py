@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         1200.0, gt=0, description="Seconds before a generation task is asked to stop (SoftTimeLimitExceeded)."
     )
     task_time_limit: float = Field(1500.0, gt=0, description="Seconds before a generation task's process is killed.")
+    visibility_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Redis broker: seconds before a delivered but unacknowledged task message is delivered again; "
+        "default 2 x task_time_limit. A copy delivered while the brief is leased to a live worker does nothing.",
+    )
     flush_size: int = Field(8, ge=1, le=256, description="Briefs a worker generates together in one task.")
     flush_interval: float = Field(
         0.5, ge=0, le=60, description="Seconds a worker waits for more queued briefs when it has fewer than flush_size."

@@ -76,3 +76,13 @@ class QueueError(CopydeskError):
     """The broker cannot be reached or refused a message."""
 
     exit_code = 8
+
+
+class ReviewError(CopydeskError):
+    """An editorial action cannot be done: a missing reason or feedback, an unchanged edit, a bad export."""
+
+    exit_code = 9
+
+
+class TransitionError(ReviewError):
+    """The article's status does not allow this action (e.g. approving a rejected article)."""

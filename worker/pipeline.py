@@ -12,7 +12,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +60,7 @@ class _Job:
     candidates: list[Scored] = field(default_factory=list)
     outputs: dict[tuple[int, int], tuple[GenerationOutput, RowSettings]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    feedback: str = ""
 
     @property
     def done(self) -> bool:
@@ -95,10 +96,20 @@ class Pipeline:
         self.renderer = renderer or PromptRenderer(settings.templates_dir)
         self.embedder = embedder
 
-    def run(self, briefs: Sequence[Brief], progress: ProgressCallback | None = None) -> list[BriefOutcome]:
-        """Write every brief; outcomes come back in the order of ``briefs``."""
+    def run(
+        self,
+        briefs: Sequence[Brief],
+        progress: ProgressCallback | None = None,
+        *,
+        feedback: Mapping[str, str] | None = None,
+    ) -> list[BriefOutcome]:
+        """Write every brief; outcomes come back in the order of ``briefs``.
+
+        ``feedback`` maps brief ids to an editor's feedback on the previous draft (a send-back); it goes
+        into that brief's prompt and provenance.
+        """
         outcomes = {b.brief_id: BriefOutcome(b) for b in briefs}
-        jobs = self._plan(briefs, outcomes)
+        jobs = self._plan(briefs, outcomes, feedback or {})
         for attempt in range(1, self.settings.max_attempts + 1):
             pending = [job for job in jobs if not job.done]
             if not pending:
@@ -114,21 +125,23 @@ class Pipeline:
 
     # -- planning: route, prompt, adapter -----------------------------------------------------------
 
-    def _plan(self, briefs: Sequence[Brief], outcomes: dict[str, BriefOutcome]) -> list[_Job]:
+    def _plan(
+        self, briefs: Sequence[Brief], outcomes: dict[str, BriefOutcome], feedback: Mapping[str, str]
+    ) -> list[_Job]:
         jobs: list[_Job] = []
         for brief in briefs:
             try:
-                jobs.append(self._plan_one(brief))
+                jobs.append(self._plan_one(brief, feedback.get(brief.brief_id, "")))
             except CopydeskError as exc:
                 logger.warning("brief %s cannot be written: %s", brief.brief_id, exc)
                 outcomes[brief.brief_id].error = str(exc)
         return jobs
 
-    def _plan_one(self, brief: Brief) -> _Job:
+    def _plan_one(self, brief: Brief, feedback: str = "") -> _Job:
         started = time.perf_counter()
         decision = route(brief, self.catalog, self.settings.default_style)
         style = self.catalog.get(decision.style)
-        prompt = self.renderer.render(brief, style)
+        prompt = self.renderer.render(brief, style, feedback=feedback)
         adapter = self._adapter(style)
         if adapter is not None:
             self.engine.load_adapter(adapter)  # a broken adapter fails this brief only
@@ -140,7 +153,7 @@ class Pipeline:
             max_new_tokens=max_new_tokens(brief, style),
             seed=0,
         )
-        job = _Job(brief, decision, style, prompt, adapter, settings)
+        job = _Job(brief, decision, style, prompt, adapter, settings, feedback=feedback)
         job.timings["plan_s"] = time.perf_counter() - started
         return job
 
@@ -253,4 +266,5 @@ class Pipeline:
             "tokens": {"prompt": out.prompt_tokens, "new": out.new_tokens, "hit_eos": out.hit_eos},
             "timings_s": {key: round(value, 3) for key, value in job.timings.items()},
             "language": self.settings.language,
+            **({"feedback": job.feedback} if job.feedback else {}),
         }

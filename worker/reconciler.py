@@ -5,8 +5,9 @@ One pass (:func:`reconcile_once`):
 1. ends the leases held by worker processes on this host that no longer exist (a SIGKILLed worker's
    briefs become claimable at once instead of after ``lease_seconds``);
 2. publishes again every brief queued for longer than ``stale_after`` without being claimed, and every
-   running brief whose lease expired (the embedded broker forgets messages a killed worker held; Redis
-   forgets queued messages when it restarts without persistence);
+   running brief whose lease expired, which goes back to queued so that it is not published again on every
+   pass (the embedded broker forgets messages a killed worker held; Redis forgets queued messages when it
+   restarts without persistence);
 3. on the embedded broker, deletes consumed message rows so its tables do not grow.
 
 Workers run a pass when they start and then every ``reconcile_interval`` seconds. Duplicate messages are
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from worker.config import Settings
 from worker.errors import CopydeskError
@@ -72,11 +73,10 @@ def purge_consumed_messages(broker_url: str) -> int:
         return 0
     engine = create_engine(broker_url.split("+", 1)[1])
     try:
-        with engine.begin() as conn:
-            exists = conn.execute(text("SELECT name FROM sqlite_master WHERE name = 'kombu_message'")).first()
-            if exists is None:
+        with engine.begin() as conn:  # any database kombu's transport runs on, not only SQLite
+            if not inspect(conn).has_table("kombu_message"):
                 return 0
-            return int(conn.execute(text("DELETE FROM kombu_message WHERE visible = 0")).rowcount)
+            return int(conn.execute(text("DELETE FROM kombu_message WHERE visible = :no"), {"no": False}).rowcount)
     finally:
         engine.dispose()
 

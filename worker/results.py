@@ -12,10 +12,14 @@ from typing import Any
 
 
 class ArticleStatus(StrEnum):
-    """Editorial status of an article. Later features add approved/rejected/published."""
+    """Editorial status of an article (transitions: :mod:`worker.workflow`)."""
 
     NEEDS_REVIEW = "needs_review"  # the selected draft passed every gate of its style
     NEEDS_ATTENTION = "needs_attention"  # no candidate passed; the best one is stored with its failing gates
+    APPROVED = "approved"  # an editor approved it; ready to export
+    REJECTED = "rejected"  # an editor rejected it, with a reason
+    REGENERATING = "regenerating"  # sent back with feedback; its brief is queued for a new draft
+    PUBLISHED = "published"  # exported (copydesk export)
 
 
 class BriefStatus(StrEnum):

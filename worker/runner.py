@@ -50,6 +50,7 @@ def write_briefs(
     settings = pipeline.settings
     outcomes: dict[str, WriteOutcome] = {}
     claimed = []
+    feedback: dict[str, str] = {}  # an editor's feedback for briefs sent back for a new draft
     try:
         for brief_id in dict.fromkeys(brief_ids):
             record = store.claim_brief(
@@ -59,7 +60,9 @@ def write_briefs(
                 outcomes[brief_id] = WriteOutcome(brief_id, f"skipped: {store.get_brief(brief_id).status}")
             else:
                 claimed.append(record.brief)
-        results = pipeline.run(claimed, progress)
+                if record.feedback:
+                    feedback[brief_id] = record.feedback
+        results = pipeline.run(claimed, progress, feedback=feedback)
     except Exception as exc:
         # A failed claim (unknown id, locked database) or a failed run: give the briefs claimed so far back
         # to the queue rather than leaving them leased to a run that will not write them.

@@ -7,7 +7,9 @@ serves. Style names are validated before they ever touch the file system.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,11 @@ class Style(BaseModel):
     adapter: str | None = Field(None, description="Adapter version served (vN), or none for the base model.")
     system_prompt: str = Field("", description="Voice instructions put in the system message.")
     directory: Path = Field(Path(), exclude=True)
+    profile_targets: list[str] = Field(
+        default_factory=list,
+        exclude=True,
+        description="Target names taken from the served adapter's corpus profile (not set in style.yaml).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -152,16 +159,50 @@ def load_style(path: Path) -> Style:
     if not isinstance(raw, dict):
         raise StyleError(f"{path}: a style file must be a mapping of fields")
     raw.setdefault("name", path.parent.name)
-    if "directory" in raw:
-        raise StyleError(f"{path}: 'directory' is not a style field; a style's directory is where its file is")
+    for computed in ("directory", "profile_targets"):
+        if computed in raw:
+            raise StyleError(f"{path}: {computed!r} is not a style field; copydesk works it out itself")
+    raw, from_profile = _with_profile_targets(raw, path.parent)
     try:
-        style = Style.model_validate({**raw, "directory": path.parent})
+        style = Style.model_validate({**raw, "directory": path.parent, "profile_targets": from_profile})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise StyleError(f"{path}: {problems}") from exc
     if style.name != path.parent.name:
         raise StyleError(f"{path}: name {style.name!r} must equal its directory name {path.parent.name!r}")
     return style
+
+
+PROFILE_FILE = "profile.json"
+_VERSION = re.compile(r"^v[0-9]+$")
+
+
+def _with_profile_targets(raw: dict[str, Any], directory: Path) -> tuple[dict[str, Any], list[str]]:
+    """Fill the targets that style.yaml leaves out from the served adapter's corpus profile.
+
+    Training writes ``adapters/vN/profile.json`` with ``targets`` measured on the style's corpus (readability
+    and grade ranges, sentiment and formality ranges, length tolerance). A target written in style.yaml always
+    wins; the others come from the profile of the version named by ``adapter:``. Without an adapter, or
+    without a profile, the built-in defaults of :class:`Targets` apply.
+    """
+    version = raw.get("adapter")
+    if not isinstance(version, str) or not _VERSION.match(version):
+        return raw, []
+    profile_path = directory / "adapters" / version / PROFILE_FILE
+    if not profile_path.is_file():
+        return raw, []
+    try:
+        measured = json.loads(profile_path.read_text(encoding="utf-8")).get("targets") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        logger.warning("ignoring the unreadable corpus profile %s: %s", profile_path, exc)
+        return raw, []
+    given = raw.get("targets") or {}
+    if not isinstance(given, dict) or not isinstance(measured, dict):
+        return raw, []
+    taken = sorted(key for key in measured if key in Targets.model_fields and key not in given)
+    if not taken:
+        return raw, []
+    return {**raw, "targets": {**{key: measured[key] for key in taken}, **given}}, taken
 
 
 class StyleCatalog:

@@ -21,13 +21,13 @@ from celery import current_app, shared_task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from worker.config import Settings
-from worker.errors import NotFoundError, TransientStoreError
+from worker.errors import CopydeskError, NotFoundError, TransientStoreError
 from worker.names import is_safe_name
 from worker.pipeline import Pipeline
 from worker.reconciler import ReconcilerThread, reconcile_once
 from worker.results import BriefStatus
 from worker.runner import worker_identity, write_briefs
-from worker.store import Store
+from worker.store import Store, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
         return {"ignored": "unknown brief"}
     if record.status not in (BriefStatus.QUEUED, BriefStatus.RUNNING):
         return {"skipped": {brief_id: str(record.status)}}
+    if record.status == BriefStatus.RUNNING and record.lease_expires_at and record.lease_expires_at > utc_now():
+        # Leased to a live worker: nothing to do, and no reason to load the model for it.
+        return {"skipped": {brief_id: f"leased to {record.lease_owner}"}}
     batch = [brief_id]
     if record.status == BriefStatus.QUEUED and record.attempts == 0:
         batch += companions(res.store, res.settings, brief_id)
@@ -111,7 +114,62 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
     except SoftTimeLimitExceeded:
         logger.error("batch of %d brief(s) hit the soft time limit; they are queued again", len(batch))
         return {"timed_out": batch}
+    settle_runs_of(res.store, batch)
     return {o.brief_id: o.status for o in outcomes}
+
+
+def settle_runs_of(store: Store, brief_ids: list[str]) -> None:
+    """Auto-approve and settle the scheduled runs these briefs belong to (beat catches up on failures)."""
+    from worker.job_runs import after_briefs
+
+    try:
+        after_briefs(store, brief_ids)
+    except CopydeskError as exc:
+        logger.warning("runs of briefs %s not settled now: %s", ", ".join(brief_ids[:3]), exc)
+
+
+@shared_task(
+    name="copydesk.run_scheduled_job",
+    autoretry_for=(TransientStoreError,),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=10,
+)
+def run_scheduled_job(job_name: Any, scheduled_for_iso: Any) -> dict[str, Any]:
+    """Start the run of job file ``job_name`` for its slot ``scheduled_for_iso`` (idempotent; fired by beat)."""
+    from datetime import datetime
+
+    from worker.job_runs import TRIGGER_SCHEDULE, start_named_run
+    from worker.queue import publish
+
+    if not isinstance(job_name, str) or not is_safe_name(job_name) or not isinstance(scheduled_for_iso, str):
+        logger.error("ignored a malformed run message: %r", [str(job_name)[:80], str(scheduled_for_iso)[:80]])
+        return {"ignored": "malformed run message"}
+    try:
+        slot = datetime.fromisoformat(scheduled_for_iso)
+    except ValueError:
+        slot = None
+    if slot is None or slot.tzinfo is None:
+        logger.error("ignored a run of %s with a bad scheduled time %r", job_name, scheduled_for_iso[:80])
+        return {"ignored": "bad scheduled time"}
+    res = resources()
+    app = current_app
+    try:
+        outcome = start_named_run(
+            res.settings.jobs_dir,
+            job_name,
+            slot,
+            store=res.store,
+            publish=lambda ids: publish(app, ids),
+            trigger=TRIGGER_SCHEDULE,
+        )
+    except TransientStoreError:
+        raise
+    except CopydeskError as exc:  # a missing or invalid job file: retrying cannot help
+        logger.error("run of job %s for %s not started: %s", job_name, scheduled_for_iso, exc)
+        return {"error": str(exc)}
+    return {"run_id": outcome.run_id, "created": outcome.created, "briefs": outcome.briefs}
 
 
 _reconciler: dict[str, ReconcilerThread] = {}

@@ -7,10 +7,13 @@ The database is the source of truth; queues only carry brief ids. Tables (see :m
 * ``articles``: at most one per brief, enforced by a UNIQUE ``brief_id``; id ``"a-" + brief id``
   (:func:`article_id_for`).
 * ``candidates``: every generated candidate of a brief, unique per (brief, attempt, index).
+* ``article_revisions``, ``article_events``: every text an article had and every editorial decision
+  (:mod:`.review`); ``briefs.feedback`` carries an editor's feedback to the next draft.
 
 Brief lifecycle: ``add_brief`` (queued) -> ``claim_brief`` (running, leased, attempt counted) ->
 ``save_article`` (done) or ``fail_brief`` (queued again or failed). A running brief whose lease expired
-can be claimed again; after ``max_attempts`` claims it is marked failed.
+can be claimed again; after ``max_attempts`` claims it is marked failed. An editor's ``send_back`` queues a
+done brief again; its next ``save_article`` updates the article in place as a new revision.
 
 Errors: a locked or unreachable database raises :class:`~worker.errors.TransientStoreError`; missing
 ids raise :class:`~worker.errors.NotFoundError`; a second article for a brief, or saving under a lost

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from worker.briefs import Brief
 from worker.config import Settings
 from worker.errors import ConflictError, NotFoundError
-from worker.results import ArticleResult, BriefStatus
+from worker.results import ArticleResult, ArticleStatus, BriefStatus
 from worker.store import migrations
 from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, parse_url, safe_url, translate_errors
 from worker.store.jobs import JobStoreMixin
@@ -47,6 +47,8 @@ from worker.store.records import (
     brief_record,
     content_hash,
 )
+from worker.store.review import ReviewStoreMixin
+from worker.store.runs import RunStoreMixin
 from worker.store.schema import articles, briefs, candidates
 
 logger = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store(JobStoreMixin):
+class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin):
     """SQLAlchemy-backed store on SQLite or PostgreSQL. See the package docstring for the design."""
 
     def __init__(self, url: str, *, clock: Callable[[], datetime] = utc_now) -> None:
@@ -309,19 +311,46 @@ class Store(JobStoreMixin):
         :class:`ConflictError` is raised. With ``owner``, the brief must still be running under that
         owner's lease (:class:`ConflictError` otherwise); a cancelled brief is always a conflict.
         :class:`NotFoundError` when the brief does not exist.
+
+        The one exception: an article an editor sent back (status ``regenerating``) is updated in place as
+        its next revision; its previous text stays in ``article_revisions`` and the new candidates' attempts
+        continue after the stored ones. Either way the revision and an event are recorded, and the brief's
+        feedback is cleared (the events keep it).
         """
         now = self._now()
         article_id = article_id_for(result.brief_id)
         with self._write() as session:
             self._check_can_save(session, result.brief_id, owner)
-            self._insert_article(session, result, article_id, now)
+            current = session.execute(
+                select(articles).where(articles.c.brief_id == result.brief_id).with_for_update()
+            ).first()
+            offset = 0
+            if current is not None and current.status == ArticleStatus.REGENERATING.value:
+                article_id = current.id
+                self._store_regenerated(session, result, current, owner)
+                offset = session.execute(
+                    select(func.coalesce(func.max(candidates.c.attempt), 0)).where(
+                        candidates.c.brief_id == result.brief_id
+                    )
+                ).scalar_one()
+            else:
+                self._insert_article(session, result, article_id, now)
+                self._record_generated(session, result, article_id, owner)
             if result.candidates:
-                rows = [{"brief_id": result.brief_id, **asdict(c)} for c in result.candidates]
+                rows = [
+                    {"brief_id": result.brief_id, **asdict(c), "attempt": c.attempt + offset} for c in result.candidates
+                ]
                 session.execute(insert(candidates), rows)
             session.execute(
                 update(briefs)
                 .where(briefs.c.id == result.brief_id)
-                .values(status=BriefStatus.DONE.value, lease_owner=None, lease_expires_at=None, updated_at=now)
+                .values(
+                    status=BriefStatus.DONE.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    feedback=None,
+                    updated_at=now,
+                )
             )
             row = session.execute(select(articles).where(articles.c.id == article_id)).one()
         return article_record(row)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker.briefs import Brief
@@ -294,15 +294,26 @@ class JobStoreMixin:
         return ids[:limit]
 
     def touch_briefs(self, brief_ids: Iterable[str]) -> None:
-        """Mark queued briefs as just published (the reconciler's "stale since" clock restarts)."""
+        """Mark briefs as just published (the reconciler's "stale since" clock restarts).
+
+        A running brief whose lease expired goes back to queued (the claim that takes it counts an attempt as
+        usual): it is then published again only after ``stale_after``, like any queued brief, instead of on
+        every reconciler pass until a worker gets to it.
+        """
         ids = list(brief_ids)
         now = self._now()
+        lease_over = or_(briefs.c.lease_expires_at.is_(None), briefs.c.lease_expires_at <= now)
         with self._write() as session:
-            for chunk in _chunks(((i,) for i in ids), CHUNK):
+            for chunk in _chunks(ids, CHUNK):
                 session.execute(
                     update(briefs)
-                    .where(briefs.c.id.in_([i for (i,) in chunk]), briefs.c.status == BriefStatus.QUEUED.value)
+                    .where(briefs.c.id.in_(chunk), briefs.c.status == BriefStatus.QUEUED.value)
                     .values(updated_at=now)
+                )
+                session.execute(
+                    update(briefs)
+                    .where(briefs.c.id.in_(chunk), briefs.c.status == BriefStatus.RUNNING.value, lease_over)
+                    .values(status=BriefStatus.QUEUED.value, lease_owner=None, lease_expires_at=None, updated_at=now)
                 )
 
     def running_leases(self) -> list[tuple[str, str]]:

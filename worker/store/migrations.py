@@ -30,10 +30,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, inspect, select, text
+from sqlalchemy import Connection, func, insert, inspect, literal, select, text
 
 from worker.errors import StoreError
-from worker.store.schema import define_v1, define_v2, new_metadata, schema_migrations
+from worker.store.schema import (
+    JSONType,
+    define_v1,
+    define_v2,
+    define_v3,
+    define_v4,
+    new_metadata,
+    schema_migrations,
+    v4_job_columns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +73,75 @@ def _v2_create_jobs(conn: Connection) -> None:
         current.tables[name].create(conn)
 
 
+def _v3_review(conn: Connection) -> None:
+    """Add ``briefs.feedback``; create ``article_revisions`` and ``article_events``; record each existing
+    article's text as its current revision and a ``generated`` event, so that no history starts empty."""
+    conn.execute(text("ALTER TABLE briefs ADD COLUMN feedback TEXT"))
+    current = new_metadata()
+    define_v1(current)
+    define_v2(current)
+    define_v3(current)
+    for name in ("article_revisions", "article_events"):
+        current.tables[name].create(conn)
+    arts = current.tables["articles"]
+    revisions = current.tables["article_revisions"]
+    events = current.tables["article_events"]
+    copied = ("article_id", "revision", "title", "body_markdown", "scores", "failing_gates", "status")
+    conn.execute(
+        insert(revisions).from_select(
+            [*copied, "source", "author", "provenance", "created_at"],
+            select(
+                arts.c.id,
+                arts.c.revision,
+                arts.c.title,
+                arts.c.body_markdown,
+                arts.c.scores,
+                arts.c.failing_gates,
+                arts.c.status,
+                literal("generated"),
+                literal("copydesk"),
+                arts.c.provenance,
+                arts.c.created_at,
+            ),
+        )
+    )
+    conn.execute(
+        insert(events).from_select(
+            ["article_id", "brief_id", "kind", "to_status", "revision", "actor", "details", "created_at"],
+            select(
+                arts.c.id,
+                arts.c.brief_id,
+                literal("generated"),
+                arts.c.status,
+                arts.c.revision,
+                literal("copydesk"),
+                literal({"note": "recorded by migration 3"}, JSONType),
+                arts.c.created_at,
+            ),
+        )
+    )
+
+
+def _v4_scheduled_runs(conn: Connection) -> None:
+    """Add the run columns to ``jobs`` (with their index) and create ``scheduler_locks``."""
+    for column in v4_job_columns():
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {column.name} {kind}"))
+    current = new_metadata()
+    define_v1(current)
+    define_v2(current)
+    define_v4(current)
+    for index in current.tables["jobs"].indexes:
+        if index.name == "ix_jobs_job_name_scheduled_for":
+            index.create(conn)
+    current.tables["scheduler_locks"].create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create briefs, articles and candidates", _v1_create_tables),
     Migration(2, "create jobs and job_items", _v2_create_jobs),
+    Migration(3, "editorial review: article_revisions, article_events, briefs.feedback", _v3_review),
+    Migration(4, "scheduled runs: jobs run columns and scheduler_locks", _v4_scheduled_runs),
 )
 
 

@@ -52,6 +52,7 @@ class BriefRecord:
     source: str | None
     created_at: datetime
     updated_at: datetime
+    feedback: str | None = None  # an editor's feedback for the next draft (a send-back), until it is stored
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def brief_record(row: Row[Any]) -> BriefRecord:
         source=row.source,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        feedback=row.feedback,
     )
 
 
@@ -112,4 +114,74 @@ def article_record(row: Row[Any]) -> ArticleRecord:
         file_path=row.file_path,
         created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+@dataclass(frozen=True)
+class RevisionRecord:
+    """One text an article had: ``source`` is ``generated``, ``regenerated`` or ``edit``."""
+
+    article_id: str
+    revision: int
+    title: str
+    body_markdown: str
+    scores: dict[str, Any]
+    failing_gates: list[str]
+    status: str  # the article's status when this revision was stored
+    source: str
+    author: str
+    note: str | None
+    provenance: dict[str, Any] | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One decision or change (``kind``: see :class:`worker.workflow.EventKind`)."""
+
+    id: int
+    article_id: str
+    brief_id: str
+    kind: str
+    from_status: str | None
+    to_status: str
+    revision: int
+    actor: str
+    note: str | None
+    details: dict[str, Any]
+    created_at: datetime
+
+
+def revision_record(row: Row[Any]) -> RevisionRecord:
+    """Build a :class:`RevisionRecord` from an ``article_revisions`` row."""
+    return RevisionRecord(
+        article_id=row.article_id,
+        revision=row.revision,
+        title=row.title,
+        body_markdown=row.body_markdown,
+        scores=dict(row.scores),
+        failing_gates=list(row.failing_gates),
+        status=row.status,
+        source=row.source,
+        author=row.author,
+        note=row.note,
+        provenance=None if row.provenance is None else dict(row.provenance),
+        created_at=row.created_at,
+    )
+
+
+def event_record(row: Row[Any]) -> EventRecord:
+    """Build an :class:`EventRecord` from an ``article_events`` row."""
+    return EventRecord(
+        id=row.id,
+        article_id=row.article_id,
+        brief_id=row.brief_id,
+        kind=row.kind,
+        from_status=row.from_status,
+        to_status=row.to_status,
+        revision=row.revision,
+        actor=row.actor,
+        note=row.note,
+        details=dict(row.details),
+        created_at=row.created_at,
     )

@@ -177,6 +177,79 @@ def define_v2(metadata: MetaData) -> None:
     )
 
 
+def define_v3(metadata: MetaData) -> None:
+    """Version 3: editorial review. Every text an article had (``article_revisions``, one row per revision,
+    the current one included), every decision and change (``article_events``), and the editor's feedback
+    for a brief sent back for a new draft (``briefs.feedback``)."""
+    metadata.tables["briefs"].append_column(Column("feedback", Text, nullable=True))
+    Table(
+        "article_revisions",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("article_id", String(ID_LENGTH), ForeignKey("articles.id"), nullable=False),
+        Column("revision", Integer, nullable=False),
+        Column("title", Text, nullable=False),
+        Column("body_markdown", Text, nullable=False),
+        Column("scores", JSONType, nullable=False),
+        Column("failing_gates", JSONType, nullable=False),
+        Column("status", String(STATUS_LENGTH), nullable=False),
+        Column("source", String(STATUS_LENGTH), nullable=False),
+        Column("author", String(200), nullable=False),
+        Column("note", Text, nullable=True),
+        Column("provenance", JSONType, nullable=True),
+        Column("created_at", UTCDateTime(), nullable=False),
+        UniqueConstraint("article_id", "revision"),
+    )
+    Table(
+        "article_events",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("article_id", String(ID_LENGTH), ForeignKey("articles.id"), nullable=False),
+        Column("brief_id", String(ID_LENGTH), nullable=False),
+        Column("kind", String(STATUS_LENGTH), nullable=False),
+        Column("from_status", String(STATUS_LENGTH), nullable=True),
+        Column("to_status", String(STATUS_LENGTH), nullable=False),
+        Column("revision", Integer, nullable=False),
+        Column("actor", String(200), nullable=False),
+        Column("note", Text, nullable=True),
+        Column("details", JSONType, nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Index(None, "article_id", "id"),
+        Index(None, "kind"),
+    )
+
+
+def define_v4(metadata: MetaData) -> None:
+    """Version 4: scheduled runs of job files. A run is a ``jobs`` row (``kind = "scheduled"``) with the job
+    name, the instant it was scheduled for, its trigger, when it started and settled, and ``run_info``
+    (records left out, auto-approval); ``scheduler_locks`` keeps a single scheduler firing the schedules."""
+    table = metadata.tables["jobs"]
+    for column in v4_job_columns():
+        table.append_column(column)
+    Index("ix_jobs_job_name_scheduled_for", table.c.job_name, table.c.scheduled_for)
+    Table(
+        "scheduler_locks",
+        metadata,
+        Column("name", String(ID_LENGTH), primary_key=True),
+        Column("owner", String(200), nullable=False),
+        Column("acquired_at", UTCDateTime(), nullable=False),
+        Column("heartbeat_at", UTCDateTime(), nullable=False),
+        Column("expires_at", UTCDateTime(), nullable=False),
+    )
+
+
+def v4_job_columns() -> list[Column[Any]]:
+    """The columns migration 4 adds to ``jobs`` (new objects on each call: a column belongs to one table)."""
+    return [
+        Column("job_name", String(ID_LENGTH), nullable=True),
+        Column("scheduled_for", UTCDateTime(), nullable=True),
+        Column("trigger", String(STATUS_LENGTH), nullable=True),
+        Column("started_at", UTCDateTime(), nullable=True),
+        Column("settled_at", UTCDateTime(), nullable=True),
+        Column("run_info", JSONType, nullable=True),
+    ]
+
+
 def new_metadata() -> MetaData:
     """An empty :class:`MetaData` with the store's constraint naming convention."""
     return MetaData(naming_convention=NAMING_CONVENTION)
@@ -186,9 +259,14 @@ metadata = new_metadata()
 schema_migrations = define_schema_migrations(metadata)
 define_v1(metadata)
 define_v2(metadata)
+define_v3(metadata)
+define_v4(metadata)
 
 briefs = metadata.tables["briefs"]
 articles = metadata.tables["articles"]
 candidates = metadata.tables["candidates"]
 jobs = metadata.tables["jobs"]
 job_items = metadata.tables["job_items"]
+article_revisions = metadata.tables["article_revisions"]
+article_events = metadata.tables["article_events"]
+scheduler_locks = metadata.tables["scheduler_locks"]
