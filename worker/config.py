@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -135,7 +134,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    @cached_property
+    @property
     def effective_store_url(self) -> str:
         return self.store_url or f"sqlite:///{self.home.resolve() / 'copydesk.db'}"
 

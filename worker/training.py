@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from worker import __version__
 from worker.adapters import ADAPTER_CONFIG, ADAPTER_META, ADAPTER_WEIGHTS
 from worker.briefs import Brief
-from worker.config import Settings
+from worker.config import PROJECT_ROOT, Settings
 from worker.corpus import Corpus, CorpusError, load_corpus, require_articles
 from worker.errors import CopydeskError
 from worker.names import check_safe_name
@@ -599,7 +599,7 @@ def _save_version(
             "options": run.options.model_dump(mode="json"),
             "trainer": "trl.SFTTrainer (prompt-completion, completion-only loss) + peft LoRA",
             "prompt": "worker.prompts.PromptRenderer + style system prompt, through the chat template",
-            "templates_dir": str(settings.templates_dir),
+            "templates_dir": portable_path(settings.templates_dir),
             "device": trainer.args.device.type,
             "run": run.run_dir.name,
         },
@@ -619,9 +619,12 @@ def _save_version(
                 "articles": len(corpus.articles),
                 "words": corpus.total_words,
                 "skipped": len(corpus.skipped),
-                "source": run.record.get("corpus_dir"),
+                "source": portable_path(run.record.get("corpus_dir")),
             },
-            "feedback": {"file": run.record.get("feedback_file"), "examples": run.record.get("feedback_examples", 0)},
+            "feedback": {
+                "file": portable_path(run.record.get("feedback_file")),
+                "examples": run.record.get("feedback_examples", 0),
+            },
             "train_examples": len(run.train),
             "heldout_ids": sorted(heldout_ids),
         },
@@ -631,6 +634,14 @@ def _save_version(
     meta["version"] = version
     _write_json(root / version / ADAPTER_META, meta)
     return version, root / version
+
+
+def portable_path(path: str | Path | None) -> str | None:
+    """A path as recorded in a version: relative to the project when inside it (versions are committed)."""
+    if path is None:
+        return None
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(PROJECT_ROOT)) if resolved.is_relative_to(PROJECT_ROOT) else str(resolved)
 
 
 def _save_features(path: Path, corpus: Corpus, heldout_ids: set[str], language: str, embedder: Any) -> None:
