@@ -148,7 +148,11 @@ def wait_for_job(store: Any, job_id: str, timeout: float = 0) -> Any:
 
 
 def _print_job(job: Any) -> None:
-    table = Table("job", "status", "total", "queued", "running", "done", "needs attention", "failed", "cancelled")
+    table = Table(caption="run = running, attn = needs attention")
+    table.add_column("job", overflow="fold")
+    table.add_column("status", overflow="fold")
+    for heading in ("total", "queued", "run", "done", "attn", "failed", "cancel"):
+        table.add_column(heading, justify="right", overflow="fold")
     c = job.counts
     table.add_row(
         job.id,
