@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
+from store_helpers import FakeClock, fresh_postgres_schema
+
+from worker.store import Store
 
 # --- store: store_url -----------------------------------------------------------------------------------
-
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def _sqlite_url(tmp_path: Path) -> str:
@@ -22,20 +20,8 @@ def _sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def postgres_schema_url() -> Iterator[str]:
     """A URL whose connections use a fresh, uniquely named PostgreSQL schema, dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(POSTGRES_URL, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield (
-            sa.make_url(POSTGRES_URL)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -44,6 +30,20 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return _sqlite_url(tmp_path)
     return request.getfixturevalue("postgres_schema_url")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The store's clock in tests; starts at ``store_helpers.T0``."""
+    return FakeClock()
+
+
+@pytest.fixture
+def store(store_url: str, clock: FakeClock) -> Iterator[Store]:
+    """A migrated store on ``store_url`` driven by ``clock``."""
+    with Store(store_url, clock=clock) as s:
+        s.migrate()
+        yield s
 
 
 # --- end store ------------------------------------------------------------------------------------------

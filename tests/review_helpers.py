@@ -7,7 +7,6 @@ shipped ``plain-howto`` style, so that rescoring and style-rule checks see the s
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.briefs import Brief
@@ -17,7 +16,6 @@ from worker.scoring import DraftToScore, score_drafts
 from worker.store import ArticleRecord, Store
 from worker.styles import StyleCatalog
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STYLE = "plain-howto"
 
 GOOD_BODY = """# How to repot a houseplant
@@ -47,20 +45,6 @@ SHORT_BODY = """# Composting at home
 
 We utilize a bin.
 """
-
-
-class FakeClock:
-    """A controllable UTC clock for stores in tests."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
 
 
 def make_brief(n: int | str, **fields: Any) -> Brief:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from review_helpers import GOOD_BODY, FakeClock, add_article
+from review_helpers import GOOD_BODY, add_article
+from store_helpers import FakeClock
 from typer.testing import CliRunner
 
 from worker.cli import app

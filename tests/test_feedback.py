@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from review_helpers import GOOD_BODY, SHORT_BODY, FakeClock, add_article, make_brief, scored_result
+from review_helpers import GOOD_BODY, SHORT_BODY, add_article, make_brief, scored_result
+from store_helpers import FakeClock
 from typer.testing import CliRunner
 
 from worker.cli import app

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from sqlalchemy.pool import NullPool
+from store_helpers import FakeClock
 from typer.testing import CliRunner
 
 from worker.beat import BeatLockedError, RedisLock, StoreLock
@@ -33,27 +34,9 @@ SLOT = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 T0 = datetime(2026, 3, 2, 7, 0, 5, tzinfo=UTC)
 
 
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(T0)
-
-
-@pytest.fixture
-def store(store_url: str, clock: FakeClock) -> Iterator[Store]:
-    with Store(store_url, clock=clock) as s:
-        s.migrate()
-        yield s
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,13 @@ from queue_helpers import (
     redis_url,
     reset_rabbitmq,
     shared_broker_lock,
-    unique_name,
     wait_until,
     write_briefs,
     write_plugin,
     write_styles,
 )
 from sqlalchemy.pool import NullPool
+from store_helpers import T0, FakeClock, fresh_postgres_schema
 
 import worker.store.jobs as jobs_module
 from worker.briefs import Brief
@@ -462,32 +462,7 @@ def test_two_workers_share_one_job_without_duplicates_or_losses(
 # ---------------------------------------------------------------------------------- job store (unit)
 
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = 60.0
-
-
-class FakeClock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(store_url: str, clock: FakeClock) -> Iterator[Store]:
-    with Store(store_url, clock=clock) as s:
-        s.migrate()
-        yield s
 
 
 def brief(n: int | str, **fields: Any) -> Brief:
@@ -716,20 +691,8 @@ def second_store_url(store_url: str, tmp_path: Path) -> Iterator[str]:
     if store_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'second' / 'copydesk.db'}"
         return
-    schema = unique_name("t_second").replace("-", "_")
-    admin = sa.create_engine(sa.make_url(store_url).set(query={}), poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield (
-            sa.make_url(store_url)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_postgres_schema("t_second") as url:
+        yield url
 
 
 def test_a_version_1_store_migrated_to_version_2_matches_a_fresh_one(

@@ -4,14 +4,15 @@ decisions, revisions, send-backs and the regenerated save, optimistic locking be
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from review_helpers import GOOD_BODY, SHORT_BODY, FakeClock, add_article, candidate, make_brief, scored_result
+from review_helpers import GOOD_BODY, SHORT_BODY, add_article, candidate, make_brief, scored_result
 from sqlalchemy.pool import NullPool
+from store_helpers import FakeClock
 
 from worker.errors import ConflictError, NotFoundError, ReviewError, TransitionError
 from worker.results import BriefStatus
@@ -20,18 +21,6 @@ from worker.store.migrations import MIGRATIONS, latest_version
 from worker.store.schema import schema_migrations
 
 EDITED = GOOD_BODY.replace("ten minutes", "about ten minutes")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(store_url: str, clock: FakeClock) -> Iterator[Store]:
-    with Store(store_url, clock=clock) as s:
-        s.migrate()
-        yield s
 
 
 def rows(url: str, sql: str) -> list[Any]:

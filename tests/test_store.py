@@ -8,9 +8,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import NullPool
+from store_helpers import T0, FakeClock
 
 from worker.briefs import Brief
 from worker.config import Settings
@@ -26,35 +27,8 @@ from worker.results import ArticleResult, ArticleStatus, BriefStatus, CandidateR
 from worker.store import Store, article_id_for, latest_version
 from worker.store.engine import parse_url, translate_errors
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = 60.0
 ALL_VERSIONS = list(range(1, latest_version() + 1))
-
-
-class FakeClock:
-    """A controllable UTC clock for the store."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(store_url: str, clock: FakeClock) -> Iterator[Store]:
-    with Store(store_url, clock=clock) as s:
-        s.migrate()
-        yield s
 
 
 def make_brief(n: int, **fields: Any) -> Brief:
