@@ -20,7 +20,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.cli_common import FilesArg, JsonOpt, console, err_console, handle_errors, print_json
+from worker.cli_common import FilesArg, JsonOpt, console, err_console, handle_errors, open_store, print_json
 from worker.cli_jobs import register as register_job_commands
 from worker.cli_queue import register as register_queue_commands
 from worker.cli_review import register as register_review_commands
@@ -182,12 +182,10 @@ def _tokenizer(settings: Settings) -> Any:
 def generate_command(files: FilesArg, as_json: JsonOpt = False) -> None:
     """Write articles for the briefs in FILES inline (no queue), and print a table of results."""
     from worker.runner import worker_identity, write_briefs
-    from worker.store import Store
 
     settings = load_settings()
     report = load_and_report(files)
-    store = Store.from_settings(settings)
-    store.migrate()
+    store = open_store(settings)
     ids = _record_briefs(store, report)
     if not ids:
         err_console.print("nothing to generate")
@@ -325,10 +323,7 @@ def articles_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List stored articles, newest first."""
-    from worker.store import Store
-
-    store = Store.from_settings(load_settings())
-    store.migrate()
+    store = open_store(load_settings())
     articles = store.list_articles(status=status, style=style, limit=limit)
     if as_json:
         print_json([_article_summary(a) for a in articles])
@@ -346,10 +341,7 @@ def articles_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one article: the text, its scorecard, its brief and its full provenance."""
-    from worker.store import Store
-
-    store = Store.from_settings(load_settings())
-    store.migrate()
+    store = open_store(load_settings())
     article = store.get_article(article_id)
     brief = store.get_brief(article.brief_id)
     candidates = store.list_candidates(article.brief_id)

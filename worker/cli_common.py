@@ -8,12 +8,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
+from worker.config import Settings
 from worker.errors import CopydeskError
+
+if TYPE_CHECKING:
+    from worker.store import Store
 
 console = Console()
 err_console = Console(stderr=True)
@@ -41,6 +45,15 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def open_store(settings: Settings) -> Store:
+    """The configured store, migrated to the current schema (cheap when it already is)."""
+    from worker.store import Store
+
+    store = Store.from_settings(settings)
+    store.migrate()
+    return store
 
 
 def print_json(data: Any) -> None:

@@ -13,17 +13,9 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
-from worker.cli_common import JsonOpt, console, err_console, handle_errors, print_json
+from worker.cli_common import JsonOpt, console, err_console, handle_errors, open_store, print_json
 from worker.config import load_settings
 from worker.errors import QueueError
-
-
-def _store(settings: Any) -> Any:
-    from worker.store import Store
-
-    store = Store.from_settings(settings)
-    store.migrate()
-    return store
 
 
 def _local(moment: datetime | None, timezone: str, *, short: bool = False) -> str:
@@ -108,7 +100,7 @@ def jobs_schedule(
     from worker.job_files import job_files, read_job
 
     settings = load_settings()
-    latest = _store(settings).latest_runs()
+    latest = open_store(settings).latest_runs()
     rows: list[dict[str, Any]] = []
     for path in job_files(settings.jobs_dir):
         job, problems = read_job(path)
@@ -172,7 +164,7 @@ def jobs_run(
     from worker.queue import publish
 
     settings = load_settings()
-    store = _store(settings)
+    store = open_store(settings)
     slot = _parse_at(at) if at else datetime.now(UTC)
     celery = make_celery(settings)
     outcome = start_named_run(
@@ -265,7 +257,7 @@ def jobs_history(
         check_safe_name("job name", name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    store = _store(load_settings())
+    store = open_store(load_settings())
     runs = store.list_runs(name, limit=limit)
     if any(run.settled_at is None for run in runs):
         settle_runs(store, [run.id for run in runs if run.settled_at is None])
@@ -302,7 +294,7 @@ def jobs_show(
     """Show one run: when and why it ran, its counts and duration, what was left out, and each brief's result."""
     from worker.job_runs import settle_run
 
-    store = _store(load_settings())
+    store = open_store(load_settings())
     settle_run(store, store.get_run(run_id).id)
     run = store.get_run(run_id)
     results = list(store.job_results(run_id))
@@ -372,7 +364,7 @@ def beat_command(
     from worker.runner import worker_identity
 
     settings = celery.conf.copydesk_settings
-    store = _store(settings)
+    store = open_store(settings)
     lock = make_lock(settings, store, worker_identity("beat"), ttl=lock_ttl)
     lock.acquire()
     celery.conf.copydesk_beat_lock = lock

@@ -15,19 +15,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.cli_common import FilesArg, JsonOpt, console, err_console, handle_errors, print_json
+from worker.cli_common import FilesArg, JsonOpt, console, err_console, handle_errors, open_store, print_json
 from worker.config import Settings, load_settings
 from worker.errors import QueueError
 
 jobs_app = typer.Typer(help="Batch jobs: list them.", no_args_is_help=True)
-
-
-def _store(settings: Settings) -> Any:
-    from worker.store import Store
-
-    store = Store.from_settings(settings)
-    store.migrate()
-    return store
 
 
 def _celery(settings: Settings) -> Any:
@@ -67,7 +59,7 @@ def submit_command(files: FilesArg, as_json: JsonOpt = False) -> None:
     from worker.queue import submit
 
     settings = load_settings()
-    submission, problems, queue_error = submit(files, store=_store(settings), app=_celery(settings))
+    submission, problems, queue_error = submit(files, store=open_store(settings), app=_celery(settings))
     for problem in problems:
         err_console.print(f"[yellow]invalid (not enqueued):[/] {problem}", highlight=False, soft_wrap=True)
     for brief_id in submission.already_done:
@@ -114,7 +106,7 @@ def status_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a job's status and counts (--wait: live progress until it completes)."""
-    store = _store(load_settings())
+    store = open_store(load_settings())
     job = wait_for_job(store, job_id, timeout) if wait else store.get_job(job_id)
     if as_json:
         print_json(_job_dict(job))
@@ -165,7 +157,7 @@ def _print_job(job: Any) -> None:
 @handle_errors
 def cancel_command(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
     """Cancel a job: briefs not yet started are cancelled; running ones finish."""
-    store = _store(load_settings())
+    store = open_store(load_settings())
     cancelled = store.cancel_job(job_id)
     console.print(f"job {job_id}: {cancelled} brief(s) cancelled; status {store.get_job(job_id).status}")
 
@@ -177,7 +169,7 @@ def results_command(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Write one line per brief id (custom_id) with its article or its error."""
-    store = _store(load_settings())
+    store = open_store(load_settings())
     lines = (json.dumps(_result_line(r), ensure_ascii=False, default=str) for r in store.job_results(job_id))
     if output_format == "table":
         table = Table("brief", "status", "article", "error")
@@ -226,7 +218,7 @@ def _result_line(result: Any) -> dict[str, Any]:
 @handle_errors
 def jobs_list(limit: Annotated[int, typer.Option(help="At most this many.")] = 50, as_json: JsonOpt = False) -> None:
     """List jobs, newest first, with their status and counts."""
-    jobs = _store(load_settings()).list_jobs(limit=limit)
+    jobs = open_store(load_settings()).list_jobs(limit=limit)
     if as_json:
         print_json([_job_dict(j) for j in jobs])
         return
@@ -279,7 +271,7 @@ def run_command(
     from worker.queue import submit
 
     settings = load_settings()
-    store = _store(settings)
+    store = open_store(settings)
     worker = _start_worker()
     try:
         submission, problems, queue_error = submit(files, store=store, app=_celery(settings))

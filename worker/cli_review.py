@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from worker.cli_common import JsonOpt, console, err_console, handle_errors, print_json
+from worker.cli_common import JsonOpt, console, err_console, handle_errors, open_store, print_json
 from worker.config import Settings, load_settings
 from worker.errors import ConflictError, CopydeskError, ReviewError
 from worker.results import ArticleStatus
@@ -55,11 +55,9 @@ ACTION_PROMPT = "action? [a]pprove [r]eject [e]dit [b] send back [s]kip [q]uit: 
 
 def _setup(as_name: str | None = None) -> tuple[Settings, Any, str]:
     from worker.review import reviewer_name
-    from worker.store import Store
 
     settings = load_settings()
-    store = Store.from_settings(settings)
-    store.migrate()
+    store = open_store(settings)
     return settings, store, reviewer_name(as_name, settings)
 
 
