@@ -88,13 +88,23 @@ def _check_base_model(ref: AdapterRef, config: dict[str, Any], base_model_id: st
 def _check_weights(path: Path, where: str) -> None:
     if not path.is_file():
         raise AdapterError(f"{where} has no {ADAPTER_WEIGHTS}")
+    import torch
+
     try:
         with safe_open(str(path), framework="pt") as handle:
             keys = list(handle.keys())
+            # A corrupt file can have a valid header and NaN/inf weights: they would turn every row of a
+            # mixed batch into NaN logits and fail the other styles' briefs too. LoRA weights are small.
+            not_finite = next((key for key in keys if not torch.isfinite(handle.get_tensor(key)).all()), None)
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise AdapterError(f"{where}: {ADAPTER_WEIGHTS} is corrupt or unreadable: {exc}") from exc
     if not keys:
         raise AdapterError(f"{where}: {ADAPTER_WEIGHTS} holds no tensors")
+    if not_finite is not None:
+        raise AdapterError(
+            f"{where}: {ADAPTER_WEIGHTS} is corrupt: tensor {not_finite!r} holds NaN or infinite values; "
+            "retrain the style or restore the file"
+        )
 
 
 class AdapterRegistry:
@@ -115,7 +125,9 @@ class AdapterRegistry:
             return model
         try:
             check_adapter(ref, self.base_model_id)
-            model = self._load(model, ref)
+            loaded = self._load(model, ref)
+            self._probe(model, loaded, ref)
+            model = loaded
         except AdapterError as exc:
             self.refused[ref.name] = str(exc)
             raise
@@ -136,6 +148,32 @@ class AdapterRegistry:
             return wrapped
         except Exception as exc:  # peft/torch raise many types for shape or key mismatches
             raise AdapterError(f"adapter {ref.style} {ref.version} failed to load: {exc}") from exc
+
+    def _probe(self, before: Any, model: Any, ref: AdapterRef) -> None:
+        """One short forward pass with the new adapter; non-finite logits (weights so corrupt that they
+        overflow) unload it again, so that it cannot spoil the rows of other styles, and refuse it."""
+        import torch
+
+        vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+        device = next(model.parameters()).device
+        input_ids = torch.arange(1, 1 + max(1, min(8, vocab - 1)), device=device).unsqueeze(0)
+        try:
+            with torch.inference_mode():
+                logits = model(input_ids=input_ids, adapter_names=[ref.name]).logits
+            finite = bool(torch.isfinite(logits).all())
+        except Exception as exc:  # torch/peft raise many types
+            finite, problem = False, f"a test forward pass with {ADAPTER_WEIGHTS} failed: {exc}"
+        else:
+            problem = f"{ADAPTER_WEIGHTS} is corrupt: a test forward pass gives NaN or infinite logits"
+        if finite:
+            return
+        if model is before:
+            model.delete_adapter(ref.name)
+        else:  # freshly wrapped: take the LoRA layers out of the base model again
+            model.unload()
+        raise AdapterError(
+            f"adapter {ref.style} {ref.version} ({ref.directory}): {problem}; retrain the style or restore the file"
+        )
 
     def _evict(self, model: Any, keep: str) -> None:
         while len(self.loaded) > self.capacity:

@@ -163,7 +163,7 @@ def split_front_matter(text: str) -> tuple[str, dict[str, Any], str]:
         if first == "---":
             try:
                 data = yaml.load(raw, Loader=_FrontMatterLoader)  # noqa: S506 - a SafeLoader subclass
-            except yaml.YAMLError as exc:
+            except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: an integer of 4300+ digits
                 raise _FrontMatterError(f"front matter is not valid YAML: {_one_line(exc)}") from exc
             kind = "yaml"
         else:
@@ -431,7 +431,7 @@ def read_defaults(root: Path) -> dict[str, Any]:
         return {}
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_FrontMatterLoader)  # noqa: S506
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
         raise CorpusError(f"{path}: cannot read the corpus defaults: {_one_line(exc)}") from exc
     defaults = (data or {}).get("defaults", {}) if isinstance(data, dict) else None
     allowed = {"audience", "tone", "content_type", "category"}

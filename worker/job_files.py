@@ -236,7 +236,7 @@ def read_job(path: Path) -> tuple[JobDefinition | None, list[BriefProblem]]:
         document = yaml.load(raw, Loader=loading._BriefYamlLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         return None, [*problems, BriefProblem(file, "", "", loading._yaml_error_message(exc))]
-    except (yaml.YAMLError, RecursionError) as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: an integer of 4300+ digits
         return None, [*problems, BriefProblem(file, "", "", f"invalid YAML: {exc}")]
     if not isinstance(document, dict):
         return None, [

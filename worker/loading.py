@@ -305,6 +305,9 @@ def _read_yaml(path: Path, file: str) -> Iterator[SourcedBrief | BriefProblem]:
     except RecursionError:
         yield _problem(file, "invalid YAML: nested too deeply")
         return
+    except ValueError as exc:  # for example an integer with more than 4300 digits
+        yield _problem(file, f"invalid YAML: {exc}")
+        return
     yield from _validate_document(document, file, yaml_hints=True)
 
 

@@ -154,7 +154,8 @@ def load_style(path: Path) -> Style:
     """Load and validate one ``style.yaml``; the style's name must equal its directory name."""
     try:
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: an integer of 4300+ digits; RecursionError: nesting too deep for the parser
         raise StyleError(f"{path}: cannot read style file: {exc}") from exc
     if not isinstance(raw, dict):
         raise StyleError(f"{path}: a style file must be a mapping of fields")
