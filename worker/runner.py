@@ -32,9 +32,9 @@ class WriteOutcome:
     error: str | None = None
 
 
-def worker_identity(kind: str = "inline") -> str:
-    """A lease owner name unique to this process."""
-    return f"{kind}@{socket.gethostname()}:{os.getpid()}"
+def worker_identity(kind: str = "inline", pid: int | None = None) -> str:
+    """A lease owner name unique to this process (or to process ``pid`` of this host)."""
+    return f"{kind}@{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 def write_briefs(

@@ -19,6 +19,7 @@ from typing import Any
 
 from celery import current_app, shared_task, signals
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 
 from worker.config import Settings
 from worker.errors import CopydeskError, NotFoundError, TransientStoreError
@@ -76,8 +77,39 @@ def companions(store: Store, settings: Settings, brief_id: str) -> list[str]:
     return found
 
 
+def record_hard_time_limit(pid: int, timeout: float) -> int:
+    """The pool process ``pid`` is being killed by the hard time limit: record that on the briefs it holds and
+    end their leases now (they are retried at the reconciler's next pass, alone, until ``max_brief_attempts``).
+
+    Runs in the worker's main process; returns how many briefs were marked. A store outage only loses the
+    note: the reconciler ends the leases of the dead process anyway.
+    """
+    owner = worker_identity("celery", pid)
+    error = f"hard time limit ({timeout:g} s) exceeded: the worker process generating it was killed"
+    marked = 0
+    try:
+        store = resources().store
+        for brief_id, lease_owner in store.running_leases():
+            if lease_owner == owner and store.expire_lease(brief_id, owner, error=error):
+                logger.error("brief %s: %s", brief_id, error)
+                marked += 1
+    except CopydeskError as exc:
+        logger.warning("hard time limit of process %d not recorded: %s", pid, exc)
+    return marked
+
+
+class WriteBriefRequest(Request):
+    """``write_brief``'s request: a hard time limit is recorded on the briefs of the killed process."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if not soft and self.worker_pid:
+            record_hard_time_limit(self.worker_pid, timeout)
+
+
 @shared_task(
     name="copydesk.write_brief",
+    Request=WriteBriefRequest,
     autoretry_for=(TransientStoreError,),
     retry_backoff=1,
     retry_backoff_max=30,
@@ -90,6 +122,8 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
         logger.error("ignored a message with a malformed brief id: %r", str(brief_id)[:80])
         return {"ignored": "malformed brief id"}
     res = resources()
+    owner = worker_identity("celery")
+    release_own_leases(res.store, owner)
     try:
         record = res.store.get_brief(brief_id)
     except NotFoundError:
@@ -108,7 +142,7 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
             batch,
             store=res.store,
             pipeline=pipeline(),
-            owner=worker_identity("celery"),
+            owner=owner,
             lease_seconds=res.settings.lease_seconds,
         )
     except SoftTimeLimitExceeded:
@@ -116,6 +150,25 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
         return {"timed_out": batch}
     settle_runs_of(res.store, batch)
     return {o.brief_id: o.status for o in outcomes}
+
+
+def release_own_leases(store: Store, owner: str) -> int:
+    """End the leases this process still holds from an earlier task of its own; return how many.
+
+    A pool process runs one task at a time, so when a task starts, any brief leased to this process was left
+    by an earlier run that could not hand it back: the store failed at the article write, and failed again
+    when the run tried to requeue the brief. Without this, that run's retry would find its brief "leased to a
+    live worker" (itself) and skip it until the lease expired (``lease_seconds``, 30 min by default).
+    """
+    released = 0
+    for brief_id, lease_owner in store.running_leases():
+        if lease_owner != owner:
+            continue
+        expires = store.get_brief(brief_id).lease_expires_at
+        if (expires is None or expires > utc_now()) and store.expire_lease(brief_id, owner):
+            logger.warning("brief %s: lease left over from an earlier failed run of this process ended", brief_id)
+            released += 1
+    return released
 
 
 def settle_runs_of(store: Store, brief_ids: list[str]) -> None:

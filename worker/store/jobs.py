@@ -324,9 +324,15 @@ class JobStoreMixin:
             ).all()
         return [(row.id, row.lease_owner or "") for row in rows]
 
-    def expire_lease(self, brief_id: str, owner: str) -> bool:
-        """End ``owner``'s lease now (its process is gone); the brief becomes claimable again."""
+    def expire_lease(self, brief_id: str, owner: str, *, error: str | None = None) -> bool:
+        """End ``owner``'s lease now (its process is gone); the brief becomes claimable again.
+
+        With ``error``, it is recorded as the brief's ``last_error`` (why the run ended).
+        """
         now = self._now()
+        values: dict[str, Any] = {"lease_expires_at": now, "updated_at": now}
+        if error is not None:
+            values["last_error"] = error
         with self._write() as session:
             result = session.execute(
                 update(briefs)
@@ -335,7 +341,7 @@ class JobStoreMixin:
                     briefs.c.status == BriefStatus.RUNNING.value,
                     briefs.c.lease_owner == owner,
                 )
-                .values(lease_expires_at=now, updated_at=now)
+                .values(**values)
             )
         return result.rowcount == 1
 
