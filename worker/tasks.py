@@ -24,6 +24,7 @@ from celery.worker.request import Request
 
 from worker.config import Settings
 from worker.errors import CopydeskError, NotFoundError, TransientStoreError
+from worker.fork_guard import main_process_store
 from worker.names import is_safe_name
 from worker.pipeline import Pipeline
 from worker.reconciler import ReconcilerThread, reconcile_once
@@ -89,11 +90,11 @@ def record_hard_time_limit(pid: int, timeout: float) -> int:
     error = f"hard time limit ({timeout:g} s) exceeded: the worker process generating it was killed"
     marked = 0
     try:
-        store = resources().store
-        for brief_id, lease_owner in store.running_leases():
-            if lease_owner == owner and store.expire_lease(brief_id, owner, error=error):
-                logger.error("brief %s: %s", brief_id, error)
-                marked += 1
+        with main_process_store(lambda: resources().store) as store:  # the main process: the pool forks here
+            for brief_id, lease_owner in store.running_leases():
+                if lease_owner == owner and store.expire_lease(brief_id, owner, error=error):
+                    logger.error("brief %s: %s", brief_id, error)
+                    marked += 1
     except CopydeskError as exc:
         logger.warning("hard time limit of process %d not recorded: %s", pid, exc)
     return marked
@@ -231,16 +232,21 @@ _reconciler: dict[str, ReconcilerThread] = {}
 
 @signals.worker_ready.connect
 def start_reconciler(sender: Any = None, **_: Any) -> None:
-    """Reconcile the store and the broker when the worker starts, then periodically."""
+    """Reconcile the store and the broker when the worker starts, then periodically.
+
+    The passes run in the main process, which forks the pool's processes: each one uses the store inside
+    :func:`~worker.fork_guard.main_process_store`, so that no process is forked in the middle of it.
+    """
     from worker.queue import publish
 
     app = sender.app if sender is not None else current_app
-    res = resources()
+    settings = _settings()
 
     def run_once() -> Any:
-        return reconcile_once(res.store, res.settings, lambda ids: publish(app, ids), app.conf.broker_url)
+        with main_process_store(lambda: resources().store) as store:
+            return reconcile_once(store, settings, lambda ids: publish(app, ids), app.conf.broker_url)
 
-    thread = ReconcilerThread(res.settings.reconcile_interval, run_once)
+    thread = ReconcilerThread(settings.reconcile_interval, run_once)
     thread.start()
     _reconciler["thread"] = thread
 

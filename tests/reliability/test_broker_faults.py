@@ -14,7 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +37,8 @@ from queue_helpers import (
     write_style,
 )
 
-from worker.store import JobCounts
+from worker.fork_guard import main_process_store
+from worker.store import JobCounts, Store
 
 __all__ = ["tiny_model_dir"]  # fixture used by name
 
@@ -202,3 +206,57 @@ def test_broker_down_at_submit_keeps_the_briefs_and_loses_none_once_it_is_back(r
     assert stored == JobCounts(total=len(ids), queued=len(ids)), stored
     assert (lost, duplicates, crashed) == (0, 0, 0), rig.context()
     assert job.counts == JobCounts(total=len(ids), done=len(ids)), rig.context()
+
+
+def test_a_pool_process_forked_while_the_main_process_writes_to_the_store_can_write(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    """Regression (the cause of workers that stayed up, received tasks and wrote nothing after a broker fault):
+    a connection loss terminates the running task, the pool forks a new process, and the reconciler thread,
+    seeing the dead process, ends its leases in a SQLite write transaction at the same moment. A process forked
+    inside that transaction inherits SQLite's in-process lock state and can never write ("database is locked"
+    after the 30 s busy timeout, on every task). Store work of the main process runs in ``main_process_store``,
+    which forks wait for. Here a thread holds a write transaction in it while the main thread forks."""
+    path = tmp_path / "copydesk.db"
+    Store(f"sqlite:///{path}").migrate()  # WAL mode, as the store runs
+    in_transaction, release = threading.Event(), threading.Event()
+
+    def reconciler_pass() -> None:
+        with main_process_store(lambda: Store(f"sqlite:///{path}")):
+            conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE briefs SET attempts = attempts WHERE 0")
+            in_transaction.set()
+            release.wait(10)
+            conn.execute("COMMIT")
+            conn.close()
+
+    thread = threading.Thread(target=reconciler_pass)
+    thread.start()
+    assert in_transaction.wait(10)
+    threading.Timer(0.3, release.set).start()
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the new pool process: one write, with a short busy timeout
+        code = 1
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=3)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("COMMIT")
+            code = 0
+        finally:
+            os._exit(code)
+    waited = time.monotonic() - started
+    _, status = os.waitpid(pid, 0)
+    thread.join(10)
+    wrote = os.waitstatus_to_exitcode(status) == 0
+    ledger.row(
+        AREA,
+        "pool process forked during a store write of the main process",
+        injection="os.fork() while another thread holds a SQLite write transaction (what a broker connection loss "
+        "and the reconciler do together)",
+        checked="the fork waits for the transaction; the new process can write to the store (a process that "
+        "cannot counts as a crash)",
+    ).add(runs=1, faults=1, crashes=0 if wrote else 1)
+    assert waited >= 0.2, "the fork did not wait for the store work of the main process"
+    assert wrote, "the forked process could not write to the store"
