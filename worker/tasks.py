@@ -261,6 +261,7 @@ def stop_reconciler(**_: Any) -> None:
 PRELOADED_MODULES = (
     "torch",
     "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
     "transformers.models.llama.modeling_llama",  # the default base model's architecture
     "peft",
     "sentence_transformers",

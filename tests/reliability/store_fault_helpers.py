@@ -10,8 +10,6 @@
     later: the store call is certain to meet the fault.
   - ``COPYDESK_TEST_HANG_ON_TITLE``: a batch with a brief whose title contains it hangs for ever (sleeping,
     and swallowing the soft time limit), so that only the hard time limit can end it.
-  - ``COPYDESK_TEST_PRELOAD=1``: the worker's main process imports what loading the model imports lazily,
-    so that a new pool process loads only weights (the hang test's time limits are short).
   - ``COPYDESK_TEST_SQLITE_BUSY_MS``: SQLite's busy timeout (30 s in production) for the worker, so that a
     lock held for a few seconds makes its store calls fail with "database is locked".
 
@@ -65,15 +63,6 @@ if os.environ.get("COPYDESK_TEST_HOOKS") == "1":
         deadline = _time.monotonic() + 120
         while not (gate / "go").exists() and _time.monotonic() < deadline:
             _time.sleep(0.05)
-
-    if os.environ.get("COPYDESK_TEST_PRELOAD") == "1":
-        # Import what the model and embedder load lazily here, in the worker's main process, so that a pool
-        # process loads only weights on its first task (a second or two, far inside a short time limit).
-        import sentence_transformers  # noqa: F401
-        import transformers
-        from transformers.models.llama import modeling_llama  # noqa: F401
-
-        transformers.AutoModelForCausalLM, transformers.AutoTokenizer  # noqa: B018
 
     busy_ms = os.environ.get("COPYDESK_TEST_SQLITE_BUSY_MS")
     if busy_ms:

@@ -78,7 +78,7 @@ def test_a_brief_that_crashes_its_process_every_time_fails_after_n_attempts(
     poison = {"id": "poison", "title": "CRASH-ME bring a worker down", "category": "quick-cat", "target_words": 50}
     good = make_briefs("good", 4)
     ids = [r["id"] for r in good]
-    worker = d.start_worker(COPYDESK_TEST_CRASH_ON_TITLE="CRASH-ME", COPYDESK_TEST_PRELOAD="1")
+    worker = d.start_worker(COPYDESK_TEST_CRASH_ON_TITLE="CRASH-ME")
     pool_at_start = set(worker.pool_pids())
     job_id = d.submit(write_briefs(tmp_path / "poison.yaml", [poison, *good]))["job_id"]
 
@@ -128,7 +128,7 @@ def test_a_generation_hanging_past_the_hard_time_limit_is_killed_recorded_and_fa
     hung = {"id": "hung", "title": "HANG-ME a never-ending story", "category": "quick-cat", "target_words": 50}
     good = make_briefs("calm", 3)
     ids = [r["id"] for r in good]
-    worker = d.start_worker(concurrency=2, COPYDESK_TEST_HANG_ON_TITLE="HANG-ME", COPYDESK_TEST_PRELOAD="1")
+    worker = d.start_worker(concurrency=2, COPYDESK_TEST_HANG_ON_TITLE="HANG-ME")
     pool_at_start = set(worker.pool_pids())
     job_id = d.submit(write_briefs(tmp_path / "hang.yaml", [hung, *good]))["job_id"]
 
@@ -207,7 +207,7 @@ def test_corrupt_messages_on_the_queue_do_not_stop_the_others(
         "(flush size 1, no republishing); main and pool processes never died",
     )
     d = deploy(broker=broker, flush_size=1, stale_after=600)  # each brief needs its own message to be written
-    worker = d.start_worker(COPYDESK_TEST_PRELOAD="1")
+    worker = d.start_worker()
     pool_at_start = set(worker.pool_pids())
     before, after = make_briefs(f"before-{broker}", 2), make_briefs(f"after-{broker}", 2)
     ids = [r["id"] for r in [*before, *after]]

@@ -109,7 +109,6 @@ def test_store_outage_at_the_claim_and_at_the_article_write(
         COPYDESK_TEST_CLAIM_GATE=str(claim_gate.path),
         COPYDESK_TEST_SAVE_GATE=str(save_gate.path),
         COPYDESK_TEST_SQLITE_BUSY_MS="500",
-        COPYDESK_TEST_PRELOAD="1",
     )
     seen_pool: set[int] = set(worker.pool_pids())
     records = make_briefs(f"sf-{backend}", BRIEFS)
