@@ -194,6 +194,106 @@ def test_more_adapters_than_capacity_in_one_call(
     assert len(small.adapters.loaded) == 1
 
 
+def test_grouped_lora_equals_peft_mixed_batch(
+    adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    """The stacked LoRA forward (worker.lora_batch) gives PEFT's adapter_names logits, row by row."""
+    from worker.adapters import BASE
+    from worker.lora_batch import grouped_lora
+
+    adapter_a, adapter_b = adapter_refs
+    for ref in adapter_refs:
+        adapter_engine.load_adapter(ref)
+    names = [adapter_a.name, BASE, adapter_b.name, adapter_a.name]
+    prompts = [adapter_engine.chat_prompt([{"role": "user", "content": topic}]) for topic in TOPICS[:4]]
+    encoded = adapter_engine.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        peft_logits = adapter_engine.model(**encoded, adapter_names=names).logits
+        with grouped_lora(adapter_engine.model, names) as grouped:
+            assert grouped is not None
+            grouped_logits = adapter_engine.model(**encoded).logits
+            grouped.keep(torch.tensor([2, 0]))
+            kept_logits = adapter_engine.model(**{k: v[[2, 0]] for k, v in encoded.items()}).logits
+        after = adapter_engine.model(**encoded, adapter_names=names).logits  # PEFT's forward is back
+    real = encoded["attention_mask"].bool()
+    assert torch.allclose(grouped_logits[real], peft_logits[real], atol=1e-4)
+    assert torch.allclose(kept_logits[real[[2, 0]]], peft_logits[[2, 0]][real[[2, 0]]], atol=1e-4)
+    assert torch.equal(after, peft_logits)
+
+
+def test_bf16_engine_mixes_adapters_through_the_stacked_path(
+    tiny_model_dir: Path, adapter_refs: tuple[AdapterRef, AdapterRef], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under bf16 a mixed batch runs on worker.lora_batch (fp32 keeps PEFT's bit-exact sub-batches)."""
+    import worker.lora_batch as lora_batch
+
+    used: list[list[str]] = []
+    original = lora_batch.grouped_lora
+
+    def spy(model: object, names: list[str]) -> object:
+        used.append(list(names))
+        return original(model, names)
+
+    monkeypatch.setattr(engine_module, "grouped_lora", spy)
+    source = BaseModelSource(TINY_MODEL_ID, tiny_model_dir, weights_hash(tiny_model_dir))
+    engine = Engine(source, device="cpu", dtype=torch.bfloat16, batch_size=4)
+    adapter_a, adapter_b = adapter_refs
+    requests = [
+        request("a", "Tea", seed=1, adapter=adapter_a),
+        request("base", "Compost", seed=2),
+        request("b", "Lisbon", seed=3, adapter=adapter_b),
+    ]
+    outputs = engine.generate(requests)
+    assert [o.key for o in outputs] == ["a", "base", "b"]
+    assert all(o.new_tokens > 0 for o in outputs)
+    assert used and set(used[0]) == {adapter_a.name, adapter_b.name, "__base__"}
+    assert "forward" not in vars(next(m for m in engine.model.modules() if hasattr(m, "lora_A")))  # restored
+
+
+def test_greedy_decoding_matches_transformers_generate(base_engine: Engine) -> None:
+    """The engine's own loop (preallocated KV cache, left padding, rows leaving) decodes what generate does."""
+    requests = [request(f"g{i}", topic, seed=i, temperature=0.0, max_new_tokens=10) for i, topic in enumerate(TOPICS)]
+    outputs = base_engine.generate(requests)
+    tokenizer = base_engine.tokenizer
+    for req, out in zip(requests, outputs, strict=True):
+        encoded = tokenizer(base_engine.chat_prompt(req.messages), return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            reference = base_engine.model.generate(
+                **encoded,
+                do_sample=False,
+                max_new_tokens=9,
+                repetition_penalty=req.settings.repetition_penalty,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = reference[0, encoded["input_ids"].shape[1] :].tolist()
+        if tokenizer.eos_token_id in new:
+            new = new[: new.index(tokenizer.eos_token_id)]
+        assert out.text == tokenizer.decode(new, skip_special_tokens=True), req.key
+
+
+def test_rows_with_early_ends_leave_the_batch(base_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a quarter of a batch has ended, the later steps run on fewer rows; the texts do not change."""
+    budgets = [2, 3, 14, 14]
+    requests = [request(f"e{n}-{i}", "Tea", seed=i, max_new_tokens=n) for i, n in enumerate(budgets)]
+    alone = [base_engine.generate([r])[0] for r in requests]
+    widths: list[int] = []
+    model = base_engine.model
+    original = type(model).forward
+
+    def spy(self: object, *args: object, **kwargs: object) -> object:
+        widths.append(int(kwargs["input_ids"].shape[0]))  # type: ignore[union-attr]
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    engine = make_engine(base_engine.source.directory, batch_size=4)
+    engine.model = model
+    together = engine.generate(requests)
+    assert widths[0] == 4 and widths[-1] == 2  # the two short rows left
+    assert widths[:4] == [4, 4, 3, 2] and len(widths) == 14  # steps 0..13 (the budget of 14 ends at 13)
+    for one, both in zip(alone, together, strict=True):
+        assert same_text(one, both)
+
+
 def test_broken_adapter_raises_on_load(tmp_path: Path, tiny_model_dir: Path, adapter_a_dir: Path) -> None:
     engine = make_engine(tiny_model_dir)
     broken_dir = copy_dir(adapter_a_dir, tmp_path / "broken")

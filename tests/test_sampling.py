@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from worker.sampling import RowSampler, RowSettings, apply_repetition_penalty, top_p_probabilities
+from worker.sampling import (
+    RowSampler,
+    RowSettings,
+    apply_repetition_penalty,
+    sample_top_p,
+    top_p_probabilities,
+)
 
 VOCAB = 50
 EOS = 0
@@ -226,3 +232,38 @@ def test_sampling_follows_the_distribution() -> None:
     assert counts[3] == 0
     for observed, wanted in zip(counts[:3], expected[:3].tolist(), strict=True):
         assert abs(observed - wanted) < 0.15 * wanted + 20
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95])
+def test_prefiltered_sampling_equals_the_full_sort(top_p: float) -> None:
+    """The top-k prefilter is exact: same token as inverting the fully sorted vocabulary, same uniforms."""
+    vocab = 5000
+    logits = torch.randn(64, vocab, generator=torch.Generator().manual_seed(11)) * 4
+    uniforms = torch.rand(64, generator=torch.Generator().manual_seed(12))
+    top = torch.full((64,), top_p)
+    prefiltered = sample_top_p(logits, top, uniforms, prefilter=64)
+    full = sample_top_p(logits, top, uniforms, prefilter=vocab)
+    assert prefiltered.tolist() == full.tolist()
+    for row in range(64):  # every drawn token lies in the row's nucleus
+        assert top_p_probabilities(logits[row], top_p)[prefiltered[row]] > 0
+
+
+def test_flat_logits_fall_back_to_the_full_vocabulary() -> None:
+    logits = torch.zeros(2, 1000)  # the nucleus (90 % of a flat distribution) is far wider than the prefilter
+    chosen = sample_top_p(logits, torch.tensor([0.9, 0.9]), torch.tensor([0.0, 0.999]), prefilter=16)
+    assert chosen.tolist()[0] != chosen.tolist()[1]
+    assert all(0 <= token < 1000 for token in chosen.tolist())
+
+
+def test_sampling_a_subset_of_rows_equals_sampling_them_in_the_full_batch() -> None:
+    """An engine that drops finished rows passes the indices of the rows left; their draws do not change."""
+    rows = [settings(seed=s, temperature=0.9, top_p=0.95) for s in (1, 2, 3, 4)]
+    full = RowSampler(rows, PROMPT, EOS)
+    part = RowSampler(rows, PROMPT, EOS)
+    ids, logits = input_ids(4, PROMPT), random_logits(4)
+    first = full.sample(ids, logits)
+    assert part.sample(ids, logits).tolist() == first.tolist()
+    keep = torch.tensor([1, 3])
+    second_full = full.sample(ids, logits)
+    second_part = part.sample(ids[keep], logits[keep], keep)
+    assert second_part.tolist() == second_full[keep].tolist()

@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Model precision; auto = bfloat16 where the CPU/GPU supports it, else float32."
     )
-    batch_size: int = Field(16, ge=1, le=256, description="Sequences generated together in one call.")
+    batch_size: int = Field(
+        32, ge=1, le=256, description="Sequences generated together in one call (docs/benchmarks.md: scale curve)."
+    )
     max_attempts: int = Field(
         2, ge=1, le=5, description="Generation rounds per brief before it is stored as needs_attention."
     )
@@ -90,7 +92,9 @@ class Settings(BaseSettings):
         description="Redis broker: seconds before a delivered but unacknowledged task message is delivered again; "
         "default 2 x task_time_limit. A copy delivered while the brief is leased to a live worker does nothing.",
     )
-    flush_size: int = Field(8, ge=1, le=256, description="Briefs a worker generates together in one task.")
+    flush_size: int = Field(
+        16, ge=1, le=256, description="Briefs a worker generates together in one task (2 candidates each: one batch)."
+    )
     flush_interval: float = Field(
         0.5, ge=0, le=60, description="Seconds a worker waits for more queued briefs when it has fewer than flush_size."
     )

@@ -8,6 +8,7 @@ sampling settings and seed (see :mod:`worker.sampling`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from worker.adapters import BASE, AdapterRef, AdapterRegistry
 from worker.base_model import BaseModelSource, resolve_base_model
 from worker.config import Settings
 from worker.errors import ModelError
+from worker.lora_batch import GroupedLora, grouped_lora
 from worker.sampling import RowSampler, RowSettings
 
 logger = logging.getLogger(__name__)
@@ -98,6 +100,10 @@ class Engine:
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the base model from {source.directory}: {exc}") from exc
         self.model: Any = model.to(device).eval()
+        # transformers 5 renamed the forward argument of the KV cache; accept both spellings.
+        self._cache_argument = (
+            "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+        )
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -157,43 +163,118 @@ class Engine:
 
     def _generate_batch(self, batch: Sequence[GenerationRequest], prompts: list[str]) -> list[GenerationOutput]:
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        encoded = encoded.to(self.device)
-        prompt_length = encoded["input_ids"].shape[1]
+        input_ids = encoded["input_ids"].to(self.device)
+        mask = encoded["attention_mask"].to(self.device)
         eos = int(self.tokenizer.eos_token_id)
-        sampler = RowSampler([r.settings for r in batch], prompt_length, eos)
-        kwargs: dict[str, Any] = {}
-        if self.adapters.loaded:
-            kwargs["adapter_names"] = [r.adapter.name if r.adapter else BASE for r in batch]
+        sampler = RowSampler([r.settings for r in batch], input_ids.shape[1], eos)
+        names = [r.adapter.name if r.adapter else BASE for r in batch] if self.adapters.loaded else None
         started = time.perf_counter()
         with torch.inference_mode():
-            generated = self.model.generate(
-                **encoded,
-                max_new_tokens=max(r.settings.max_new_tokens for r in batch),
-                do_sample=True,
-                temperature=1.0,
-                top_p=1.0,
-                top_k=0,
-                logits_processor=[sampler],
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=eos,
-                **kwargs,
-            )
+            tokens = self._decode(input_ids, mask, sampler, names, max(r.settings.max_new_tokens for r in batch))
         seconds = time.perf_counter() - started
-        new = generated[:, prompt_length:]
         outputs = [
-            self._output(request, new[row], encoded["attention_mask"][row], eos, seconds)
-            for row, request in enumerate(batch)
+            self._output(request, tokens[row], int(mask[row].sum()), eos, seconds) for row, request in enumerate(batch)
         ]
         logger.debug("batch of %d rows, %d new tokens, %.2f s", len(batch), sum(o.new_tokens for o in outputs), seconds)
         return outputs
 
+    def _decode(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        sampler: RowSampler,
+        names: list[str] | None,
+        max_new_tokens: int,
+    ) -> list[list[int]]:
+        """Sample up to ``max_new_tokens`` per row; a row leaves the batch once it has ended.
+
+        The loop keeps its own preallocated KV cache (no copy of the whole cache per step, unlike
+        ``generate``'s dynamic cache). Finished rows are dropped from the batch (cache, ids, mask and
+        adapter names) as soon as they are a quarter of it, so they stop costing compute; a row's tokens do
+        not depend on when that happens. Rows of different styles share the batch through
+        :mod:`worker.lora_batch` (PEFT's ``adapter_names`` for adapters it does not handle). Returns each
+        row's new tokens, ending with EOS when it ended.
+        """
+        from worker.kv_cache import preallocated_cache
+
+        cache = preallocated_cache(self.model, input_ids.shape[1] + max_new_tokens)
+        # Repetition penalty over the row's real tokens only: a padding slot repeats the row's last prompt token.
+        history = torch.where(mask.bool(), input_ids, input_ids[:, -1:])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+        # In fp32 the engine promises that a row's text does not depend on its batch, and PEFT's per-adapter
+        # sub-batches keep that; the stacked path rounds differently per batch composition (last bits), which
+        # is within what bf16 already allows, so it serves the reduced-precision (production) dtypes.
+        stacked = names is not None and self.dtype != torch.float32
+        grouped = grouped_lora(self.model, names) if stacked else None
+        try:
+            self._decode_steps(
+                input_ids, mask, positions, history, sampler, names, grouped, cache, generated, max_new_tokens
+            )
+        finally:
+            if grouped is not None:
+                grouped.close()
+        return generated
+
+    def _decode_steps(
+        self,
+        step_ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        history: torch.Tensor,
+        sampler: RowSampler,
+        names: list[str] | None,
+        grouped: GroupedLora | None,
+        cache: Any,
+        generated: list[list[int]],
+        max_new_tokens: int,
+    ) -> None:
+        eos = sampler.eos_token_id
+        active = torch.arange(step_ids.shape[0])  # sampler rows still in the batch, in batch order
+        ended = torch.zeros(step_ids.shape[0], dtype=torch.bool, device=step_ids.device)  # per batch slot
+        step_positions = positions
+        for _ in range(max_new_tokens):
+            kwargs: dict[str, Any] = {self._cache_argument: cache}
+            if names is not None and grouped is None:
+                kwargs["adapter_names"] = names  # PEFT's own mixed-batch path
+            logits = self.model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **kwargs,
+            ).logits[:, -1, :]
+            chosen = sampler.sample(history, logits, active)
+            chosen = torch.where(ended, eos, chosen)
+            for token, done, row in zip(chosen.tolist(), ended.tolist(), active.tolist(), strict=True):
+                if not done:
+                    generated[row].append(token)
+            ended |= chosen == eos
+            if bool(ended.all()):
+                return
+            history = torch.cat([history, chosen.unsqueeze(1)], dim=1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            step_ids = chosen.unsqueeze(1)
+            step_positions = positions = positions[:, -1:] + 1
+            if int(ended.sum()) * 4 >= ended.shape[0]:
+                # Finished rows leave the batch: a quarter of it at a time, so the copies stay cheap.
+                keep = (~ended).nonzero().flatten()
+                cache.batch_select_indices(keep)
+                if grouped is not None:
+                    grouped.keep(keep)
+                history, mask, step_ids, positions = history[keep], mask[keep], step_ids[keep], positions[keep]
+                step_positions = positions
+                active = active[keep.cpu()]
+                names = [names[i] for i in keep.tolist()] if names is not None else None
+                ended = ended[keep]
+
     def _output(
-        self, request: GenerationRequest, new: torch.Tensor, mask: torch.Tensor, eos: int, seconds: float
+        self, request: GenerationRequest, tokens: list[int], prompt_tokens: int, eos: int, seconds: float
     ) -> GenerationOutput:
-        tokens = new.tolist()
         if eos in tokens:
             tokens = tokens[: tokens.index(eos)]
         # The sampler forces EOS at the last step of a row's budget: that is a cut, not a natural end.
         hit_eos = len(tokens) < request.settings.max_new_tokens - 1
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        return GenerationOutput(request.key, text, int(mask.sum()), len(tokens), hit_eos, seconds)
+        return GenerationOutput(request.key, text, prompt_tokens, len(tokens), hit_eos, seconds)

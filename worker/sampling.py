@@ -28,35 +28,96 @@ class RowSettings:
 
 
 class RowSampler:
-    """A ``LogitsProcessor`` that samples each row with its own settings and generator."""
+    """A ``LogitsProcessor`` that samples each row with its own settings and generator.
 
-    def __init__(self, rows: Sequence[RowSettings], prompt_length: int, eos_token_id: int) -> None:
+    Sampling is vectorised over the batch: per row it applies the repetition penalty and temperature,
+    takes the ``prefilter`` likeliest tokens in sorted order (a top-k that is exact for top-p: a row whose
+    nucleus is not inside them, or whose ``top_p`` is 1, falls back to the full sorted vocabulary), and
+    inverts the cumulative nucleus distribution at one uniform number drawn from the row's own generator.
+    Every step draws exactly one number per row, so a row's tokens depend only on its logits, settings and
+    seed, never on its neighbours or on whether it is greedy or sampled.
+    """
+
+    def __init__(
+        self, rows: Sequence[RowSettings], prompt_length: int, eos_token_id: int, *, prefilter: int = 256
+    ) -> None:
         self.rows = list(rows)
         self.prompt_length = prompt_length
         self.eos_token_id = eos_token_id
+        self.prefilter = prefilter
         self.temperature = torch.tensor([r.temperature for r in rows], dtype=torch.float32)
         self.top_p = torch.tensor([r.top_p for r in rows], dtype=torch.float32)
         self.penalty = torch.tensor([r.repetition_penalty for r in rows], dtype=torch.float32)
+        self.budget = torch.tensor([r.max_new_tokens for r in rows], dtype=torch.long)
         self.generators = [torch.Generator().manual_seed(r.seed) for r in rows]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logits = apply_repetition_penalty(scores.float(), input_ids, self.penalty.to(scores.device))
-        greedy = self.temperature <= 0
-        temperature = torch.where(greedy, torch.ones_like(self.temperature), self.temperature).to(scores.device)
-        probs = batched_top_p_probabilities(logits / temperature.unsqueeze(1), self.top_p.to(scores.device)).cpu()
-        step = input_ids.shape[1] - self.prompt_length
-        chosen = [self._choose(row, logits[row], probs[row], step) for row in range(logits.shape[0])]
+        chosen = self.sample(input_ids, scores)
         forced = torch.full_like(scores, float("-inf"))
-        forced[torch.arange(len(chosen)), torch.tensor(chosen, device=scores.device)] = 0.0
+        forced[torch.arange(chosen.shape[0], device=scores.device), chosen.to(scores.device)] = 0.0
         return forced
 
-    def _choose(self, row: int, logits: torch.Tensor, probs: torch.Tensor, step: int) -> int:
-        settings = self.rows[row]
-        if step >= settings.max_new_tokens - 1:
-            return self.eos_token_id  # this row's budget is spent: end it here
-        if settings.temperature <= 0:
-            return int(torch.argmax(logits))
-        return int(torch.multinomial(probs, 1, generator=self.generators[row]))
+    def sample(self, input_ids: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The next token of each row (a ``LongTensor`` on the device of ``scores``).
+
+        ``rows`` maps the batch rows to this sampler's rows (by default the identity): an engine that drops
+        finished rows from its batch passes the indices of the rows still in it. ``input_ids`` holds each
+        row's prompt (padded to ``prompt_length``) and the tokens generated so far.
+        """
+        device = scores.device
+        index = torch.arange(len(self.rows)) if rows is None else rows.cpu()
+        # One uniform per row and step, whatever the row does with it: the row's stream stays its own.
+        uniforms = torch.stack([torch.rand((), generator=self.generators[int(i)]) for i in index]).to(device)
+        logits = apply_repetition_penalty(scores.float(), input_ids, self.penalty[index].to(device))
+        temperature = self.temperature[index].to(device)
+        greedy = temperature <= 0
+        chosen = torch.argmax(logits, dim=-1)
+        sampled = (~greedy).nonzero().flatten()
+        if sampled.numel():
+            scaled = logits[sampled] / temperature[sampled].unsqueeze(1)
+            top_p = self.top_p[index].to(device)[sampled]
+            chosen[sampled] = sample_top_p(scaled, top_p, uniforms[sampled], self.prefilter)
+        step = input_ids.shape[1] - self.prompt_length
+        chosen[(step >= self.budget[index] - 1).to(device)] = self.eos_token_id  # budget spent: end the row
+        return chosen
+
+
+def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tensor, prefilter: int) -> torch.Tensor:
+    """Draw one token per row from its nucleus distribution by inverting the sorted cumulative mass.
+
+    Each row is handled on its own ``prefilter`` likeliest tokens when its nucleus lies within them (the
+    result is then exactly what the full sort gives), else on its fully sorted vocabulary.
+    """
+    chosen = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+    log_total = torch.logsumexp(logits, dim=-1, keepdim=True)
+    full = top_p >= 1.0
+    if prefilter < logits.shape[1]:
+        values, order = torch.topk(logits, prefilter, dim=-1)
+        probs = torch.exp(values - log_total)
+        full |= probs.sum(dim=-1) < top_p  # the nucleus reaches past the prefilter
+        part = (~full).nonzero().flatten()
+        if part.numel():
+            chosen[part] = _invert(probs[part], order[part], top_p[part], uniforms[part])
+    else:
+        full = torch.ones_like(full)
+    rest = full.nonzero().flatten()
+    if rest.numel():
+        values, order = torch.sort(logits[rest], dim=-1, descending=True)
+        probs = torch.exp(values - log_total[rest])
+        chosen[rest] = _invert(probs, order, top_p[rest], uniforms[rest])
+    return chosen
+
+
+def _invert(
+    sorted_probs: torch.Tensor, order: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tensor
+) -> torch.Tensor:
+    outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > top_p.unsqueeze(1)
+    outside &= (top_p < 1.0).unsqueeze(1)
+    kept = torch.cumsum(sorted_probs.masked_fill(outside, 0.0), dim=-1)
+    target = (uniforms * kept[:, -1]).unsqueeze(1)
+    last = (~outside).sum(dim=-1, keepdim=True) - 1  # rounding must never pick a token outside the nucleus
+    position = torch.minimum(torch.searchsorted(kept, target, right=True), last)
+    return order.gather(1, position).squeeze(1)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.LongTensor, penalty: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,65 @@
+"""Does bf16 keep quality? Held-out perplexity under bf16 against fp32, per style, in one invocation.
+
+For every shipped style it reads the served adapter's held-out articles (``heldout.jsonl``, never trained
+on), and computes the perplexity of their completion tokens given their prompts (``worker.evaluation``'s
+measure) on the base model alone and with the style's adapter, once with an fp32 engine and once with a
+bf16 engine. The criterion: bf16 perplexity within 1 % of fp32.
+
+    python bench/bf16_quality.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch
+
+from worker.adapters import BASE, AdapterRef
+from worker.base_model import resolve_base_model
+from worker.config import load_settings
+from worker.engine import Engine
+from worker.evaluation import _perplexity, read_heldout
+from worker.prompts import PromptRenderer
+from worker.styles import StyleCatalog
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--tolerance", type=float, default=0.01)
+    args = parser.parse_args()
+    settings = load_settings()
+    source = resolve_base_model(settings)
+    catalog = StyleCatalog.load(settings.styles_dir)
+    renderer = PromptRenderer(settings.templates_dir)
+    engines = {name: Engine(source, dtype=dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    rows: list[dict[str, Any]] = []
+    for name in catalog.names:
+        style = catalog.get(name)
+        if style.adapter is None or style.adapter_dir is None:
+            continue
+        ref = AdapterRef(style.name, style.adapter, style.adapter_dir)
+        items = read_heldout(style.adapter_dir)
+        row: dict[str, Any] = {"style": name, "adapter": style.adapter, "heldout_articles": len(items)}
+        for label, engine in engines.items():
+            engine.load_adapter(ref)
+            row[f"base_{label}"] = round(_perplexity(engine, renderer, style, items, BASE, args.max_length), 4)
+            row[f"adapter_{label}"] = round(_perplexity(engine, renderer, style, items, ref.name, args.max_length), 4)
+        for kind in ("base", "adapter"):
+            row[f"{kind}_bf16_over_fp32"] = round(row[f"{kind}_bf16"] / row[f"{kind}_fp32"], 4)
+        rows.append(row)
+    worst = max(abs(r[f"{k}_bf16_over_fp32"] - 1) for r in rows for k in ("base", "adapter"))
+    report = {"styles": rows, "worst_relative_difference": round(worst, 4), "within_tolerance": worst <= args.tolerance}
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

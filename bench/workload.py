@@ -1,0 +1,107 @@
+"""Shared workload of the benchmarks: sample briefs, their prompts, and engine requests over N styles.
+
+The repository ships three styles with four trained adapters. For scale curves with more styles mixed,
+:func:`synthetic_adapters` derives extra adapters from the shipped ones (same rank and target modules,
+perturbed weights), so that N distinct LoRA adapters really share a batch.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from worker.adapters import ADAPTER_WEIGHTS, AdapterRef
+from worker.briefs import Brief
+from worker.config import Settings
+from worker.engine import GenerationRequest
+from worker.loading import load_brief_files
+from worker.pipeline import derive_seed
+from worker.prompts import PromptRenderer
+from worker.routing import route
+from worker.sampling import RowSettings
+from worker.styles import StyleCatalog
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample_briefs(count: int, target_words: int) -> list[Brief]:
+    """``count`` briefs cycling through briefs/samples.yaml (three styles), each with its own id."""
+    loaded = [item.brief for item in load_brief_files([ROOT / "briefs" / "samples.yaml"]).briefs]
+    return [
+        loaded[i % len(loaded)].model_copy(
+            update={"id": f"bench-{i:03d}-{loaded[i % len(loaded)].brief_id}", "target_words": target_words}
+        )
+        for i in range(count)
+    ]
+
+
+def shipped_adapters(settings: Settings) -> list[AdapterRef]:
+    """The adapter each shipped style serves."""
+    catalog = StyleCatalog.load(settings.styles_dir)
+    refs = []
+    for name in catalog.names:
+        style = catalog.get(name)
+        if style.adapter is not None and style.adapter_dir is not None:
+            refs.append(AdapterRef(style.name, style.adapter, style.adapter_dir))
+    return refs
+
+
+def synthetic_adapters(settings: Settings, count: int) -> list[AdapterRef]:
+    """``count`` distinct adapters: the shipped ones first, then perturbed copies of them."""
+    refs = shipped_adapters(settings)
+    if count <= len(refs):
+        return refs[:count]
+    root = Path(tempfile.mkdtemp(prefix="bench-adapters-"))
+    generator = torch.Generator().manual_seed(0)
+    for index in range(len(refs), count):
+        source = refs[index % len(refs)]
+        target = root / f"style-{index}"
+        shutil.copytree(source.directory, target)
+        weights = load_file(str(target / ADAPTER_WEIGHTS))
+        for key, value in weights.items():
+            noise = torch.randn(value.shape, generator=generator).to(value.dtype)
+            weights[key] = value * (1 + 0.3 * noise)
+        save_file(weights, str(target / ADAPTER_WEIGHTS))
+        refs.append(AdapterRef(f"style-{index}", "v1", target))
+    return refs
+
+
+def engine_requests(
+    settings: Settings, rows: int, new_tokens: int, *, styles: int = 3, prefix: str = "r"
+) -> list[GenerationRequest]:
+    """``rows`` requests for the sample briefs with each routed style's sampling settings; adapters are
+    assigned round-robin over ``styles`` distinct adapters (0: base model only)."""
+    catalog = StyleCatalog.load(settings.styles_dir)
+    renderer = PromptRenderer(settings.templates_dir)
+    adapters = synthetic_adapters(settings, styles) if styles else []
+    requests = []
+    for i, brief in enumerate(sample_briefs(rows, max(50, int((new_tokens - 24) / 1.5)))):
+        style = catalog.get(route(brief, catalog, settings.default_style).style)
+        generation = style.generation
+        row = RowSettings(
+            generation.temperature,
+            generation.top_p,
+            generation.repetition_penalty,
+            new_tokens,
+            derive_seed(settings.seed, brief.brief_id, 1, 0),
+        )
+        adapter = adapters[i % len(adapters)] if adapters else None
+        requests.append(GenerationRequest(f"{prefix}{i}", renderer.render(brief, style).messages(), row, adapter))
+    return requests
+
+
+def chat_prompts(settings: Settings, briefs: list[Brief], tokenizer: Any) -> list[str]:
+    """The exact prompt text of each brief under its routed style."""
+    catalog = StyleCatalog.load(settings.styles_dir)
+    renderer = PromptRenderer(settings.templates_dir)
+    prompts = []
+    for brief in briefs:
+        style = catalog.get(route(brief, catalog, settings.default_style).style)
+        messages = renderer.render(brief, style).messages()
+        prompts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    return prompts
