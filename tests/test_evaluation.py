@@ -1,5 +1,6 @@
 """Tests of :mod:`worker.evaluation` on the tiny model: held-out perplexity base vs adapter, style fidelity of
-generated drafts (profile distance, style classifier), the table and the PNG plot, and refusals."""
+drafts for the shared evaluation briefs (profile distance, voice classifier, sign test), the table and the PNG
+plot, and refusals."""
 
 from __future__ import annotations
 
@@ -10,15 +11,33 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus_fixtures import voice_body
 from training_fixtures import World, copy_world, one_torch_thread, tiny_model_dir, trained_world
 from typer.testing import CliRunner
 
 from worker.adapters import ADAPTER_META
+from worker.briefs import Brief, ContentType
 from worker.cli import app
 from worker.embeddings import default_embedder
 from worker.engine import Engine
-from worker.evaluation import EvalOptions, EvaluationError, StyleClassifier, evaluate_style, report_markdown
+from worker.evaluation import (
+    EVAL_BRIEFS_FILE,
+    EvalOptions,
+    EvalTopic,
+    EvaluationError,
+    StyleClassifier,
+    VoiceCorpus,
+    eval_briefs,
+    evaluate_style,
+    evaluate_styles,
+    house_metadata,
+    read_eval_topics,
+    report_markdown,
+    sign_test,
+    train_voice_classifier,
+)
 from worker.styles import StyleCatalog
+from worker.stylometry import FUNCTION_WORDS, VOICE_FEATURE_NAMES, voice_features, voice_matrix
 
 __all__ = ["one_torch_thread", "tiny_model_dir", "trained_world"]  # fixtures used by name
 
@@ -26,10 +45,23 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+EVAL_BRIEFS = """\
+target_words: 60
+briefs:
+  - {id: bread, title: Keeping bread fresh}
+  - {id: bikes, title: Choosing a bicycle}
+  - {id: typing, title: Learning to type}
+"""
+
 
 @pytest.fixture
 def world(tmp_path: Path, trained_world: World) -> World:
-    return copy_world(trained_world, tmp_path)
+    """The trained world with calm's corpus in its corpus/ folder (the voice classifier reads corpus folders)
+    and three shared evaluation briefs."""
+    copied = copy_world(trained_world, tmp_path)
+    shutil.copytree(trained_world.root / "calm-corpus", copied.styles_dir / "calm" / "corpus")
+    (copied.styles_dir / EVAL_BRIEFS_FILE).write_text(EVAL_BRIEFS, encoding="utf-8")
+    return copied
 
 
 def test_eval_reports_perplexity_fidelity_and_writes_table_and_plot(world: World) -> None:
@@ -53,17 +85,27 @@ def test_eval_reports_perplexity_fidelity_and_writes_table_and_plot(world: World
     assert all(math.isfinite(value) and value > 1 for value in perplexity.values())
     assert perplexity["v1"] == perplexity["v2"]  # the same weights
     assert perplexity["v1"] < perplexity["base"]  # the adapter fits its held-out articles better
+    # Drafts are written for the shared briefs (the first two), not for the held-out briefs.
+    assert data["eval_briefs"]["titles"] == ["Keeping bread fresh", "Choosing a bicycle"]
+    assert data["eval_briefs"]["target_words"] == 60
     for label in ("base", "v1", "v2"):
         fidelity = data["fidelity"][label]
         assert fidelity["profile_distance"] >= 0 and 0 <= fidelity["embedding_distance"] <= 2
-        assert 0 <= fidelity["classifier_accuracy"] <= 1
+        assert 0 <= fidelity["attribution_accuracy"] <= 1 and 0 <= fidelity["style_probability"] <= 1
+        assert len(fidelity["attributed_to"]) == 2 and set(fidelity["attributed_to"]) <= {"calm", "stiff"}
         assert len(data["drafts"][label]) == 2
-    assert data["classifier"]["styles"] == ["calm", "stiff"]  # stiff comes from its corpus/ folder
-    assert data["classifier"]["sources"]["stiff"] == "corpus/ folder"
+        assert all(draft.startswith("# ") for draft in data["drafts"][label])
+    assert set(data["sign_test"]) == {"v1", "v2"}
+    assert data["sign_test"]["v1"] == data["sign_test"]["v2"]  # the same weights write the same drafts
+    check = data["classifier"]
+    assert check["styles"] == ["calm", "stiff"]
+    assert check["heldout_articles"] == 2  # calm's held-out articles; stiff has no version, holds none out
+    assert check["training_articles"] == 14 and check["loo_articles"] == 16
+    assert check["loo_accuracy"] == 1.0  # the fixture's voices are far apart
     # The real held-out articles are the ceiling: close to the profile and attributed to the style.
-    assert data["reference"]["classifier_accuracy"] == 1.0
+    assert data["reference"]["attribution_accuracy"] == 1.0
     assert data["reference"]["profile_distance"] < data["fidelity"]["base"]["profile_distance"]
-    assert data["caveats"] == ["only 2 held-out article(s): treat differences as indicative"]  # v2 held out the same
+    assert data["caveats"] == ["only 2 held-out article(s): treat perplexity differences as indicative"]
 
     files = {key: Path(value) for key, value in report.files.items()}
     assert files["plot"] == v1 / "eval" / "against-v2.png"
@@ -72,7 +114,18 @@ def test_eval_reports_perplexity_fidelity_and_writes_table_and_plot(world: World
     markdown = files["markdown"].read_text()
     assert markdown == report_markdown(report)
     assert "| variant | perplexity (held-out) |" in markdown and "| v1 |" in markdown
-    assert 0 <= data["fidelity"]["v1"]["stylometric_classifier_accuracy"] <= 1
+    assert "leave-one-out accuracy 1.00 over all 16 articles" in markdown
+    assert "exact sign test" in markdown
+
+
+def test_eval_without_a_second_corpus_reports_no_attribution(world: World) -> None:
+    shutil.rmtree(world.styles_dir / "stiff" / "corpus")
+    settings = world.settings()
+    report = evaluate_style(settings, "calm", options=EvalOptions(briefs=1, max_new_tokens=8))
+    assert report.data["fidelity"]["base"].get("attribution_accuracy") is None
+    assert report.data["sign_test"] == {}
+    assert any("drafts not attributed" in note for note in report.data["caveats"])
+    assert "n/a" in report_markdown(report)
 
 
 def test_eval_command_prints_the_table(world: World) -> None:
@@ -83,10 +136,26 @@ def test_eval_command_prints_the_table(world: World) -> None:
         env=world.env(),
     )
     assert result.exit_code == 0, result.output
-    for text in ("calm v1 against base", "perplexity", "classifier (stylometry)", "held-out articles"):
+    for text in ("calm v1 against base", "perplexity", "attributed (voice)", "held-out", "leave-one-out"):
         assert text in result.output
     assert (output / "against-base.png").read_bytes()[:8] == PNG_MAGIC
     assert (output / "against-base.md").is_file()
+
+
+def test_eval_all_evaluates_every_style_with_a_version(world: World) -> None:
+    command = ["styles", "eval", "--all", "--briefs", "1", "--max-new-tokens", "8"]
+    result = CliRunner().invoke(app, command, env=world.env())
+    assert result.exit_code == 0, result.output
+    assert "calm v1 against base" in result.output and "stiff v" not in result.output  # stiff has no version
+    assert (world.styles_dir / "calm" / "adapters" / "v1" / "eval" / "against-base.json").is_file()
+    shutil.copytree(world.styles_dir / "calm" / "adapters" / "v1", world.styles_dir / "stiff" / "adapters" / "v1")
+    result = CliRunner().invoke(app, command, env=world.env())
+    assert result.exit_code == 0, result.output
+    assert "stiff v1 against base" in result.output
+    assert "summary" in result.output and "all styles" in result.output  # both styles' drafts pooled
+    for bad in (["styles", "eval"], ["styles", "eval", "calm", "--all"]):
+        refused = CliRunner().invoke(app, bad, env=world.env())
+        assert refused.exit_code == 2 and "give one style NAME or --all" in refused.output
 
 
 def test_eval_refuses_an_adapter_for_another_base_model(world: World) -> None:
@@ -98,16 +167,88 @@ def test_eval_refuses_an_adapter_for_another_base_model(world: World) -> None:
     assert "was trained for base model 'some-other-model'" in result.output
 
 
-def test_eval_needs_a_version(world: World) -> None:
+def test_eval_needs_a_version_and_the_shared_briefs(world: World) -> None:
     settings = world.settings()
     with pytest.raises(EvaluationError, match="no adapter version yet"):
         evaluate_style(settings, "stiff")
     with pytest.raises(EvaluationError, match="has no version 'v7'"):
         evaluate_style(settings, "calm", against="v7")
+    with pytest.raises(EvaluationError, match="apply to one style"):
+        evaluate_styles(settings, ["calm", "stiff"], against="v1")
     with pytest.raises(EvaluationError, match="is the version under evaluation"):
         shutil.copytree(world.styles_dir / "calm" / "adapters" / "v1", world.styles_dir / "calm" / "adapters" / "v2")
         evaluate_style(settings, "calm", version="v2", against="v2")
-    assert StyleCatalog.load(settings.styles_dir).names == ["calm", "stiff"]
+    (world.styles_dir / EVAL_BRIEFS_FILE).unlink()
+    with pytest.raises(EvaluationError, match="no shared evaluation briefs"):
+        evaluate_style(settings, "calm")
+    assert StyleCatalog.load(settings.styles_dir).names == ["calm", "stiff"]  # the briefs file is not a style
+
+
+# ------------------------------------------------------------------------------------------- pieces
+
+
+def test_read_eval_topics_and_render_them_per_style(tmp_path: Path) -> None:
+    path = tmp_path / EVAL_BRIEFS_FILE
+    path.write_text(EVAL_BRIEFS, encoding="utf-8")
+    topics, target_words = read_eval_topics(path)
+    assert topics[0] == EvalTopic("bread", "Keeping bread fresh") and len(topics) == 3 and target_words == 60
+    path.write_text("briefs:\n  - {id: a, title: A}\n  - {id: a, title: B}\n", encoding="utf-8")
+    with pytest.raises(EvaluationError, match="duplicate brief id"):
+        read_eval_topics(path)
+    path.write_text("briefs: [{title: no id}]\n", encoding="utf-8")
+    with pytest.raises(EvaluationError, match="not a list of evaluation briefs"):
+        read_eval_topics(path)
+
+    corpus_briefs = [
+        Brief(title="a", content_type="how-to", audience="beginners", tone="friendly"),
+        Brief(title="b", content_type="how-to", audience="homeowners", tone="friendly"),
+        Brief(title="c", content_type="listicle", audience="beginners", tone="plain"),
+    ]
+    house = house_metadata(corpus_briefs)
+    assert house == {"content_type": ContentType.HOW_TO, "audience": "beginners", "tone": "friendly"}
+    first, second = (eval_briefs(topics, name, house, 60) for name in ("calm", "stiff"))
+    assert [b.title for b in first] == [b.title for b in second]  # the same topics for every style
+    assert first[0].brief_id == second[0].brief_id == "eval-bread"  # and the same seeds
+    assert first[0].style == "calm" and first[0].content_type == ContentType.HOW_TO and first[0].target_words == 60
+
+
+def test_voice_features_measure_voice_not_topic() -> None:
+    assert len(VOICE_FEATURE_NAMES) == len(set(VOICE_FEATURE_NAMES)) == voice_matrix(["# T\n\nHi."]).shape[1]
+    chatty = "# Bread\n\nYou'll love this! It's easy, and it's quick; really, it is (promise).\n"
+    features = voice_features(chatty)
+    assert features["contractions_per_100_words"] > 0 and features["semicolons_per_100_words"] > 0
+    assert features["parentheses_per_100_words"] > 0 and features["exclamations"] > 0
+    assert features["fw_really"] > 0 and features["fw_the"] == 0
+    assert not {"bread", "pan", "database"} & set(FUNCTION_WORDS)
+    # Same voice, other topic: closer than same topic, other voice.
+    plain_a, plain_b, formal_a = voice_body("plain", 0), voice_body("plain", 5), voice_body("formal", 0)
+    x = voice_matrix([plain_a, plain_b, formal_a])
+    scale = x.std(axis=0) + 1e-6
+    assert np.linalg.norm((x[0] - x[1]) / scale) < np.linalg.norm((x[0] - x[2]) / scale)
+
+
+def test_voice_classifier_reports_its_own_held_out_and_leave_one_out_accuracy() -> None:
+    plain = [voice_body("plain", i) for i in range(8)]
+    formal = [voice_body("formal", i) for i in range(8)]
+    held = np.array([False] * 6 + [True] * 2)
+    corpora = [
+        VoiceCorpus("plain", "test", [f"p{i}" for i in range(8)], voice_matrix(plain), held),
+        VoiceCorpus("formal", "test", [f"f{i}" for i in range(8)], voice_matrix(formal), np.zeros(8, dtype=bool)),
+    ]
+    classifier, check = train_voice_classifier(corpora)
+    assert classifier is not None
+    assert check["training_articles"] == 14 and check["heldout_articles"] == 2
+    assert check["heldout_accuracy"] == 1.0 and check["loo_accuracy"] == 1.0
+    assert classifier.predict(voice_matrix([plain[7], formal[3]])) == ["plain", "formal"]
+    none, note = train_voice_classifier(corpora[:1])
+    assert none is None and "at least two styles" in note["note"]
+
+
+def test_sign_test_on_paired_drafts() -> None:
+    assert sign_test([False] * 10, [True] * 10) == {"adapter_only": 10, "base_only": 0, "p_value": 0.002}
+    assert sign_test([True, False], [True, False]) == {"adapter_only": 0, "base_only": 0, "p_value": 1.0}
+    result = sign_test([False, False, True, True], [True, True, True, False])
+    assert (result["adapter_only"], result["base_only"], result["p_value"]) == (2, 1, 1.0)
 
 
 def test_style_classifier_separates_separable_styles() -> None:
@@ -119,6 +260,8 @@ def test_style_classifier_separates_separable_styles() -> None:
     probabilities = classifier.probabilities(features, embeddings)
     assert (probabilities.argmax(axis=1) == labels).all()
     assert np.allclose(probabilities.sum(axis=1), 1)
+    voice_only = StyleClassifier(["a", "b"], use_embeddings=False).fit(features, None, labels)
+    assert voice_only.predict(features) == ["a"] * 10 + ["b"] * 10
 
 
 # ------------------------------------------------------------------------------------------- shipped adapters

@@ -317,40 +317,58 @@ def styles_promote(
 @styles_app.command("eval")
 @handle_errors
 def styles_eval(
-    name: StyleArg,
+    name: Annotated[str | None, typer.Argument(help="Style name (or --all).")] = None,
+    all_styles: Annotated[bool, typer.Option("--all", help="Every style that has an adapter version.")] = False,
     version: Annotated[
         str | None, typer.Option(help="Version to evaluate (default: the served one, else the newest).")
     ] = None,
     against: Annotated[str, typer.Option(help="Compare with `base` or another version vN.")] = "base",
-    briefs: Annotated[int, typer.Option(help="Held-out briefs to generate drafts for.")] = 4,
-    max_new_tokens: Annotated[int, typer.Option(help="New tokens per draft at most.")] = 256,
+    briefs: Annotated[int, typer.Option(help="Shared evaluation briefs to write drafts for (per variant).")] = 12,
+    max_new_tokens: Annotated[int, typer.Option(help="New tokens per draft at most.")] = 192,
     output: Annotated[Path | None, typer.Option(help="Folder for the report (default adapters/vN/eval/).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Held-out perplexity (base vs adapter) and style fidelity of generated drafts; writes a table and a PNG."""
-    from worker.evaluation import EvalOptions, evaluate_style
+    """Held-out perplexity (base vs adapter) and the voice of drafts for shared briefs; writes a table and a PNG."""
+    from worker.evaluation import EvalOptions, evaluable_styles, evaluate_styles
 
+    if (name is None) == (not all_styles):
+        raise typer.BadParameter("give one style NAME or --all")
     settings = load_settings()
-    with err_console.status(f"evaluating {name}") as status:
-        report = evaluate_style(
+    names = evaluable_styles(settings) if all_styles else [name]
+    if output is not None and len(names) > 1:
+        raise typer.BadParameter("--output takes one style; with --all every report goes to its adapters/vN/eval/")
+    label = name or "all styles"
+    with err_console.status(f"evaluating {label}") as status:
+        reports = evaluate_styles(
             settings,
-            name,
+            names,
             version=version,
             against=against,
             options=EvalOptions(briefs=briefs, max_new_tokens=max_new_tokens, output_dir=output),
-            progress=lambda message: status.update(f"evaluating {name}: {message}"),
+            progress=lambda message: status.update(f"evaluating {label}: {message}"),
         )
     if as_json:
-        print_json({**report.data, "files": report.files})
+        data = [{**report.data, "files": report.files} for report in reports]
+        print_json(data[0] if name else {"styles": data})
         return
+    for report in reports:
+        _print_eval(report)
+    if len(reports) > 1:
+        _print_eval_summary(reports)
+
+
+def _print_eval(report: Any) -> None:
+    from worker.evaluation import classifier_summary
+
+    data = report.data
     table = Table(
         "variant",
         "perplexity",
         "profile distance",
         "embedding distance",
-        "classifier (MiniLM + stylometry)",
-        "classifier (stylometry)",
-        title=f"{name} {report.version} against {report.data['against']}",
+        "attributed (voice)",
+        "mean P(style)",
+        title=f"{report.style} {report.version} against {data['against']}",
     )
     for row in report.rows():
         table.add_row(
@@ -358,13 +376,77 @@ def styles_eval(
             _fmt(row["perplexity"], 2) or "n/a",
             _fmt(row["profile_distance"]),
             _fmt(row["embedding_distance"]),
-            _fmt(row["classifier_accuracy"], 2) or "n/a",
-            _fmt(row["stylometric_accuracy"], 2) or "n/a",
+            _fmt(row["attribution_accuracy"], 2) or "n/a",
+            _fmt(row["style_probability"], 2) or "n/a",
         )
     console.print(table)
-    for note in report.data["caveats"]:
+    for label, test in data["sign_test"].items():
+        console.print(
+            f"paired drafts, {label} vs base: only {label}'s attributed right {test['adapter_only']}, "
+            f"only base's {test['base_only']} (sign test p = {test['p_value']:.3f})",
+            highlight=False,
+        )
+    console.print(classifier_summary(data["classifier"]), highlight=False)
+    for note in data["caveats"]:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print(f"report: {report.files['markdown']} · plot: {report.files['plot']}", highlight=False)
+
+
+def _print_eval_summary(reports: list[Any]) -> None:
+    table = Table(
+        "style",
+        "version",
+        "perplexity base → adapter",
+        "attributed base → adapter",
+        "sign test p",
+        "profile distance base → adapter",
+        "embedding distance base → adapter",
+        title="summary",
+    )
+    for report in reports:
+        rows = {row["variant"]: row for row in report.rows()}
+        base, tuned = rows["base"], rows[report.version]
+        test = report.data["sign_test"].get(report.version)
+        table.add_row(
+            report.style,
+            report.version,
+            f"{_fmt(base['perplexity'], 2)} → {_fmt(tuned['perplexity'], 2)}",
+            f"{_fmt(base['attribution_accuracy'], 2)} → {_fmt(tuned['attribution_accuracy'], 2)}",
+            _fmt(test["p_value"]) if test else "n/a",
+            f"{_fmt(base['profile_distance'])} → {_fmt(tuned['profile_distance'])}",
+            f"{_fmt(base['embedding_distance'])} → {_fmt(tuned['embedding_distance'])}",
+        )
+    pooled = _pooled_attribution(reports)
+    if pooled is not None:
+        base_share, tuned_share, test = pooled
+        table.add_row(
+            "all styles",
+            "",
+            "",
+            f"{base_share:.2f} → {tuned_share:.2f}",
+            _fmt(test["p_value"]),
+            "",
+            "",
+        )
+    console.print(table)
+
+
+def _pooled_attribution(reports: list[Any]) -> tuple[float, float, dict[str, Any]] | None:
+    """Every style's drafts together: the share attributed to the right style, base vs served adapter, and the
+    sign test over all pairs (how well the styles' drafts can be told apart at all)."""
+    from worker.evaluation import sign_test
+
+    base_right: list[bool] = []
+    tuned_right: list[bool] = []
+    for report in reports:
+        fidelity = report.data["fidelity"]
+        if "right" not in fidelity["base"]:
+            return None
+        base_right += fidelity["base"]["right"]
+        tuned_right += fidelity[report.version]["right"]
+    if not base_right:
+        return None
+    return sum(base_right) / len(base_right), sum(tuned_right) / len(tuned_right), sign_test(base_right, tuned_right)
 
 
 def register(app: typer.Typer) -> None:

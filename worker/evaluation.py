@@ -1,19 +1,24 @@
-"""Evaluation of a style's adapter on held-out material: does it fit the articles, and does it write in the voice?
+"""Evaluation of a style's adapter: does it fit held-out articles, and does it write in the style's voice?
 
-``copydesk styles eval NAME [--version vN] [--against base|vM]`` measures, on the articles that training
-held out (``adapters/vN/heldout.jsonl``):
+``copydesk styles eval NAME [--version vN] [--against base|vM]`` (or ``--all``) measures:
 
-* **perplexity** of the held-out articles given their prompts (completion tokens only, as in training)
-  under the base model and under each adapter;
-* **style fidelity** of drafts generated for the held-out briefs by the base model and by each adapter
-  (same prompts, same seeds):
+* **perplexity** of the articles that training held out (``adapters/vN/heldout.jsonl``) given their prompts
+  (completion tokens only, as in training) under the base model and under each adapter;
+* **style fidelity** of drafts written by the base model and by each adapter (same prompts, same seeds) for
+  the *shared evaluation briefs* (``<styles>/eval-briefs.yaml``): the same topic-neutral titles for every
+  style, each rendered through the style's own prompt (system prompt; content type, audience and tone most
+  common in its corpus). Topic therefore cannot tell the styles' drafts apart; only the voice can.
 
   - *profile distance*: the root-mean-square z-score of the drafts' stylometric features
     (:mod:`worker.stylometry`) against the style's corpus, and ``1 - cosine`` between the drafts' mean
-    MiniLM embedding and the corpus centroid (lower is closer to the house voice);
-  - *classifier accuracy*: a softmax regression over MiniLM embeddings + stylometric features, trained on
-    the corpora of all styles that have one, attributes each draft to a style; the share attributed to
-    this style is reported (the held-out articles themselves give the ceiling).
+    MiniLM embedding and the corpus centroid (lower is closer to the house voice; the embedding also carries
+    the topic, which is the same for both variants);
+  - *attribution*: a softmax regression over voice features only (:data:`worker.stylometry.VOICE_FEATURE_NAMES`:
+    sentence and word shape, person, punctuation, contractions, function-word rates; no embedding, no content
+    word) is trained on the corpus articles of every style, never on a draft and never on an article any
+    evaluated adapter held out; the share of drafts it attributes to this style is reported for the base model
+    and for each adapter, with an exact sign test over the paired drafts. The classifier's own accuracy is
+    reported too: on the held-out articles and by leave-one-out over all corpus articles.
 
 The report is written as JSON, Markdown and a PNG plot into ``adapters/vN/eval/`` (or ``--output``).
 """
@@ -23,21 +28,23 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from worker.adapters import BASE, AdapterRef, check_adapter
+from worker.adapters import ADAPTER_META, BASE, AdapterRef, check_adapter
 from worker.briefs import Brief
 from worker.cleaning import clean_draft
 from worker.config import Settings
 from worker.errors import CopydeskError
 from worker.prompts import PromptRenderer
 from worker.styles import Style, StyleCatalog
-from worker.stylometry import FEATURE_NAMES, feature_matrix, standardise
+from worker.stylometry import FEATURE_NAMES, feature_matrix, standardise, voice_matrix
 from worker.training import (
     FEATURES_FILE,
     HELDOUT_FILE,
@@ -50,6 +57,7 @@ from worker.training import (
 logger = logging.getLogger(__name__)
 
 BASE_LABEL = "base"
+EVAL_BRIEFS_FILE = "eval-briefs.yaml"
 ProgressFn = Callable[[str], None]
 
 
@@ -61,9 +69,10 @@ class EvaluationError(CopydeskError):
 
 @dataclass(frozen=True)
 class EvalOptions:
-    briefs: int = 4  # held-out briefs to generate drafts for
-    max_new_tokens: int = 256  # per draft (also capped by the style's own budget for the brief)
+    briefs: int = 12  # shared evaluation briefs to write drafts for (per variant); at most the file's count
+    max_new_tokens: int = 192  # per draft (also capped by the style's own budget for the brief)
     output_dir: Path | None = None
+    briefs_file: Path | None = None  # default: <styles_dir>/eval-briefs.yaml
 
 
 @dataclass
@@ -73,9 +82,15 @@ class HeldOut:
     article: str
 
 
+@dataclass(frozen=True)
+class EvalTopic:
+    id: str
+    title: str
+
+
 @dataclass
 class StyleData:
-    """A style's corpus as the classifier and the profile distance see it."""
+    """A style's corpus as the profile distance sees it."""
 
     name: str
     source: str
@@ -83,6 +98,18 @@ class StyleData:
     embeddings: np.ndarray
     heldout: np.ndarray  # bool mask
     ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VoiceCorpus:
+    """A style's corpus articles as the voice classifier sees them."""
+
+    name: str
+    source: str
+    ids: list[str]
+    voice: np.ndarray  # (articles, len(VOICE_FEATURE_NAMES))
+    heldout: np.ndarray  # bool mask: held out by the style's evaluated (else served, else newest) version
+    briefs: list[Brief] = field(default_factory=list)
 
 
 @dataclass
@@ -132,36 +159,93 @@ def read_features(directory: Path, name: str) -> StyleData | None:
         )
 
 
-def style_data(style: Style, language: str, embedder: Any) -> StyleData | None:
-    """The corpus of ``style``: its served (else newest) version's features, else its ``corpus/`` folder."""
-    versions = list_version_names(style)
-    chosen = style.adapter if style.adapter in versions else (versions[-1] if versions else None)
-    if chosen is not None and (data := read_features(versions_dir(style) / chosen, style.name)) is not None:
-        return data
-    folder = style.directory / "corpus"
-    if folder.is_dir():
-        from worker.corpus import load_corpus
+def read_eval_topics(path: Path) -> tuple[list[EvalTopic], int]:
+    """The shared evaluation briefs (``eval-briefs.yaml``): ``briefs: [{id, title}]`` and ``target_words``."""
+    if not path.is_file():
+        raise EvaluationError(f"no shared evaluation briefs at {path} (see docs/styles.md, Evaluation)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        topics = [EvalTopic(str(item["id"]), str(item["title"])) for item in data.get("briefs") or []]
+        target_words = int(data.get("target_words", 120))
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EvaluationError(f"{path} is not a list of evaluation briefs ({{id, title}}): {exc}") from exc
+    if not topics:
+        raise EvaluationError(f"{path} lists no evaluation briefs")
+    duplicates = sorted(i for i, n in Counter(t.id for t in topics).items() if n > 1)
+    if duplicates:
+        raise EvaluationError(f"{path}: duplicate brief id(s) {', '.join(duplicates)}")
+    return topics, target_words
 
-        corpus = load_corpus(folder)
-        if corpus.articles:
-            texts = [a.body for a in corpus.articles]
-            return StyleData(
-                style.name,
-                "corpus/ folder",
-                feature_matrix(texts, language),
-                np.asarray(embed_texts(texts, embedder), dtype=np.float64),
-                np.zeros(len(texts), dtype=bool),
-                [a.id for a in corpus.articles],
-            )
-    return None
+
+def house_metadata(briefs: Sequence[Brief]) -> dict[str, Any]:
+    """Content type, audience and tone most common among a style's corpus briefs (ties: the first seen)."""
+    if not briefs:
+        return {}
+
+    def most_common(values: Sequence[Any]) -> Any:
+        return Counter(values).most_common(1)[0][0]
+
+    return {
+        "content_type": most_common([b.content_type for b in briefs]),
+        "audience": most_common([b.audience for b in briefs]),
+        "tone": most_common([b.tone for b in briefs]),
+    }
+
+
+def eval_briefs(topics: Sequence[EvalTopic], style: str, house: dict[str, Any], target_words: int) -> list[Brief]:
+    """The shared topics as one style's briefs: same titles and length for every style, the style's metadata."""
+    return [
+        Brief(id=f"eval-{topic.id}", title=topic.title, target_words=target_words, style=style, **house)
+        for topic in topics
+    ]
+
+
+def heldout_ids(directory: Path) -> set[str]:
+    """Ids of the articles that a version's training held out."""
+    meta = directory / ADAPTER_META
+    if meta.is_file():
+        ids = json.loads(meta.read_text(encoding="utf-8")).get("heldout_ids")
+        if ids is not None:
+            return set(ids)
+    if (directory / HELDOUT_FILE).is_file():
+        return {item.id for item in read_heldout(directory)}
+    return set()
+
+
+def default_version(style: Style) -> str | None:
+    """The served version, else the newest, else None."""
+    versions = list_version_names(style)
+    return style.adapter if style.adapter in versions else (versions[-1] if versions else None)
+
+
+def voice_corpus(style: Style, language: str, version: str | None) -> VoiceCorpus | None:
+    """The voice features of the articles in ``style``'s ``corpus/`` folder, with ``version``'s held-out flags."""
+    folder = style.directory / "corpus"
+    if not folder.is_dir():
+        return None
+    from worker.corpus import load_corpus
+
+    corpus = load_corpus(folder)
+    if not corpus.articles:
+        return None
+    held = heldout_ids(versions_dir(style) / version) if version else set()
+    ids = [article.id for article in corpus.articles]
+    return VoiceCorpus(
+        style.name,
+        f"corpus/ folder, {version} held-out articles" if version else "corpus/ folder",
+        ids,
+        voice_matrix([article.body for article in corpus.articles], language),
+        np.array([i in held for i in ids], dtype=bool),
+        [article.brief for article in corpus.articles],
+    )
 
 
 # ------------------------------------------------------------------------------------------- classifier
 
 
 class StyleClassifier:
-    """Softmax regression over [MiniLM embedding, stylometric features] (or the stylometric features alone),
-    columns z-scored, L2-regularised, full-batch gradient descent. Numpy only, deterministic."""
+    """Softmax regression over feature columns (optionally with MiniLM embeddings in front), columns z-scored,
+    L2-regularised, full-batch gradient descent. Numpy only, deterministic."""
 
     def __init__(
         self,
@@ -179,10 +263,14 @@ class StyleClassifier:
         self.std: np.ndarray | None = None
         self.weights: np.ndarray | None = None
 
-    def _x(self, features: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-        return np.hstack([embeddings, features]) if self.use_embeddings else features
+    def _x(self, features: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
+        if not self.use_embeddings:
+            return features
+        if embeddings is None:
+            raise ValueError("this classifier uses embeddings: pass them")
+        return np.hstack([embeddings, features])
 
-    def fit(self, features: np.ndarray, embeddings: np.ndarray, y: np.ndarray) -> StyleClassifier:
+    def fit(self, features: np.ndarray, embeddings: np.ndarray | None, y: np.ndarray) -> StyleClassifier:
         x = self._x(features, embeddings)
         self.mean, self.std = x.mean(axis=0), x.std(axis=0) + 1e-6
         z = np.hstack([(x - self.mean) / self.std, np.ones((len(x), 1))])
@@ -201,31 +289,66 @@ class StyleClassifier:
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
 
-    def probabilities(self, features: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    def probabilities(self, features: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
         if self.weights is None or self.mean is None or self.std is None:
             raise RuntimeError("fit the classifier first")
         z = (self._x(features, embeddings) - self.mean) / self.std
         return self._softmax(np.hstack([z, np.ones((len(z), 1))]) @ self.weights)
 
+    def predict(self, features: np.ndarray, embeddings: np.ndarray | None = None) -> list[str]:
+        return [self.labels[i] for i in self.probabilities(features, embeddings).argmax(axis=1)]
 
-def train_classifier(
-    corpora: Sequence[StyleData], exclude_heldout_of: str, *, use_embeddings: bool = True
-) -> StyleClassifier | None:
-    """A classifier over every style with a corpus; the evaluated style's held-out articles are left out.
 
-    With embeddings the classifier also sees *what* a text is about, and topics differ between styles; the
-    stylometric-only classifier (``use_embeddings=False``) sees only *how* it is written."""
-    usable = [c for c in corpora if len(c.features)]
+VOICE_L2 = 0.1  # strong enough for ~90 features and a few dozen articles; leave-one-out accuracy is reported
+
+
+def train_voice_classifier(corpora: Sequence[VoiceCorpus]) -> tuple[StyleClassifier | None, dict[str, Any]]:
+    """The attribution classifier: voice features only, trained on every style's corpus articles except the
+    ones held out by the evaluated versions; with its own accuracy on those held-out articles and by
+    leave-one-out over all articles (how far its attributions can be trusted)."""
+    usable = [c for c in corpora if len(c.ids)]
     if len(usable) < 2:
-        return None
-    features, embeddings, labels = [], [], []
-    for index, data in enumerate(usable):
-        keep = ~data.heldout if data.name == exclude_heldout_of else np.ones(len(data.features), dtype=bool)
-        features.append(data.features[keep])
-        embeddings.append(data.embeddings[keep])
-        labels.extend([index] * int(keep.sum()))
-    classifier = StyleClassifier([c.name for c in usable], use_embeddings=use_embeddings)
-    return classifier.fit(np.vstack(features), np.vstack(embeddings), np.array(labels))
+        return None, {"note": "needs the corpus/ folders of at least two styles"}
+    labels = [c.name for c in usable]
+    x = np.vstack([c.voice for c in usable])
+    y = np.concatenate([np.full(len(c.ids), index) for index, c in enumerate(usable)])
+    held = np.concatenate([c.heldout for c in usable])
+
+    def fit(mask: np.ndarray) -> StyleClassifier:
+        return StyleClassifier(labels, use_embeddings=False, l2=VOICE_L2).fit(x[mask], None, y[mask])
+
+    classifier = fit(~held)
+    held_right = classifier.probabilities(x[held]).argmax(axis=1) == y[held] if held.any() else np.zeros(0)
+    loo_right = []
+    for index in range(len(x)):
+        mask = np.ones(len(x), dtype=bool)
+        mask[index] = False
+        loo_right.append(int(fit(mask).probabilities(x[index : index + 1]).argmax()) == y[index])
+    check = {
+        "styles": labels,
+        "sources": {c.name: c.source for c in usable},
+        "features": "voice (worker.stylometry.VOICE_FEATURE_NAMES)",
+        "training_articles": int((~held).sum()),
+        "heldout_articles": int(held.sum()),
+        "heldout_accuracy": round(float(np.mean(held_right)), 4) if held.any() else None,
+        "loo_articles": len(x),
+        "loo_accuracy": round(float(np.mean(loo_right)), 4),
+        "loo_accuracy_by_style": {
+            c.name: round(float(np.mean([r for r, label in zip(loo_right, y, strict=True) if label == i])), 4)
+            for i, c in enumerate(usable)
+        },
+    }
+    return classifier, check
+
+
+def sign_test(base_right: Sequence[bool], adapter_right: Sequence[bool]) -> dict[str, Any]:
+    """Exact two-sided sign test over paired drafts (same brief, same seed): does the adapter's draft get
+    attributed to the style when the base model's does not more often than the other way round?"""
+    adapter_only = sum(1 for b, a in zip(base_right, adapter_right, strict=True) if a and not b)
+    base_only = sum(1 for b, a in zip(base_right, adapter_right, strict=True) if b and not a)
+    n = adapter_only + base_only
+    tail = sum(math.comb(n, k) for k in range(min(adapter_only, base_only) + 1)) / 2**n if n else 1.0
+    return {"adapter_only": adapter_only, "base_only": base_only, "p_value": round(min(1.0, 2 * tail), 4)}
 
 
 # ------------------------------------------------------------------------------------------- measures
@@ -267,36 +390,34 @@ def _perplexity(
     return math.exp(total_nll / total_tokens) if total_tokens else float("nan")
 
 
-def _generate(
+def _draft_requests(
     settings: Settings,
-    engine: Any,
     renderer: PromptRenderer,
     style: Style,
-    items: Sequence[HeldOut],
+    briefs: Sequence[Brief],
     refs: dict[str, AdapterRef | None],
     max_new_tokens: int,
-) -> dict[str, list[str]]:
-    """Drafts for every held-out brief under every variant: same prompt, same seed, only the adapter differs."""
+) -> list[Any]:
+    """One request per brief and variant: same prompt, same seed, only the adapter differs."""
     from worker.engine import GenerationRequest
     from worker.pipeline import derive_seed
     from worker.pipeline import max_new_tokens as budget
     from worker.sampling import RowSettings
 
+    generation = style.generation
     requests = []
     for label, ref in refs.items():
-        for item in items:
-            generation = style.generation
+        for brief in briefs:
             row = RowSettings(
                 generation.temperature,
                 generation.top_p,
                 generation.repetition_penalty,
-                min(max_new_tokens, budget(item.brief, style)),
-                derive_seed(settings.seed, item.brief.brief_id, 1, 0),
+                min(max_new_tokens, budget(brief, style)),
+                derive_seed(settings.seed, brief.brief_id, 1, 0),
             )
-            messages = renderer.render(item.brief, style).messages()
-            requests.append(GenerationRequest(f"{label}/{item.id}", messages, row, ref))
-    outputs = {out.key: out.text for out in engine.generate(requests)}
-    return {label: [clean_draft(outputs[f"{label}/{item.id}"], item.brief.title) for item in items] for label in refs}
+            messages = renderer.render(brief, style).messages()
+            requests.append(GenerationRequest(f"{style.name}/{label}/{brief.brief_id}", messages, row, ref))
+    return requests
 
 
 def _rms_z(features: np.ndarray, reference: np.ndarray) -> float:
@@ -317,7 +438,7 @@ def _embedding_distance(embeddings: np.ndarray, reference: np.ndarray) -> float:
 def _fidelity(
     texts: Sequence[str],
     data: StyleData,
-    classifiers: dict[str, StyleClassifier | None],
+    classifier: StyleClassifier | None,
     language: str,
     embedder: Any,
 ) -> dict[str, Any]:
@@ -328,15 +449,15 @@ def _fidelity(
         "embedding_distance": round(_embedding_distance(embeddings, data.embeddings), 4),
         "features": {name: round(float(features[:, i].mean()), 3) for i, name in enumerate(FEATURE_NAMES)},
     }
-    for key, classifier in classifiers.items():
-        if classifier is None:
-            continue
-        probabilities = classifier.probabilities(features, embeddings)
-        target = classifier.labels.index(data.name)
+    if classifier is not None and data.name in classifier.labels and len(texts):
+        probabilities = classifier.probabilities(voice_matrix(list(texts), language))
         predicted = [classifier.labels[i] for i in probabilities.argmax(axis=1)]
-        result[f"{key}_accuracy"] = round(float(np.mean([p == data.name for p in predicted])), 4)
-        result[f"{key}_style_probability"] = round(float(probabilities[:, target].mean()), 4)
-        result[f"{key}_attributed_to"] = predicted
+        right = [p == data.name for p in predicted]
+        result["attribution_accuracy"] = round(float(np.mean(right)), 4)
+        result["style_probability"] = round(float(probabilities[:, classifier.labels.index(data.name)].mean()), 4)
+        result["attributed_to"] = predicted
+        result["attributed_counts"] = dict(Counter(predicted).most_common())
+        result["right"] = right
     return result
 
 
@@ -345,7 +466,7 @@ def _fidelity(
 
 def _resolve_versions(style: Style, version: str | None, against: str | None) -> tuple[str, list[str]]:
     versions = list_version_names(style)
-    chosen = version or style.adapter or (versions[-1] if versions else None)
+    chosen = version or default_version(style)
     if chosen is None:
         raise EvaluationError(
             f"style {style.name!r} has no adapter version yet: train one with `copydesk styles train`"
@@ -361,6 +482,22 @@ def _resolve_versions(style: Style, version: str | None, against: str | None) ->
     return chosen, others
 
 
+@dataclass
+class _Plan:
+    """One style's evaluation between loading and reporting."""
+
+    style: Style
+    chosen: str
+    others: list[str]
+    directory: Path
+    heldout: list[HeldOut]
+    max_length: int
+    refs: dict[str, AdapterRef | None] = field(default_factory=dict)
+    house: dict[str, Any] = field(default_factory=dict)
+    briefs: list[Brief] = field(default_factory=list)
+    perplexity: dict[str, float] = field(default_factory=dict)
+
+
 def evaluate_style(
     settings: Settings,
     style_name: str,
@@ -373,19 +510,68 @@ def evaluate_style(
     progress: ProgressFn | None = None,
 ) -> EvalReport:
     """Evaluate ``version`` (default: the served one, else the newest) against the base model or ``against``."""
+    (report,) = evaluate_styles(
+        settings,
+        [style_name],
+        version=version,
+        against=against,
+        options=options,
+        engine=engine,
+        embedder=embedder,
+        progress=progress,
+    )
+    return report
+
+
+def evaluable_styles(settings: Settings) -> list[str]:
+    """Every style that has an adapter version (what ``styles eval --all`` evaluates)."""
+    catalog = StyleCatalog.load(settings.styles_dir)
+    return [name for name in catalog.names if list_version_names(catalog.get(name))]
+
+
+def evaluate_styles(
+    settings: Settings,
+    style_names: Sequence[str],
+    *,
+    version: str | None = None,
+    against: str | None = None,
+    options: EvalOptions | None = None,
+    engine: Any = None,
+    embedder: Any = None,
+    progress: ProgressFn | None = None,
+) -> list[EvalReport]:
+    """Evaluate several styles with one model load, one classifier and one batched generation call."""
     options = options or EvalOptions()
     say = progress or (lambda message: None)
+    if not style_names:
+        raise EvaluationError("no style to evaluate: train an adapter version first")
+    if len(style_names) > 1 and (version is not None or against not in (None, BASE_LABEL)):
+        raise EvaluationError("--version and --against apply to one style; evaluate it on its own")
     catalog = StyleCatalog.load(settings.styles_dir)
-    style = catalog.get(style_name)
-    chosen, others = _resolve_versions(style, version, against)
-    directory = versions_dir(style) / chosen
-    heldout = read_heldout(directory)
-    training = (
-        json.loads((directory / TRAINING_FILE).read_text(encoding="utf-8"))
-        if (directory / TRAINING_FILE).is_file()
-        else {}
-    )
-    max_length = int(training.get("options", {}).get("max_length", 1024))
+    topics, target_words = read_eval_topics(options.briefs_file or settings.styles_dir / EVAL_BRIEFS_FILE)
+    topics = topics[: max(1, options.briefs)]
+    plans = []
+    for name in style_names:
+        style = catalog.get(name)
+        chosen, others = _resolve_versions(style, version, against)
+        directory = versions_dir(style) / chosen
+        training = (
+            json.loads((directory / TRAINING_FILE).read_text(encoding="utf-8"))
+            if (directory / TRAINING_FILE).is_file()
+            else {}
+        )
+        if not (directory / FEATURES_FILE).is_file():
+            raise EvaluationError(f"{directory} has no {FEATURES_FILE}: retrain the style to get its corpus profile")
+        plans.append(
+            _Plan(
+                style,
+                chosen,
+                others,
+                directory,
+                read_heldout(directory),
+                int(training.get("options", {}).get("max_length", 1024)),
+            )
+        )
     if engine is None:
         from worker.engine import Engine
         from worker.training import quiet_libraries
@@ -397,86 +583,125 @@ def evaluate_style(
         from worker.embeddings import default_embedder
 
         embedder = default_embedder()
-    refs: dict[str, AdapterRef | None] = {BASE_LABEL: None}
-    for name in [chosen, *others]:
-        ref = AdapterRef(style.name, name, versions_dir(style) / name)
-        check_adapter(ref, engine.source.model_id)  # AdapterError: e.g. trained for another base model
-        engine.load_adapter(ref)
-        refs[name] = ref
+
+    say("training the voice classifier on every style's corpus")
+    evaluated = {plan.style.name: plan.chosen for plan in plans}
+    corpora = {
+        s.name: voice_corpus(s, settings.language, evaluated.get(s.name, default_version(s)))
+        for s in catalog.styles.values()
+    }
+    classifier, check = train_voice_classifier([c for c in corpora.values() if c is not None])
+
     renderer = PromptRenderer(settings.templates_dir)
-
-    say(f"perplexity of {len(heldout)} held-out article(s)")
-    perplexity = {
-        label: _perplexity(engine, renderer, style, heldout, ref.name if ref else BASE, max_length)
-        for label, ref in refs.items()
-    }
-    subset = heldout[: max(1, options.briefs)]
-    say(f"generating {len(subset) * len(refs)} draft(s)")
-    drafts = _generate(settings, engine, renderer, style, subset, refs, options.max_new_tokens)
-
-    say("measuring style fidelity")
-    own = read_features(directory, style.name)  # the corpus of the version under evaluation
-    if own is None:
-        raise EvaluationError(f"{directory} has no {FEATURES_FILE}: retrain the style to get its corpus profile")
-    others_data = (style_data(s, settings.language, embedder) for s in catalog.styles.values() if s.name != style.name)
-    corpora = [own, *(d for d in others_data if d is not None)]
-    classifier = train_classifier(corpora, style.name)
-    classifiers = {
-        "classifier": classifier,
-        "stylometric_classifier": train_classifier(corpora, style.name, use_embeddings=False),
-    }
-    fidelity = {
-        label: _fidelity(texts, own, classifiers, settings.language, embedder) for label, texts in drafts.items()
-    }
-    reference = _fidelity([h.article for h in subset], own, classifiers, settings.language, embedder)
-
-    table = [
-        {
-            "variant": label,
-            "perplexity": round(perplexity[label], 3),
-            "profile_distance": fidelity[label]["profile_distance"],
-            "embedding_distance": fidelity[label]["embedding_distance"],
-            "classifier_accuracy": fidelity[label].get("classifier_accuracy"),
-            "stylometric_accuracy": fidelity[label].get("stylometric_classifier_accuracy"),
+    requests = []
+    for plan in plans:
+        style = plan.style
+        plan.refs = {BASE_LABEL: None}
+        for name in [plan.chosen, *plan.others]:
+            ref = AdapterRef(style.name, name, versions_dir(style) / name)
+            check_adapter(ref, engine.source.model_id)  # AdapterError: e.g. trained for another base model
+            engine.load_adapter(ref)
+            plan.refs[name] = ref
+        say(f"{style.name}: perplexity of {len(plan.heldout)} held-out article(s)")
+        plan.perplexity = {
+            label: _perplexity(engine, renderer, style, plan.heldout, ref.name if ref else BASE, plan.max_length)
+            for label, ref in plan.refs.items()
         }
-        for label in refs
-    ]
-    table.append(
-        {
-            "variant": "held-out articles",
-            "perplexity": None,
-            "profile_distance": reference["profile_distance"],
-            "embedding_distance": reference["embedding_distance"],
-            "classifier_accuracy": reference.get("classifier_accuracy"),
-            "stylometric_accuracy": reference.get("stylometric_classifier_accuracy"),
+        corpus = corpora.get(style.name)
+        plan.house = house_metadata(corpus.briefs if corpus else [h.brief for h in plan.heldout])
+        plan.briefs = eval_briefs(topics, style.name, plan.house, target_words)
+        requests += _draft_requests(settings, renderer, style, plan.briefs, plan.refs, options.max_new_tokens)
+    say(f"generating {len(requests)} draft(s)")
+    outputs = {out.key: out.text for out in engine.generate(requests)}
+
+    reports = []
+    for plan in plans:
+        say(f"{plan.style.name}: measuring style fidelity")
+        drafts = {
+            label: [clean_draft(outputs[f"{plan.style.name}/{label}/{b.brief_id}"], b.title) for b in plan.briefs]
+            for label in plan.refs
         }
+        report = _report(settings, plan, drafts, classifier, check, embedder, options, engine.source.model_id)
+        report.files = write_report(report, options.output_dir or plan.directory / "eval")
+        reports.append(report)
+    return reports
+
+
+def _report(
+    settings: Settings,
+    plan: _Plan,
+    drafts: dict[str, list[str]],
+    classifier: StyleClassifier | None,
+    check: dict[str, Any],
+    embedder: Any,
+    options: EvalOptions,
+    model_id: str,
+) -> EvalReport:
+    style = plan.style
+    own = read_features(plan.directory, style.name)  # the corpus of the version under evaluation
+    assert own is not None  # checked before loading anything
+    language = settings.language
+    fidelity = {label: _fidelity(texts, own, classifier, language, embedder) for label, texts in drafts.items()}
+    reference = _fidelity([h.article for h in plan.heldout], own, classifier, language, embedder)
+    attributed = "attribution_accuracy" in fidelity[BASE_LABEL]
+    tests = (
+        {
+            label: sign_test(fidelity[BASE_LABEL]["right"], fidelity[label]["right"])
+            for label in plan.refs
+            if label != BASE_LABEL
+        }
+        if attributed
+        else {}
     )
+
+    def row(label: str, values: dict[str, Any], perplexity: float | None) -> dict[str, Any]:
+        return {
+            "variant": label,
+            "perplexity": None if perplexity is None else round(perplexity, 3),
+            "profile_distance": values["profile_distance"],
+            "embedding_distance": values["embedding_distance"],
+            "attribution_accuracy": values.get("attribution_accuracy"),
+            "style_probability": values.get("style_probability"),
+        }
+
+    table = [row(label, fidelity[label], plan.perplexity[label]) for label in plan.refs]
+    table.append(row("held-out articles", reference, None))
     data = {
         "style": style.name,
-        "version": chosen,
-        "against": others[0] if others else BASE_LABEL,
-        "base_model_id": engine.source.model_id,
-        "heldout_articles": len(heldout),
-        "drafts_per_variant": len(subset),
+        "version": plan.chosen,
+        "against": plan.others[0] if plan.others else BASE_LABEL,
+        "base_model_id": model_id,
+        "heldout_articles": len(plan.heldout),
+        "eval_briefs": {
+            "file": EVAL_BRIEFS_FILE if options.briefs_file is None else str(options.briefs_file),
+            "count": len(plan.briefs),
+            "titles": [b.title for b in plan.briefs],
+            "target_words": plan.briefs[0].target_words if plan.briefs else None,
+            "as": {key: str(getattr(value, "value", value)) for key, value in plan.house.items()},
+        },
+        "drafts_per_variant": len(plan.briefs),
         "max_new_tokens": options.max_new_tokens,
-        "classifier": (
-            {"styles": classifier.labels, "sources": {c.name: c.source for c in corpora}}
-            if classifier
-            else {"note": "needs the corpora of at least two styles"}
-        ),
-        "perplexity": {label: round(value, 3) for label, value in perplexity.items()},
+        "seed": settings.seed,
+        "classifier": check,
+        "perplexity": {label: round(value, 3) for label, value in plan.perplexity.items()},
         "fidelity": fidelity,
         "reference": reference,
+        "sign_test": tests,
         "table": table,
-        "drafts": {label: [text[:600] for text in texts] for label, texts in drafts.items()},
-        "caveats": _caveats(style, chosen, others, heldout),
+        "drafts": drafts,
+        "caveats": _caveats(style, plan.chosen, plan.others, plan.heldout, check, attributed),
     }
-    report = EvalReport(style.name, chosen, list(refs), data)
-    report.files = write_report(report, options.output_dir or directory / "eval")
-    return report
+    return EvalReport(style.name, plan.chosen, list(plan.refs), data)
 
 
-def _caveats(style: Style, chosen: str, others: Sequence[str], heldout: Sequence[HeldOut]) -> list[str]:
+def _caveats(
+    style: Style,
+    chosen: str,
+    others: Sequence[str],
+    heldout: Sequence[HeldOut],
+    check: dict[str, Any],
+    attributed: bool,
+) -> list[str]:
     notes = []
     ids = {h.id for h in heldout}
     for other in others:
@@ -490,7 +715,18 @@ def _caveats(style: Style, chosen: str, others: Sequence[str], heldout: Sequence
                 f"{other} was trained on {len(seen)} of {chosen}'s held-out article(s): its figures are optimistic"
             )
     if len(heldout) < 5:
-        notes.append(f"only {len(heldout)} held-out article(s): treat differences as indicative")
+        notes.append(f"only {len(heldout)} held-out article(s): treat perplexity differences as indicative")
+    if not attributed:
+        notes.append(
+            "drafts not attributed: the voice classifier needs the corpus/ folder of this style and one other"
+            if "note" not in check
+            else f"drafts not attributed: {check['note']}"
+        )
+    elif check.get("loo_accuracy", 1.0) < 0.8:
+        notes.append(
+            f"the voice classifier itself is weak (leave-one-out accuracy {check['loo_accuracy']:.2f}): "
+            "read its attributions with care"
+        )
     return notes
 
 
@@ -507,18 +743,37 @@ COLUMNS = (
     ("perplexity", "perplexity (held-out)", 2),
     ("profile_distance", "profile distance", 3),
     ("embedding_distance", "embedding distance", 3),
-    ("classifier_accuracy", "classifier accuracy (MiniLM + stylometry)", 2),
-    ("stylometric_accuracy", "classifier accuracy (stylometry only)", 2),
+    ("attribution_accuracy", "attributed to the style (voice classifier)", 2),
+    ("style_probability", "mean P(style)", 2),
 )
+
+
+def classifier_summary(check: dict[str, Any]) -> str:
+    if "note" in check:
+        return f"Voice classifier: not trained ({check['note']})."
+    held = (
+        f"accuracy {check['heldout_accuracy']:.2f} on the {check['heldout_articles']} held-out article(s); "
+        if check.get("heldout_accuracy") is not None
+        else ""
+    )
+    return (
+        f"Voice classifier (voice features only, no embedding): trained on {check['training_articles']} corpus "
+        f"articles of {len(check['styles'])} styles ({', '.join(check['styles'])}); {held}leave-one-out accuracy "
+        f"{check['loo_accuracy']:.2f} over all {check['loo_articles']} articles."
+    )
 
 
 def report_markdown(report: EvalReport) -> str:
     data = report.data
+    briefs = data["eval_briefs"]
+    shape = ", ".join(f"{key} {value}" for key, value in briefs["as"].items())
     lines = [
         f"# {data['style']} {data['version']} against {data['against']}",
         "",
-        f"Base model `{data['base_model_id']}`; {data['heldout_articles']} held-out article(s); "
-        f"{data['drafts_per_variant']} draft(s) per variant, at most {data['max_new_tokens']} new tokens.",
+        f"Base model `{data['base_model_id']}`; perplexity on {data['heldout_articles']} held-out article(s); "
+        f"drafts for the {briefs['count']} shared evaluation briefs ({briefs['file']}: the same titles for every "
+        f"style, here as {shape}, about {briefs['target_words']} words) per variant, at most "
+        f"{data['max_new_tokens']} new tokens, seed {data['seed']}.",
         "",
         "| variant | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
         "| --- |" + " --- |" * len(COLUMNS),
@@ -528,8 +783,20 @@ def report_markdown(report: EvalReport) -> str:
         lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Lower perplexity and distances are better; accuracy is the share of drafts attributed to this style.",
+        "Lower perplexity and distances are better; attribution is the share of drafts the voice classifier "
+        "gives to this style, P(style) its mean probability.",
+        "",
     ]
+    for label, values in data["fidelity"].items():
+        if "attributed_counts" in values:
+            counts = ", ".join(f"{name} {count}" for name, count in values["attributed_counts"].items())
+            lines.append(f"- {label} drafts attributed to: {counts}")
+    for label, test in data["sign_test"].items():
+        lines.append(
+            f"- paired drafts, {label} vs base: only {label}'s attributed right {test['adapter_only']}, only "
+            f"base's {test['base_only']}; exact sign test p = {test['p_value']:.3f}"
+        )
+    lines.append(f"- {classifier_summary(data['classifier'])}")
     lines += [f"- {note}" for note in data["caveats"]]
     return "\n".join(lines) + "\n"
 
@@ -545,7 +812,7 @@ def write_report(report: EvalReport, directory: Path) -> dict[str, str]:
 
 
 def plot_report(report: EvalReport, path: Path) -> None:
-    """Four bar charts: held-out perplexity, stylometric and embedding distance to the corpus, classifier accuracy."""
+    """Four bar charts: held-out perplexity, stylometric and embedding distance to the corpus, attribution."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -563,15 +830,15 @@ def plot_report(report: EvalReport, path: Path) -> None:
         ("perplexity", "held-out perplexity (lower is better)"),
         ("profile_distance", "stylometric distance to corpus (lower)"),
         ("embedding_distance", "embedding distance to corpus (lower)"),
-        ("accuracy", "drafts attributed to the style (higher)"),
+        ("attribution", "drafts attributed to the style (higher)"),
     ]
     for axis, (key, title) in zip(axes, panels, strict=True):
         axis.set_title(title, fontsize=10)
         axis.tick_params(axis="x", labelrotation=20, labelsize=8)
-        if key == "accuracy":
+        if key == "attribution":
             positions = np.arange(len(labels))
             for offset, (column, name) in enumerate(
-                (("classifier_accuracy", "MiniLM + stylometry"), ("stylometric_accuracy", "stylometry only"))
+                (("attribution_accuracy", "share attributed"), ("style_probability", "mean P(style)"))
             ):
                 heights = np.nan_to_num(values(column), nan=0.0)
                 axis.bar(positions + (offset - 0.5) * 0.38, heights, width=0.38, label=name)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,6 +86,74 @@ def text_features(markdown: str, language: str = "en") -> dict[str, float]:
         "exclamations": sum(s.rstrip("\"'”’)]").endswith("!") for s in prose_sentences) / n_sentences,
         "questions": sum(s.rstrip("\"'”’)]").endswith("?") for s in prose_sentences) / n_sentences,
     }
+
+
+# ------------------------------------------------------------------------------------------- voice features
+
+FUNCTION_WORDS = (
+    "the", "a", "an", "and", "but", "or", "so", "of", "in", "on", "at", "to", "for", "with", "by", "from",
+    "as", "into", "than", "then", "that", "this", "these", "those", "which", "who", "what", "when", "where",
+    "while", "because", "if", "although", "however", "therefore", "thus", "is", "are", "was", "be", "been",
+    "can", "will", "would", "should", "must", "may", "it", "its", "they", "their", "there", "here", "not",
+    "no", "all", "each", "every", "more", "most", "very", "just", "really", "also", "only", "even", "too",
+    "up", "out", "about",
+)  # fmt: skip
+"""Topic-neutral words whose rates are a classic authorship signal (they carry voice, not subject matter)."""
+
+VOICE_EXTRA_NAMES = (
+    "chars_per_word",
+    "commas_per_sentence",
+    "colons_per_100_words",
+    "semicolons_per_100_words",
+    "parentheses_per_100_words",
+    "dashes_per_100_words",
+    "contractions_per_100_words",
+    "numbers_per_100_words",
+)
+
+VOICE_FEATURE_NAMES = (
+    *FEATURE_NAMES,
+    *VOICE_EXTRA_NAMES,
+    *(f"fw_{word}" for word in FUNCTION_WORDS),
+)
+"""Voice features, in the order of :func:`voice_matrix`: the stylometric features, punctuation and word-shape
+rates, and the rate (per 100 words) of each function word. None of them names a subject: two texts on the same
+topic in different voices differ here, two texts on different topics in the same voice should not."""
+
+_CONTRACTION = re.compile(r"[a-z]'(?:s|t|re|ll|ve|m|d)$")
+_DASH = re.compile(r"\s[-\u2013\u2014]\s|\u2014|--")
+
+
+def voice_features(markdown: str, language: str = "en") -> dict[str, float]:
+    """The voice features of one Markdown text (see :data:`VOICE_FEATURE_NAMES`)."""
+    base = text_features(markdown, language)
+    blocks = parse_blocks(markdown)
+    prose = "\n".join(block.text for block in blocks if block.kind in ("paragraph", "item"))
+    tokens = [token.lower().replace("\u2019", "'") for token in words(strip_markdown(markdown))]
+    n_words = max(1, len(tokens))
+    n_sentences = max(1, len(sentences([block.text for block in blocks if block.kind in ("paragraph", "item")])))
+    per_100 = 100.0 / n_words
+    counts = Counter(tokens)
+    extra = {
+        "chars_per_word": sum(len(t) for t in tokens) / n_words,
+        "commas_per_sentence": prose.count(",") / n_sentences,
+        "colons_per_100_words": prose.count(":") * per_100,
+        "semicolons_per_100_words": prose.count(";") * per_100,
+        "parentheses_per_100_words": prose.count("(") * per_100,
+        "dashes_per_100_words": len(_DASH.findall(prose)) * per_100,
+        "contractions_per_100_words": sum(1 for t in tokens if _CONTRACTION.search(t)) * per_100,
+        "numbers_per_100_words": sum(1 for t in tokens if t[:1].isdigit()) * per_100,
+    }
+    words_rates = {f"fw_{word}": counts[word] * per_100 for word in FUNCTION_WORDS}
+    return {**base, **extra, **words_rates}
+
+
+def voice_matrix(markdowns: Sequence[str], language: str = "en") -> np.ndarray:
+    """Shape ``(len(markdowns), len(VOICE_FEATURE_NAMES))``."""
+    if not markdowns:
+        return np.zeros((0, len(VOICE_FEATURE_NAMES)))
+    rows = [voice_features(text, language) for text in markdowns]
+    return np.array([[row[name] for name in VOICE_FEATURE_NAMES] for row in rows], dtype=np.float64)
 
 
 def feature_vector(features: dict[str, float]) -> np.ndarray:
