@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,19 @@ import pytest
 from store_helpers import FakeClock, fresh_postgres_schema
 
 from worker.store import Store
+
+# --- logging -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The CLI configures the root logger (``basicConfig(force=True)``); put it back after each module."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
 
 # --- store: store_url -----------------------------------------------------------------------------------
 

@@ -8,10 +8,8 @@ styles made for the test (``alpha`` serves a real LoRA adapter, ``beta`` runs on
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from worker.config import PROJECT_ROOT
 
 __all__ = ["adapter_a_dir", "one_torch_thread", "tiny_model_dir"]  # fixtures used by name
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread", "restore_logging")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MIXED = [
     {"id": "cli-alpha", "title": "How to plant tomatoes", "content_type": "how-to", "category": "alpha-cat"},
@@ -37,16 +35,6 @@ MIXED = [
     {"id": "cli-bad", "title": "A brief pinned to a style nobody wrote", "style": "nope"},
 ]
 WRITTEN = {"cli-alpha": "needs_review", "cli-beta": "needs_review", "cli-gamma": "needs_attention"}
-
-
-@pytest.fixture(scope="module")
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger (``basicConfig(force=True)``); put it back for other modules."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def write_style(styles_dir: Path, name: str, *, gates: list[str], adapter: str | None = None, **targets: Any) -> Path:

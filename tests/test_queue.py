@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import socket
@@ -75,16 +74,6 @@ E2E_VALID = [
 ]
 E2E_RECORDS = [*E2E_VALID, {"id": "e2e-invalid", "target_words": 50}]  # no title: reported, never enqueued
 E2E_WRITTEN = ["e2e-0", "e2e-1", "e2e-2", "e2e-strict"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger (``basicConfig(force=True)``); put it back for other modules."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @dataclass(frozen=True)

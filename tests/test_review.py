@@ -8,7 +8,6 @@ the shipped ones. ``$EDITOR`` is a small Python script that rewrites the file it
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sqlite3
@@ -34,20 +33,9 @@ from worker.store import Store
 
 __all__ = ["one_torch_thread", "tiny_model_dir"]  # fixtures used by name
 
-pytestmark = pytest.mark.usefixtures("restore_logging")
 
 COPYDESK = str(Path(sys.executable).with_name("copydesk"))
 LONGER = GOOD_BODY.replace("Repotting gives", "Repotting in spring gives")
-
-
-@pytest.fixture(scope="module")
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger (``basicConfig(force=True)``); put it back for other modules."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def editor_script(tmp_path: Path, old: str, new: str) -> str:

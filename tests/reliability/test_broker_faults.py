@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import random
 import sqlite3
@@ -46,16 +45,6 @@ pytestmark = pytest.mark.redis  # a private redis-server binary, not the shared 
 
 AREA = "broker faults"
 SEED = random.SystemRandom().randrange(2**32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger (``basicConfig(force=True)``); put it back for other modules."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @dataclass

@@ -18,7 +18,6 @@ statuses) and the process table (workers and pool children that died without bei
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
 import statistics
@@ -73,16 +72,6 @@ CHECKED = (
 
 def crash_seed() -> int:
     return int(os.environ.get("COPYDESK_RELIABILITY_SEED") or random.SystemRandom().randrange(2**32))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger (``basicConfig(force=True)``); put it back for other modules."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def short_styles(root: Path) -> Path:
