@@ -416,7 +416,9 @@ def test_a_task_outliving_the_redis_visibility_timeout_writes_one_article(
     assert redelivered, f"no message was delivered twice:\n{worker.log()}"
     assert_one_article_each(d, ["slow-0"])
     assert d.generations()["slow-0"] == 1, d.runs()
-    assert "skipped: running" in worker.log(0), worker.log()
+    log = worker.log(0)
+    # The copy skips either before claiming (the brief is leased to a live process) or at the claim.
+    assert "'leased to celery@" in log or "skipped: running" in log, worker.log()
 
 
 @pytest.mark.redis
