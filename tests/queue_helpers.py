@@ -408,6 +408,14 @@ def wait_until(
         time.sleep(interval)
 
 
+@dataclass(frozen=True)
+class DeploymentFiles:
+    """What every deployment of a test module shares: its styles directory and its test-hook plugin directory."""
+
+    styles: Path
+    plugin: Path
+
+
 # ------------------------------------------------------------------------------------------------ workers
 
 
@@ -417,8 +425,8 @@ def copydesk_command() -> list[str]:
 
 
 @dataclass
-class WorkerProcess:
-    """One ``copydesk worker`` started in its own session (process group = its pid)."""
+class SessionProcess:
+    """A ``copydesk`` command started in its own session (process group = its pid), logging to ``log_path``."""
 
     name: str
     process: subprocess.Popen[bytes]
@@ -432,11 +440,17 @@ class WorkerProcess:
         return self.process.poll() is None
 
     def log(self, tail: int = 4000) -> str:
+        """The last ``tail`` characters of its log (all of it with ``tail=0``)."""
         try:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
         return text[-tail:] if tail else text
+
+
+@dataclass
+class WorkerProcess(SessionProcess):
+    """One ``copydesk worker``."""
 
     def pool_pids(self) -> list[int]:
         try:

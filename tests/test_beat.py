@@ -25,6 +25,7 @@ import yaml
 from model_fixtures import tiny_model_dir
 from queue_helpers import (
     Deployment,
+    SessionProcess,
     copydesk_command,
     flush_redis,
     redis_url,
@@ -42,22 +43,11 @@ BEAT_EXIT_LOCKED = 10
 
 
 @dataclass
-class BeatProcess:
-    """One ``copydesk beat`` in its own session."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
+class BeatProcess(SessionProcess):
+    """One ``copydesk beat``."""
 
     def log(self, tail: int = 6000) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return text[-tail:] if tail else text
+        return super().log(tail)
 
     def wait_for_line(self, text: str, *, timeout: float = 60) -> None:
         def seen() -> bool:

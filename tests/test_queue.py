@@ -29,6 +29,7 @@ from model_fixtures import tiny_model_dir
 from queue_helpers import (
     RABBITMQ_URL,
     Deployment,
+    DeploymentFiles,
     assert_one_article_each,
     flush_redis,
     iter_task_ids_received,
@@ -76,22 +77,16 @@ E2E_RECORDS = [*E2E_VALID, {"id": "e2e-invalid", "target_words": 50}]  # no titl
 E2E_WRITTEN = ["e2e-0", "e2e-1", "e2e-2", "e2e-strict"]
 
 
-@dataclass(frozen=True)
-class QueueFiles:
-    styles: Path
-    plugin: Path
-
-
 @pytest.fixture(scope="module")
-def queue_files(tmp_path_factory: pytest.TempPathFactory) -> QueueFiles:
+def queue_files(tmp_path_factory: pytest.TempPathFactory) -> DeploymentFiles:
     root = tmp_path_factory.mktemp("queue-files")
-    return QueueFiles(write_styles(root), write_plugin(root / "plugin"))
+    return DeploymentFiles(write_styles(root), write_plugin(root / "plugin"))
 
 
 def new_deployment(
     root: Path,
     model_dir: Path,
-    files: QueueFiles,
+    files: DeploymentFiles,
     *,
     broker: str = "embedded",
     store_url: str | None = None,
@@ -119,7 +114,7 @@ def new_deployment(
 
 
 @pytest.fixture
-def deploy(tmp_path: Path, tiny_model_dir: Path, queue_files: QueueFiles) -> Iterator[Callable[..., Deployment]]:
+def deploy(tmp_path: Path, tiny_model_dir: Path, queue_files: DeploymentFiles) -> Iterator[Callable[..., Deployment]]:
     """Makes deployments; every worker they started is SIGKILLed (whole process group) afterwards."""
     made: list[Deployment] = []
     locked: list[bool] = []
@@ -202,7 +197,7 @@ class EmbeddedRun:
 
 @pytest.fixture(scope="module")
 def embedded_run(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, queue_files: QueueFiles
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, queue_files: DeploymentFiles
 ) -> Iterator[EmbeddedRun]:
     """On the embedded broker, with no worker running: submit the e2e file, submit a second job and cancel
     it; then start a worker, let it finish the first job and consume every message, and stop it."""
@@ -872,7 +867,7 @@ def test_purge_consumed_messages_on_an_sqlalchemy_broker(sqla_broker_url: str, t
 
 
 def test_submit_with_the_broker_down_keeps_the_briefs_queued(tmp_path: Path, tiny_model_dir: Path) -> None:
-    files = QueueFiles(tmp_path / "styles", tmp_path / "plugin")
+    files = DeploymentFiles(tmp_path / "styles", tmp_path / "plugin")
     d = new_deployment(tmp_path / "d", tiny_model_dir, files)
     d.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     result = d.cli("submit", str(write_briefs(tmp_path / "b.yaml", make_briefs("down", 2))), "--json")

@@ -275,16 +275,10 @@ def pool_deaths(worker: WorkerProcess, seen: set[int]) -> set[int]:
 # ------------------------------------------------------------------------------------------------ deployments
 
 
-@dataclass(frozen=True)
-class ReliabilityFiles:
-    styles: Path
-    plugin: Path
-
-
 @pytest.fixture(scope="module")
-def reliability_files(tmp_path_factory: pytest.TempPathFactory) -> ReliabilityFiles:
+def reliability_files(tmp_path_factory: pytest.TempPathFactory) -> queue_helpers.DeploymentFiles:
     root = tmp_path_factory.mktemp("reliability-files")
-    return ReliabilityFiles(queue_helpers.write_styles(root), write_reliability_plugin(root / "plugin"))
+    return queue_helpers.DeploymentFiles(queue_helpers.write_styles(root), write_reliability_plugin(root / "plugin"))
 
 
 REDIS_DB = 11  # this suite's own Redis database, flushed before use (under the shared broker lock)
@@ -292,7 +286,7 @@ REDIS_DB = 11  # this suite's own Redis database, flushed before use (under the 
 
 @pytest.fixture
 def deploy(
-    tmp_path: Path, tiny_model_dir: Path, reliability_files: ReliabilityFiles
+    tmp_path: Path, tiny_model_dir: Path, reliability_files: queue_helpers.DeploymentFiles
 ) -> Iterator[Callable[..., Deployment]]:
     """Makes deployments (``broker`` embedded or redis; ``store_url`` default SQLite under its home); every
     worker they started is SIGKILLed (whole process group) afterwards."""
