@@ -141,12 +141,16 @@ def test_set_adapter_line_keeps_comments_and_appends_when_missing() -> None:
 def test_train_command_writes_the_next_version_with_a_progress_bar(world: World) -> None:
     corpus = write_voice(world.root / "more", "plain", 6)
     args = ["styles", "train", "calm", "--corpus", str(corpus), "--epochs", "1", "--lr", "0.005", "--rank", "4"]
-    args += ["--max-length", "160", "--batch-size", "4", "--min-words", "30"]
+    args += ["--max-length", "160", "--batch-size", "4", "--min-words", "30", "--target-modules", "q_proj, o_proj"]
     result = run(world, *args)
     assert result.exit_code == 0, result.output
     assert "trained calm v2" in result.output
     assert "styles promote calm v2" in result.output
-    assert (world.styles_dir / "calm" / "adapters" / "v2" / "adapter_model.safetensors").is_file()
+    version = world.styles_dir / "calm" / "adapters" / "v2"
+    assert (version / "adapter_model.safetensors").is_file()
+    assert sorted(json.loads((version / "adapter_config.json").read_text())["target_modules"]) == ["o_proj", "q_proj"]
+    bad_module = run(world, "styles", "train", "calm", "--corpus", str(corpus), "--target-modules", "../x")
+    assert bad_module.exit_code == 11 and "training option target_modules" in bad_module.output
     missing = run(world, "styles", "train", "calm", "--corpus", str(world.root / "nope"))
     assert missing.exit_code == 10 and "does not exist" in missing.output
     nothing = run(world, "styles", "train", "calm", "--resume")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from corpus_fixtures import write_style, write_voice
 from model_fixtures import TINY_MODEL_ID, one_torch_thread, tiny_model_dir
+from pydantic import ValidationError
 from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
@@ -224,6 +225,16 @@ def test_split_is_stable_and_feedback_always_trains() -> None:
     assert {e.id for e in split_examples(examples, 0.2, seed=1)[1]} != ids
     with pytest.raises(TrainingError, match="at least two"):
         split_examples(examples[:1], 0.5, seed=0)
+
+
+def test_target_modules_are_module_names_or_all_linear() -> None:
+    assert TrainingOptions().peft_target_modules() == ["q_proj", "v_proj"]
+    assert TrainingOptions(target_modules=["all-linear"]).peft_target_modules() == "all-linear"  # PEFT's keyword
+    dotted = ["model.layers.0.mlp.up_proj"]
+    assert TrainingOptions(target_modules=dotted).peft_target_modules() == dotted
+    for bad in ([], ["../x"], ["q_proj", "all-linear"], ["q proj"]):
+        with pytest.raises(ValidationError):
+            TrainingOptions(target_modules=bad)
 
 
 # ------------------------------------------------------------------------------------------- runs

@@ -224,6 +224,14 @@ def styles_train(
     learning_rate: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 5e-4,
     rank: Annotated[int, typer.Option("--rank", help="LoRA rank r.")] = 8,
     alpha: Annotated[int, typer.Option("--alpha", help="LoRA alpha.")] = 16,
+    target_modules: Annotated[
+        str,
+        typer.Option(
+            "--target-modules",
+            help="Comma-separated module names that get LoRA weights, or 'all-linear' (every linear layer but "
+            "the output head).",
+        ),
+    ] = "q_proj,v_proj",
     max_length: Annotated[int, typer.Option(help="Tokens per example (prompt + article).")] = 512,
     batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 2,
     eval_fraction: Annotated[float, typer.Option(help="Share of articles held out.")] = 0.2,
@@ -237,21 +245,29 @@ def styles_train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a new adapter version of a style from its article archive (TRL SFT + LoRA)."""
-    from worker.training import TrainingOptions, train_style
+    from pydantic import ValidationError
 
-    options = TrainingOptions(
-        epochs=epochs,
-        learning_rate=learning_rate,
-        lora_r=rank,
-        lora_alpha=alpha,
-        max_length=max_length,
-        batch_size=batch_size,
-        eval_fraction=eval_fraction,
-        early_stopping_patience=patience,
-        min_words=min_words,
-        seed=seed,
-        max_steps=max_steps,
-    )
+    from worker.training import TrainingError, TrainingOptions, train_style
+
+    try:
+        options = TrainingOptions(
+            epochs=epochs,
+            learning_rate=learning_rate,
+            lora_r=rank,
+            lora_alpha=alpha,
+            target_modules=[part.strip() for part in target_modules.split(",") if part.strip()],
+            max_length=max_length,
+            batch_size=batch_size,
+            eval_fraction=eval_fraction,
+            early_stopping_patience=patience,
+            min_words=min_words,
+            seed=seed,
+            max_steps=max_steps,
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"])
+        raise TrainingError(f"training option {field}: {problem['msg']}") from None
     settings = load_settings()
     _catalog(settings).get(name)  # an unknown style fails here, before anything loads
     if submit:

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -32,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from worker import __version__
 from worker.adapters import ADAPTER_CONFIG, ADAPTER_META, ADAPTER_WEIGHTS
@@ -47,6 +48,8 @@ from worker.styles import Style, StyleCatalog
 logger = logging.getLogger(__name__)
 
 ADAPTERS_SUBDIR = "adapters"
+ALL_LINEAR = "all-linear"
+MODULE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 TRAINING_FILE = "training.json"
 METRICS_FILE = "metrics.json"
@@ -86,7 +89,11 @@ class TrainingOptions(BaseModel):
     lora_r: int = Field(8, ge=1, le=256, description="LoRA rank.")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        min_length=1,
+        description="Names of the linear layers that get LoRA weights, or ['all-linear'] (all but the output head).",
+    )
     max_length: int = Field(512, ge=32, le=8192, description="Tokens per example (prompt + article), cut at the end.")
     batch_size: int = Field(2, ge=1, le=256)
     gradient_accumulation: int = Field(1, ge=1, le=256)
@@ -98,6 +105,20 @@ class TrainingOptions(BaseModel):
     min_words: int = Field(60, ge=1, description="Shorter corpus pages are skipped as near-empty.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: no limit). For smoke tests.")
     keep_checkpoints: bool = Field(False, description="Keep the run's Trainer checkpoints after it finished.")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _module_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not MODULE_NAME.fullmatch(name):
+                raise ValueError(f"target module {name!r} is not a module name (letters, digits, '_', '.', '-')")
+        if ALL_LINEAR in names and len(names) > 1:
+            raise ValueError(f"'{ALL_LINEAR}' stands alone; it already covers every linear layer")
+        return names
+
+    def peft_target_modules(self) -> str | list[str]:
+        """What :class:`peft.LoraConfig` takes: the string ``'all-linear'`` or a list of names."""
+        return ALL_LINEAR if self.target_modules == [ALL_LINEAR] else list(self.target_modules)
 
 
 @dataclass(frozen=True)
@@ -494,7 +515,7 @@ def _execute(
         r=options.lora_r,
         lora_alpha=options.lora_alpha,
         lora_dropout=options.lora_dropout,
-        target_modules=list(options.target_modules),
+        target_modules=options.peft_target_modules(),
         task_type="CAUSAL_LM",
         bias="none",
     )
