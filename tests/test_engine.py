@@ -250,6 +250,55 @@ def test_bf16_engine_mixes_adapters_through_the_stacked_path(
     assert "forward" not in vars(next(m for m in engine.model.modules() if hasattr(m, "lora_A")))  # restored
 
 
+def test_shared_prompt_prefixes_change_the_work_not_the_texts(
+    tiny_model_dir: Path, adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    """Forced on in fp32 (where rounding cannot hide a wrong cache): each shared prefix runs once in a
+    single-row pass, the batch forward starts after it, and every row's text is the one it gets without."""
+    from peft import PeftModel
+
+    adapter_a, adapter_b = adapter_refs
+    system = "You write short practical articles for a blog about homes, gardens, food and travel. " * 2
+    plan = [adapter_a, adapter_a, None, adapter_b, adapter_a, None]
+    requests = []
+    for i, (topic, ref) in enumerate(zip(TOPICS, plan, strict=False)):
+        for candidate in range(2):  # two candidates of one brief: the same prompt, another seed
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": topic}]
+            settings = RowSettings(0.9, 0.9, 1.15, 10, 300 + 10 * i + candidate)
+            requests.append(GenerationRequest(f"p{i}-{candidate}", messages, settings, ref))
+    without = [adapter_engine.generate([r])[0] for r in requests]  # fp32: no sharing
+
+    shared = make_engine(tiny_model_dir, batch_size=len(requests))
+    assert shared.share_prefixes is False  # fp32 default
+    shared.share_prefixes = True
+    for ref in adapter_refs:
+        shared.load_adapter(ref)
+    calls: list[tuple[int, int]] = []
+    original = PeftModel.forward
+
+    def spy(self: object, *args: object, **kwargs: object) -> object:
+        calls.append(tuple(kwargs["input_ids"].shape))  # type: ignore[union-attr,arg-type]
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PeftModel, "forward", spy)
+        together = shared.generate(requests)
+    width = max(len(shared.tokenizer(shared.chat_prompt(r.messages)).input_ids) for r in requests)
+    passes = [c for c in calls if c[0] == 1]
+    batch_prefill = next(c for c in calls if c[0] == len(requests))
+    assert 1 <= len(passes) <= 3 + len(TOPICS)  # per adapter and per prompt, never per row
+    assert batch_prefill[1] < width - 20  # the shared system prompt is not prefilled again
+    for one, both in zip(without, together, strict=True):
+        assert same_text(one, both), one.key
+
+
+def test_prefix_sharing_is_on_for_reduced_precision_only(tiny_model_dir: Path) -> None:
+    source = BaseModelSource(TINY_MODEL_ID, tiny_model_dir, weights_hash(tiny_model_dir))
+    assert Engine(source, device="cpu", dtype=torch.bfloat16).share_prefixes is True
+    assert Engine(source, device="cpu", dtype=torch.bfloat16, share_prefixes=False).share_prefixes is False
+    assert Engine(source, device="cpu", dtype=torch.float32).share_prefixes is False
+
+
 def test_greedy_decoding_matches_transformers_generate(base_engine: Engine) -> None:
     """The engine's own loop (preallocated KV cache, left padding, rows leaving) decodes what generate does."""
     requests = [request(f"g{i}", topic, seed=i, temperature=0.0, max_new_tokens=10) for i, topic in enumerate(TOPICS)]

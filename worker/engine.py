@@ -23,6 +23,7 @@ from worker.base_model import BaseModelSource, resolve_base_model
 from worker.config import Settings
 from worker.errors import ModelError
 from worker.lora_batch import GroupedLora, grouped_lora
+from worker.prefix_sharing import PrefixPlan, plan_prefixes
 from worker.sampling import RowSampler, RowSettings
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Engine:
         dtype: torch.dtype = torch.float32,
         batch_size: int = 16,
         adapter_capacity: int = 8,
+        share_prefixes: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -93,6 +95,9 @@ class Engine:
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
+        # Shared prompt prefixes are computed once per batch (worker.prefix_sharing); fp32 never does, since
+        # it promises that a row's text does not depend on the other rows of its batch.
+        self.share_prefixes = share_prefixes and dtype != torch.float32
         started = time.perf_counter()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source.directory)
@@ -189,10 +194,12 @@ class Engine:
         """Sample up to ``max_new_tokens`` per row; a row leaves the batch once it has ended.
 
         The loop keeps its own preallocated KV cache (no copy of the whole cache per step, unlike
-        ``generate``'s dynamic cache). Finished rows are dropped from the batch (cache, ids, mask and
-        adapter names) as soon as they are a quarter of it, so they stop costing compute; a row's tokens do
-        not depend on when that happens. Rows of different styles share the batch through
-        :mod:`worker.lora_batch` (PEFT's ``adapter_names`` for adapters it does not handle). Returns each
+        ``generate``'s dynamic cache). Under bf16, prompt prefixes that rows of one adapter share are
+        computed once and copied into their cache slots (:mod:`worker.prefix_sharing`). Finished rows are
+        dropped from the batch (cache, ids, mask and adapter names) as soon as they are a quarter of it, so
+        they stop costing compute; a row's tokens do not depend on when that happens. Rows of different
+        styles share the batch through :mod:`worker.lora_batch` (PEFT's ``adapter_names`` for adapters it
+        does not handle). Returns each
         row's new tokens, ending with EOS when it ended.
         """
         from worker.kv_cache import preallocated_cache
@@ -202,6 +209,7 @@ class Engine:
         history = torch.where(mask.bool(), input_ids, input_ids[:, -1:])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+        start = self._prefill_shared_prefixes(input_ids, mask, names, cache) if self.share_prefixes else 0
         # In fp32 the engine promises that a row's text does not depend on its batch, and PEFT's per-adapter
         # sub-batches keep that; the stacked path rounds differently per batch composition (last bits), which
         # is within what bf16 already allows, so it serves the reduced-precision (production) dtypes.
@@ -209,16 +217,72 @@ class Engine:
         grouped = grouped_lora(self.model, names) if stacked else None
         try:
             self._decode_steps(
-                input_ids, mask, positions, history, sampler, names, grouped, cache, generated, max_new_tokens
+                input_ids, start, mask, positions, history, sampler, names, grouped, cache, generated, max_new_tokens
             )
         finally:
             if grouped is not None:
                 grouped.close()
         return generated
 
+    def _prefill_shared_prefixes(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, names: list[str] | None, cache: Any
+    ) -> int:
+        """Fill the cache with the batch's shared prompt prefixes (:mod:`worker.prefix_sharing`); returns the
+        first column the batch forward still has to compute (0 when nothing is shared)."""
+        tokens = [row[row_mask.bool()].tolist() for row, row_mask in zip(input_ids, mask, strict=True)]
+        plan = plan_prefixes(tokens, names or [BASE] * len(tokens))
+        if plan is None:
+            return 0
+        for prefix in plan.prefixes:
+            needed = max(plan.start - plan.begin(len(tokens[row])) for row in prefix.rows)
+            if needed <= 0:
+                continue
+            layers = self._prefix_pass(prefix.tokens[:needed], prefix.name if names is not None else None)
+            for layer, (keys, values) in zip(cache.layers, layers, strict=True):
+                if not layer.is_initialized:
+                    layer.allocate(len(tokens), keys, values)
+                for row in prefix.rows:
+                    begin = plan.begin(len(tokens[row]))
+                    if begin < plan.start:
+                        layer.write(row, begin, keys[0, :, : plan.start - begin], values[0, :, : plan.start - begin])
+        return self._advance_cache(cache, plan)
+
+    @staticmethod
+    def _advance_cache(cache: Any, plan: PrefixPlan) -> int:
+        if not all(layer.is_initialized for layer in cache.layers):
+            return 0  # nothing was written: the batch forward computes every column
+        for layer in cache.layers:
+            layer.advance(plan.start)
+        return plan.start
+
+    def _prefix_pass(self, tokens: Sequence[int], name: str | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values of every layer for one prompt prefix on adapter ``name`` (``None``: no adapters)."""
+        from worker.kv_cache import preallocated_cache
+
+        cache = preallocated_cache(self.model, len(tokens))
+        ids = torch.tensor([list(tokens)], device=self.device)
+        kwargs: dict[str, Any] = {self._cache_argument: cache}
+        grouped = grouped_lora(self.model, [name]) if name is not None and self.dtype != torch.float32 else None
+        if name is not None and grouped is None:
+            kwargs["adapter_names"] = [name]
+        try:
+            self.model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                position_ids=torch.arange(len(tokens), device=self.device).unsqueeze(0),
+                use_cache=True,
+                logits_to_keep=1,
+                **kwargs,
+            )
+        finally:
+            if grouped is not None:
+                grouped.close()
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
     def _decode_steps(
         self,
-        step_ids: torch.Tensor,
+        input_ids: torch.Tensor,
+        start: int,
         mask: torch.Tensor,
         positions: torch.Tensor,
         history: torch.Tensor,
@@ -230,9 +294,10 @@ class Engine:
         max_new_tokens: int,
     ) -> None:
         eos = sampler.eos_token_id
-        active = torch.arange(step_ids.shape[0])  # sampler rows still in the batch, in batch order
-        ended = torch.zeros(step_ids.shape[0], dtype=torch.bool, device=step_ids.device)  # per batch slot
-        step_positions = positions
+        active = torch.arange(input_ids.shape[0])  # sampler rows still in the batch, in batch order
+        ended = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # per batch slot
+        # The first step prefills the prompt columns the cache does not hold yet (all but shared prefixes).
+        step_ids, step_positions = input_ids[:, start:], positions[:, start:]
         for _ in range(max_new_tokens):
             kwargs: dict[str, Any] = {self._cache_argument: cache}
             if names is not None and grouped is None:

@@ -44,6 +44,32 @@ class PreallocatedLayer(DynamicLayer):
         self.values = self.value_buffer[:, :, :end]
         return self.keys, self.values
 
+    def allocate(self, batch: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Zeroed buffers for ``batch`` rows, shaped like ``keys`` and ``values`` ([rows, heads, positions, dim]).
+
+        Filled from outside (shared prefixes, see :mod:`worker.prefix_sharing`) rather than by a forward;
+        padding columns that nothing writes stay zero, finite under the attention mask that hides them.
+        """
+        _, heads, _, key_dim = keys.shape
+        self.device = keys.device
+        self.key_buffer = keys.new_zeros(batch, heads, self.capacity, key_dim)
+        self.value_buffer = values.new_zeros(batch, heads, self.capacity, values.shape[-1])
+        self.is_initialized = True
+
+    def write(self, row: int, column: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Put one row's ``keys``/``values`` ([heads, positions, dim]) at ``column`` onwards."""
+        end = column + keys.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache overflow: {end} positions, capacity {self.capacity}")
+        self.key_buffer[row, :, column:end] = keys
+        self.value_buffer[row, :, column:end] = values
+
+    def advance(self, length: int) -> None:
+        """Treat the first ``length`` positions as filled (by :meth:`write`); the next forward appends after them."""
+        self.length = length
+        self.keys = self.key_buffer[:, :, :length]
+        self.values = self.value_buffer[:, :, :length]
+
     def get_seq_length(self) -> int:
         return self.length
 
