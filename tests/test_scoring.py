@@ -263,8 +263,8 @@ def test_every_content_type_has_structure_expectations() -> None:
 def test_empty_drafts_fail_every_gate_without_raising(markdown: str) -> None:
     card = card_for("empty_ish", markdown=markdown)
     for name, score in card.scores.items():
-        assert score.passed is (name in INFORMATIONAL), f"{name}: {score.detail}"
-    assert card.failing(GATE_NAMES) == list(GATE_NAMES)
+        assert score.passed is (name in INFORMATIONAL or name == "memorisation"), f"{name}: {score.detail}"
+    assert card.failing(GATE_NAMES) == [gate for gate in GATE_NAMES if gate != "memorisation"]  # nothing copied
     json.dumps(card.to_dict())  # still JSON-able
 
 

@@ -34,7 +34,7 @@ def test_minimal_style_gets_defaults(tmp_path: Path) -> None:
     style = load_style(write_style(tmp_path, "calm", minimal("calm")))
     assert style.name == "calm"
     assert style.directory == tmp_path / "calm"
-    assert style.gates == ["length", "structure", "repetition", "on_topic"]
+    assert style.gates == ["length", "structure", "repetition", "on_topic", "memorisation"]
     assert style.targets.grade == (5.0, 11.0)
     assert style.generation.candidates == 2
     assert style.adapter is None

@@ -42,7 +42,9 @@ from worker.briefs import Brief
 from worker.cleaning import clean_draft
 from worker.config import Settings
 from worker.errors import CopydeskError
+from worker.memorisation import CorpusIndex, GuardLimits
 from worker.prompts import PromptRenderer
+from worker.scoring import guard_limits
 from worker.styles import Style, StyleCatalog
 from worker.stylometry import FEATURE_NAMES, feature_matrix, standardise, voice_matrix
 from worker.training import (
@@ -57,6 +59,7 @@ from worker.training import (
 logger = logging.getLogger(__name__)
 
 BASE_LABEL = "base"
+Guard = tuple[CorpusIndex, GuardLimits]  # a version's corpus index and its style's limits
 EVAL_BRIEFS_FILE = "eval-briefs.yaml"
 ProgressFn = Callable[[str], None]
 
@@ -435,12 +438,28 @@ def _embedding_distance(embeddings: np.ndarray, reference: np.ndarray) -> float:
     return float(1 - mean @ centroid / (np.linalg.norm(mean) * np.linalg.norm(centroid) + 1e-12))
 
 
+def _memorisation(texts: Sequence[str], embeddings: np.ndarray, guard: Guard | None) -> dict[str, Any]:
+    """How many drafts the memorisation guard stops (the rate a served adapter trips it)."""
+    if guard is None or not len(texts):
+        return {}
+    index, limits = guard
+    closeness = [index.closeness(text, vector) for text, vector in zip(texts, embeddings, strict=True)]
+    trips = [c.too_close(limits) for c in closeness]
+    return {
+        "memorisation_trips": round(float(np.mean(trips)), 4),
+        "memorisation_tripped": sum(trips),
+        "longest_copied_run": max(c.copied_words for c in closeness),
+        "max_corpus_similarity": max((c.similarity or 0.0) for c in closeness),
+    }
+
+
 def _fidelity(
     texts: Sequence[str],
     data: StyleData,
     classifier: StyleClassifier | None,
     language: str,
     embedder: Any,
+    guard: Guard | None = None,
 ) -> dict[str, Any]:
     features = feature_matrix(list(texts), language)
     embeddings = np.asarray(embed_texts(list(texts), embedder), dtype=np.float64)
@@ -448,6 +467,7 @@ def _fidelity(
         "profile_distance": round(_rms_z(features, data.features), 4),
         "embedding_distance": round(_embedding_distance(embeddings, data.embeddings), 4),
         "features": {name: round(float(features[:, i].mean()), 3) for i, name in enumerate(FEATURE_NAMES)},
+        **_memorisation(texts, embeddings.astype(np.float32), guard),
     }
     if classifier is not None and data.name in classifier.labels and len(texts):
         probabilities = classifier.probabilities(voice_matrix(list(texts), language))
@@ -641,7 +661,9 @@ def _report(
     own = read_features(plan.directory, style.name)  # the corpus of the version under evaluation
     assert own is not None  # checked before loading anything
     language = settings.language
-    fidelity = {label: _fidelity(texts, own, classifier, language, embedder) for label, texts in drafts.items()}
+    index = CorpusIndex.load(plan.directory)
+    guard = (index, guard_limits(style.targets)) if index is not None else None
+    fidelity = {label: _fidelity(texts, own, classifier, language, embedder, guard) for label, texts in drafts.items()}
     reference = _fidelity([h.article for h in plan.heldout], own, classifier, language, embedder)
     attributed = "attribution_accuracy" in fidelity[BASE_LABEL]
     tests = (
@@ -662,6 +684,7 @@ def _report(
             "embedding_distance": values["embedding_distance"],
             "attribution_accuracy": values.get("attribution_accuracy"),
             "style_probability": values.get("style_probability"),
+            "memorisation_trips": values.get("memorisation_trips"),
         }
 
     table = [row(label, fidelity[label], plan.perplexity[label]) for label in plan.refs]
@@ -745,6 +768,7 @@ COLUMNS = (
     ("embedding_distance", "embedding distance", 3),
     ("attribution_accuracy", "attributed to the style (voice classifier)", 2),
     ("style_probability", "mean P(style)", 2),
+    ("memorisation_trips", "memorisation guard trips", 2),
 )
 
 

@@ -25,6 +25,7 @@ from worker.config import Settings
 from worker.embeddings import Embedder
 from worker.engine import Engine, GenerationOutput, GenerationRequest
 from worker.errors import CopydeskError
+from worker.memorisation import CorpusIndexes
 from worker.prompts import Prompt, PromptRenderer
 from worker.results import ArticleResult, ArticleStatus, CandidateResult
 from worker.routing import RouteDecision, route
@@ -95,6 +96,7 @@ class Pipeline:
         self.catalog = catalog or StyleCatalog.load(settings.styles_dir)
         self.renderer = renderer or PromptRenderer(settings.templates_dir)
         self.embedder = embedder
+        self.corpus_indexes = CorpusIndexes()  # the memorisation guard's corpus of each adapter version
 
     def run(
         self,
@@ -183,7 +185,10 @@ class Pipeline:
         started = time.perf_counter()
         drafts = [(owners[out.key], clean_draft(out.text, owners[out.key][0].brief.title), out) for out in outputs]
         scorecards = score_drafts(
-            [DraftToScore(md, job.brief, job.style.targets, job.style.rules) for (job, _, _), md, _ in drafts],
+            [
+                DraftToScore(md, job.brief, job.style.targets, job.style.rules, self._corpus(job))
+                for (job, _, _), md, _ in drafts
+            ],
             language=self.settings.language,
             embedder=self.embedder,
         )
@@ -196,6 +201,9 @@ class Pipeline:
         for job in jobs:
             job.timings["generate_s"] = job.timings.get("generate_s", 0.0) + generate_seconds * share
             job.timings["score_s"] = job.timings.get("score_s", 0.0) + score_seconds * share
+
+    def _corpus(self, job: _Job) -> Any:
+        return self.corpus_indexes.get(job.adapter.directory if job.adapter else None)
 
     # -- result ---------------------------------------------------------------------------------------
 

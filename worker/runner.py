@@ -16,6 +16,7 @@ from pathlib import Path
 
 from worker.article_files import write_article_file
 from worker.errors import ConflictError, StoreError
+from worker.memorisation import NEAR_DUPLICATE, StoredArticles, near_duplicate_score
 from worker.pipeline import BriefOutcome, Pipeline, ProgressCallback
 from worker.store import ArticleRecord, Store
 
@@ -69,13 +70,30 @@ def write_briefs(
         for brief in claimed:  # the caller decides about retries
             store.fail_brief(brief.brief_id, f"{type(exc).__name__}: {exc}", final=False)
         raise
+    stored = StoredArticles(store)
     for index, result in enumerate(results):
         try:
+            _flag_near_duplicate(stored, result)
             outcomes[result.brief.brief_id] = _store_outcome(store, settings.articles_dir, result, owner)
+            article = outcomes[result.brief.brief_id].article
+            if article is not None:
+                stored.add(article.style, article.id, article.brief_id, article.title, article.body_markdown)
         except Exception as exc:
             _requeue_unsaved(store, results[index:], exc)
             raise
     return [outcomes[brief_id] for brief_id in dict.fromkeys(brief_ids)]
+
+
+def _flag_near_duplicate(stored: StoredArticles, outcome: BriefOutcome) -> None:
+    """Add the ``near_duplicate`` entry to the article's scorecard: how much of it a stored article of the
+    same style already says (flagged from ``memorisation.DUPLICATE_SHARE`` on; informational)."""
+    result = outcome.result
+    if result is None:
+        return
+    nearest = stored.nearest(result.style, result.brief_id, result.body_markdown)
+    outcome.result = replace(result, scores={**result.scores, NEAR_DUPLICATE: near_duplicate_score(nearest)})
+    if nearest is not None and not outcome.result.scores[NEAR_DUPLICATE]["passed"]:
+        logger.warning("brief %s: %s", result.brief_id, outcome.result.scores[NEAR_DUPLICATE]["detail"])
 
 
 def _requeue_unsaved(store: Store, unsaved: Sequence[BriefOutcome], exc: Exception) -> None:

@@ -28,6 +28,7 @@ from textstat.backend.utils import get_lang_cfg
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from worker.briefs import Brief, ContentType
+from worker.memorisation import Closeness, CorpusIndex, GuardLimits
 from worker.styles import GATE_NAMES, StyleRules, Targets
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ SCORE_NAMES = (
     "keywords",
     "on_topic",
     "style_rules",
+    "memorisation",
 )
 INFORMATIONAL = frozenset(SCORE_NAMES) - frozenset(GATE_NAMES)
 REPETITION_N = 4
@@ -139,6 +141,7 @@ class DraftToScore:
     brief: Brief
     targets: Targets
     rules: StyleRules
+    corpus: CorpusIndex | None = None  # what the style's adapter was trained on (the memorisation guard)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -798,8 +801,11 @@ def on_topic_score(similarity: float | None, minimum: float) -> Score:
     return Score("on_topic", value, -1.0, 1.0, value >= minimum, f"similarity {value:.2f} {where} min {minimum:.2f}")
 
 
-def on_topic_similarities(drafts: Sequence[DraftToScore], embedder: Embedder) -> list[float]:
-    """Cosine similarity of each draft with its brief; ONE encode call for all chunks and briefs.
+def on_topic_similarities(
+    drafts: Sequence[DraftToScore], embedder: Embedder
+) -> tuple[list[float], list[np.ndarray | None]]:
+    """Cosine similarity of each draft with its brief, and each draft's normalised embedding (``None`` for an
+    empty draft); ONE encode call for all chunks and briefs.
 
     A draft longer than the model's window is cut into chunks whose normalised vectors are averaged.
     Identical texts (the same brief for several candidates) are encoded once. An empty draft scores 0.0.
@@ -809,15 +815,31 @@ def on_topic_similarities(drafts: Sequence[DraftToScore], embedder: Embedder) ->
     unique = list(dict.fromkeys([*briefs, *(chunk for per_draft in chunks for chunk in per_draft)]))
     vectors = embedder.encode(unique)
     index = {text: row for row, text in enumerate(unique)}
-    result: list[float] = []
+    similarities: list[float] = []
+    embeddings: list[np.ndarray | None] = []
     for brief, per_draft in zip(briefs, chunks, strict=True):
-        if not per_draft:
-            result.append(0.0)
+        mean = np.mean([vectors[index[chunk]] for chunk in per_draft], axis=0) if per_draft else None
+        norm = float(np.linalg.norm(mean)) if mean is not None else 0.0
+        if mean is None or norm == 0:
+            similarities.append(0.0)
+            embeddings.append(None)
             continue
-        mean = np.mean([vectors[index[chunk]] for chunk in per_draft], axis=0)
-        norm = float(np.linalg.norm(mean))
-        result.append(float(np.dot(vectors[index[brief]], mean) / norm) if norm > 0 else 0.0)
-    return result
+        similarities.append(float(np.dot(vectors[index[brief]], mean) / norm))
+        embeddings.append(mean / norm)
+    return similarities, embeddings
+
+
+def guard_limits(targets: Targets) -> GuardLimits:
+    return GuardLimits(targets.max_copied_words, targets.max_corpus_similarity, targets.max_copied_share)
+
+
+def memorisation_score(closeness: Closeness | None, limits: GuardLimits) -> Score:
+    """The memorisation gate: fails when the draft is too close to its adapter's training corpus."""
+    if closeness is None:
+        return Score("memorisation", 0.0, 0.0, 1.0, True, "not measured (no corpus index for this adapter version)")
+    too_close = closeness.too_close(limits)
+    verdict = "too close to the training corpus" if too_close else "not a copy"
+    return Score("memorisation", closeness.copied_share, 0.0, 1.0, not too_close, f"{verdict}: {closeness.describe()}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -825,13 +847,20 @@ def on_topic_similarities(drafts: Sequence[DraftToScore], embedder: Embedder) ->
 
 
 def _fail_empty(score: Score) -> Score:
-    if score.name in INFORMATIONAL or not score.passed:
+    if score.name in INFORMATIONAL or score.name == "memorisation" or not score.passed:  # nothing to copy
         return score
     return Score(score.name, score.value, score.low, score.high, False, f"empty draft; {score.detail}")
 
 
-def score_draft(draft: DraftToScore, *, language: str, similarity: float | None) -> Scorecard:
-    """Score one draft; ``similarity`` is its on_topic cosine, or ``None`` when not measured."""
+def score_draft(
+    draft: DraftToScore,
+    *,
+    language: str,
+    similarity: float | None,
+    embedding: np.ndarray | None = None,
+) -> Scorecard:
+    """Score one draft; ``similarity`` is its on_topic cosine, or ``None`` when not measured; ``embedding`` its
+    normalised vector for the memorisation guard (which then uses the 8-gram overlap alone when ``None``)."""
     blocks = parse_blocks(draft.markdown)
     text = strip_markdown(draft.markdown)
     tokens = words(text)
@@ -847,6 +876,10 @@ def score_draft(draft: DraftToScore, *, language: str, similarity: float | None)
         keywords_score(text, draft.brief.keywords, targets.min_keyword_coverage),
         on_topic_score(similarity, targets.min_on_topic),
         style_rules_score(blocks, text, draft.rules),
+        memorisation_score(
+            draft.corpus.closeness(draft.markdown, embedding) if draft.corpus is not None else None,
+            guard_limits(targets),
+        ),
     ]
     if not any(words(part) for part in prose):  # nothing but headings (or nothing at all)
         scores = [_fail_empty(score) for score in scores]
@@ -859,11 +892,13 @@ def score_drafts(drafts: Sequence[DraftToScore], *, language: str, embedder: Emb
     if not drafts:
         return []
     similarities: list[float | None] = [None] * len(drafts)
+    embeddings: list[np.ndarray | None] = [None] * len(drafts)
     if embedder is not None:
-        similarities = list(on_topic_similarities(drafts, embedder))
+        measured, embeddings = on_topic_similarities(drafts, embedder)
+        similarities = list(measured)
     cards = [
-        score_draft(draft, language=language, similarity=similarity)
-        for draft, similarity in zip(drafts, similarities, strict=True)
+        score_draft(draft, language=language, similarity=similarity, embedding=embedding)
+        for draft, similarity, embedding in zip(drafts, similarities, embeddings, strict=True)
     ]
     logger.debug("scored %d draft(s) (language %s, on_topic %s)", len(cards), language, embedder is not None)
     return cards

@@ -33,7 +33,9 @@ GATE_NAMES = (
     "keywords",
     "on_topic",
     "style_rules",
+    "memorisation",
 )
+ALWAYS_GATED = ("memorisation",)  # enforced for every style, listed in its gates or not
 
 
 class RoutingRules(BaseModel):
@@ -67,6 +69,15 @@ class Targets(BaseModel):
     max_repetition: float = Field(0.15, ge=0, le=1, description="Max share of repeated word 4-grams.")
     min_keyword_coverage: float = Field(0.5, ge=0, le=1, description="Share of brief keywords present.")
     min_on_topic: float = Field(0.3, ge=-1, le=1, description="Min cosine similarity brief vs draft.")
+    max_copied_words: int = Field(
+        40, ge=8, description="Memorisation guard: a verbatim run this long (words) from the training corpus."
+    )
+    max_corpus_similarity: float = Field(
+        0.9, ge=-1, le=1, description="Memorisation guard: cosine to one corpus article that, with ..."
+    )
+    max_copied_share: float = Field(
+        0.2, ge=0, le=1, description="... this share of the draft's word 8-grams found in the corpus, is a copy."
+    )
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> Targets:
@@ -110,7 +121,10 @@ class Style(BaseModel):
     description: str
     routing: RoutingRules = Field(default_factory=RoutingRules)
     targets: Targets = Field(default_factory=Targets)
-    gates: list[str] = Field(default_factory=lambda: ["length", "structure", "repetition", "on_topic"])
+    gates: list[str] = Field(
+        default_factory=lambda: ["length", "structure", "repetition", "on_topic", *ALWAYS_GATED],
+        description="Scores a draft must pass; the memorisation guard is always one of them.",
+    )
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     rules: StyleRules = Field(default_factory=StyleRules)
     adapter: str | None = Field(None, description="Adapter version served (vN), or none for the base model.")
@@ -133,7 +147,7 @@ class Style(BaseModel):
         unknown = sorted(set(value) - set(GATE_NAMES))
         if unknown:
             raise ValueError(f"unknown gate(s) {unknown}; known: {list(GATE_NAMES)}")
-        return value
+        return [*value, *(gate for gate in ALWAYS_GATED if gate not in value)]
 
     @field_validator("adapter")
     @classmethod

@@ -41,6 +41,8 @@ from worker.briefs import Brief
 from worker.config import PROJECT_ROOT, Settings
 from worker.corpus import Corpus, CorpusError, load_corpus, require_articles
 from worker.errors import CopydeskError
+from worker.memorisation import FEATURES_FILE as MEMORISATION_FEATURES_FILE
+from worker.memorisation import NGRAMS_FILE, CorpusIndex
 from worker.names import check_safe_name
 from worker.prompts import PromptRenderer
 from worker.styles import Style, StyleCatalog
@@ -55,7 +57,7 @@ TRAINING_FILE = "training.json"
 METRICS_FILE = "metrics.json"
 PROFILE_FILE = "profile.json"
 HELDOUT_FILE = "heldout.jsonl"
-FEATURES_FILE = "corpus_features.safetensors"
+FEATURES_FILE = MEMORISATION_FEATURES_FILE
 RUN_FILE = "run.json"
 VERSION_FILES = (
     ADAPTER_CONFIG,  # PEFT LoRA config (standard layout: vLLM / LoRAX load it)
@@ -67,6 +69,7 @@ VERSION_FILES = (
     PROFILE_FILE,  # the corpus's measured profile and the default targets derived from it
     HELDOUT_FILE,  # the held-out articles (brief + text), for `copydesk styles eval`
     FEATURES_FILE,  # per-article stylometric features and MiniLM embeddings (style classifier, fidelity)
+    NGRAMS_FILE,  # hashed word 8-grams of every trained-on text (the memorisation guard)
 )
 
 ProgressFn = Callable[[str, int, int], None]
@@ -610,6 +613,7 @@ def _save_version(
     _write_json(staging / PROFILE_FILE, {"profile": profile, "targets": targets_from_profile(profile)})
     heldout_ids = {e.id for e in run.heldout}
     _save_features(staging / FEATURES_FILE, corpus, heldout_ids, settings.language, embedder)
+    CorpusIndex.build([e.completion for e in [*run.train, *run.heldout]]).save(staging / NGRAMS_FILE)
     with (staging / HELDOUT_FILE).open("w", encoding="utf-8") as handle:
         for example in run.heldout:
             record = {"id": example.id, "brief": example.brief.model_dump(mode="json"), "article": example.completion}
