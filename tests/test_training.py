@@ -321,6 +321,12 @@ def test_train_task_trains_a_version(tmp_path: Path, tiny_model_dir: Path, monke
     settings, corpus_dir = make_world(tmp_path, tiny_model_dir)
     monkeypatch.setattr(training_tasks, "_settings", lambda: settings)
     options = TrainingOptions(epochs=1, learning_rate=5e-3, **FAST).model_dump(mode="json")
+    refused = {"refused": "corpus path outside styles_dir, home and COPYDESK_TRAINING_ROOTS"}
+    assert training_tasks.train_style_task("calm", corpus=str(corpus_dir), options=options) == refused
+    assert training_tasks.train_style_task("calm", corpus=str(settings.styles_dir / ".." / "corpus")) == refused
+    assert training_tasks.train_style_task("calm", feedback="/etc/passwd")["refused"].startswith("feedback")
+    assert not (settings.styles_dir / "calm" / "adapters").exists()
+    settings = settings.model_copy(update={"training_roots": [corpus_dir]})
     summary = training_tasks.train_style_task("calm", corpus=str(corpus_dir), options=options)
     json.dumps(summary)  # a JSON result, as the Celery serializer needs
     assert summary["version"] == "v1" and summary["steps"] == 2

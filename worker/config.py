@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     language: str = Field("en", description="Language passed explicitly to the readability metrics.")
     reviewer: str | None = Field(None, description="Name recorded on editorial decisions.")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default.")
+    training_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders a queued training task may read corpora and feedback files from, besides "
+        "styles_dir and home (a path in a task message is refused outside them). JSON list in the environment.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -127,6 +132,11 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("training_roots")
+    @classmethod
+    def _expand_all(cls, value: list[Path]) -> list[Path]:
+        return [path.expanduser() for path in value]
+
     @model_validator(mode="after")
     def _lease_outlives_tasks(self) -> Settings:
         if self.task_soft_time_limit >= self.task_time_limit:
@@ -145,6 +155,12 @@ class Settings(BaseSettings):
     @property
     def articles_dir(self) -> Path:
         return self.home / "articles"
+
+    def allowed_training_path(self, path: Path) -> bool:
+        """Whether a queued training task may read ``path`` (inside styles_dir, home or a training root)."""
+        resolved = path.resolve()
+        roots = [self.styles_dir, self.home, *self.training_roots]
+        return any(resolved.is_relative_to(root.resolve()) for root in roots)
 
 
 def load_settings(**overrides: object) -> Settings:

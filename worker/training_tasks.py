@@ -4,7 +4,8 @@ It runs :func:`worker.training.train_style` with ``resume="auto"``: a task redel
 lost continues the interrupted run from its last checkpoint instead of starting over, and a second task
 for a style that is already training fails at once (one run per style, a file lock). The arguments are
 JSON: the style name, the corpus folder and feedback file as paths on the worker's machine, and training
-options (:class:`~worker.training.TrainingOptions` fields).
+options (:class:`~worker.training.TrainingOptions` fields). Whoever can publish to the broker chooses those
+paths, so they are read only inside ``styles_dir``, ``home`` or ``COPYDESK_TRAINING_ROOTS``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ def train_style_task(
     if not isinstance(style, str) or not is_safe_name(style):
         logger.error("ignored a training message with a malformed style name: %r", str(style)[:80])
         return {"ignored": "malformed style name"}
+    settings = _settings()
+    for what, value in (("corpus", corpus), ("feedback", feedback)):
+        if value is not None and not (isinstance(value, str) and settings.allowed_training_path(Path(value))):
+            logger.error(
+                "refused to train %s: %s path %r is outside styles_dir, home and training_roots",
+                style,
+                what,
+                str(value)[:200],
+            )
+            return {"refused": f"{what} path outside styles_dir, home and COPYDESK_TRAINING_ROOTS"}
     last_logged = [-1]
 
     def progress(message: str, done: int, total: int) -> None:
@@ -54,7 +65,7 @@ def train_style_task(
             logger.info("training %s: %s (%d/%d steps)", style, message, done, total)
 
     result = train_style(
-        _settings(),
+        settings,
         style,
         corpus_dir=Path(corpus) if corpus else None,
         feedback=Path(feedback) if feedback else None,
