@@ -13,6 +13,9 @@ Reports generated tokens per second, finished articles per hour, the shares of s
 overhead in the pipeline's wall time, peak memory, and the ratios b/a and b/c (c = llama.cpp's best).
 
     python bench/throughput.py --briefs 16 --new-tokens 96 --naive-briefs 4 --llama-parallel 16
+
+With ``--repeats N`` every mode runs N times, interleaved (b, a, c1, c2, then again), and each reports the
+run with its median tok/s, plus every run's tok/s under ``runs_tokens_per_second``.
 """
 
 from __future__ import annotations
@@ -126,6 +129,20 @@ def llama_cpp(prompts: list[str], new_tokens: int, parallel: int, threads: int |
     return llama_parallel.run(packaged_gguf(), prompts, new_tokens, parallel, threads=threads)
 
 
+def fresh_settings(args: argparse.Namespace) -> Settings:
+    home = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    return load_settings(home=home, batch_size=args.batch_size, max_attempts=1, threads=args.threads)
+
+
+def median_run(results: list[Any]) -> dict[str, Any] | None:
+    """The run with the median tok/s (the lower middle one for an even count), with every run's tok/s."""
+    measured = [r for r in results if r is not None]
+    if not measured:
+        return None
+    ordered = sorted(measured, key=lambda r: r["tokens_per_second"])
+    return {**ordered[(len(ordered) - 1) // 2], "runs_tokens_per_second": [r["tokens_per_second"] for r in measured]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--briefs", type=int, default=16)
@@ -135,12 +152,12 @@ def main() -> None:
     parser.add_argument("--llama-single-briefs", type=int, default=4, help="llama.cpp single stream: first N")
     parser.add_argument("--llama-parallel", type=int, default=16, help="llama.cpp parallel sequences")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for every mode; 0 = all cores")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per mode; the median run is reported")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     target_words = max(30, int((args.new_tokens - 24) / 1.5))
-    home = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    settings = load_settings(home=home, batch_size=args.batch_size, max_attempts=1, threads=args.threads)
+    settings = fresh_settings(args)
     briefs = sample_briefs(args.briefs, target_words)
     from transformers import AutoTokenizer
 
@@ -152,12 +169,16 @@ def main() -> None:
         "cpu_threads": torch.get_num_threads(),
         "load_average_at_start": os.getloadavg()[0],
     }
-    report["b_copydesk"] = copydesk(settings, briefs)
-    report["a_naive"] = naive(settings, prompts[: args.naive_briefs], args.new_tokens)
     threads = args.threads or None
-    report["c_llama_cpp_single"] = llama_cpp(prompts[: args.llama_single_briefs], args.new_tokens, 1, threads)
     parallel_prompts = (prompts * args.llama_parallel)[: max(args.llama_parallel, len(prompts))]
-    report["c_llama_cpp_parallel"] = llama_cpp(parallel_prompts, args.new_tokens, args.llama_parallel, threads)
+    runs: dict[str, list[Any]] = {"b_copydesk": [], "a_naive": [], "c_llama_cpp_single": [], "c_llama_cpp_parallel": []}
+    for _ in range(max(1, args.repeats)):
+        runs["b_copydesk"].append(copydesk(fresh_settings(args), briefs))  # its own store each time
+        runs["a_naive"].append(naive(settings, prompts[: args.naive_briefs], args.new_tokens))
+        runs["c_llama_cpp_single"].append(llama_cpp(prompts[: args.llama_single_briefs], args.new_tokens, 1, threads))
+        runs["c_llama_cpp_parallel"].append(llama_cpp(parallel_prompts, args.new_tokens, args.llama_parallel, threads))
+    report["repeats"] = max(1, args.repeats)
+    report.update({mode: median_run(results) for mode, results in runs.items()})
     b = report["b_copydesk"]["tokens_per_second"]
     report["ratio_b_over_a"] = round(b / report["a_naive"]["tokens_per_second"], 2)
     llama = [report[k] for k in ("c_llama_cpp_single", "c_llama_cpp_parallel") if report[k]]

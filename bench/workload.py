@@ -95,6 +95,24 @@ def engine_requests(
     return requests
 
 
+def pipeline_requests(settings: Settings, briefs: int, new_tokens: int, candidates: int = 2) -> list[GenerationRequest]:
+    """Requests as the pipeline makes them: each sample brief on its routed style's shipped adapter, with its
+    style's sampling settings, ``candidates`` rows per brief (the same prompt, their own seeds)."""
+    catalog = StyleCatalog.load(settings.styles_dir)
+    renderer = PromptRenderer(settings.templates_dir)
+    adapters = {ref.name: ref for ref in shipped_adapters(settings)}
+    requests = []
+    for brief in sample_briefs(briefs, max(50, int((new_tokens - 24) / 1.5))):
+        style = catalog.get(route(brief, catalog, settings.default_style).style)
+        generation = style.generation
+        messages = renderer.render(brief, style).messages()
+        for index in range(candidates):
+            seed = derive_seed(settings.seed, brief.brief_id, 1, index)
+            row = RowSettings(generation.temperature, generation.top_p, generation.repetition_penalty, new_tokens, seed)
+            requests.append(GenerationRequest(f"{brief.brief_id}#{index}", messages, row, adapters.get(style.name)))
+    return requests
+
+
 def chat_prompts(settings: Settings, briefs: list[Brief], tokenizer: Any) -> list[str]:
     """The exact prompt text of each brief under its routed style."""
     catalog = StyleCatalog.load(settings.styles_dir)

@@ -1,0 +1,107 @@
+"""Shared prompt prefixes on and off, side by side, on the same batch (engine only, bf16).
+
+Builds the requests the pipeline makes for ``--briefs`` sample briefs (each on its routed style's shipped
+adapter, two candidates per brief) and runs ``Engine.generate`` on them alternately with
+``share_prefixes`` off and on, ``--repeats`` times each, in one process. Two measurements per setting:
+prefill only (one new token per row: the prompt's cost) and a whole generation (``--new-tokens``).
+Prints the medians and the on/off ratios as a Markdown table; ``--json`` writes them too.
+
+    python bench/prefix_sharing.py --briefs 16 --new-tokens 128 --repeats 3 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+from workload import pipeline_requests
+
+from worker.config import load_settings
+from worker.engine import Engine, GenerationRequest
+
+
+def timed(engine: Engine, requests: list[GenerationRequest], share: bool) -> tuple[float, int]:
+    engine.share_prefixes = share
+    started = time.perf_counter()
+    outputs = engine.generate(requests)
+    return time.perf_counter() - started, sum(o.new_tokens for o in outputs)
+
+
+def with_budget(requests: list[GenerationRequest], new_tokens: int) -> list[GenerationRequest]:
+    return [replace(r, settings=replace(r.settings, max_new_tokens=new_tokens)) for r in requests]
+
+
+def measure(engine: Engine, requests: list[GenerationRequest], repeats: int) -> dict[str, dict[str, float]]:
+    runs: dict[str, list[tuple[float, int]]] = {"off": [], "on": []}
+    for _ in range(repeats):
+        for name, share in (("off", False), ("on", True)):
+            runs[name].append(timed(engine, requests, share))
+    return {
+        name: {
+            "seconds": statistics.median(s for s, _ in values),
+            "tok_s": statistics.median(t / s for s, t in values),
+        }
+        for name, values in runs.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--briefs", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = load_settings(batch_size=2 * args.briefs)
+    engine = Engine.from_settings(settings)
+    requests = pipeline_requests(settings, args.briefs, args.new_tokens)
+    prompt_tokens = [len(engine.tokenizer(engine.chat_prompt(r.messages)).input_ids) for r in requests]
+    engine.generate(with_budget(requests[:4], 2))  # warm-up: adapters loaded, first-call costs paid
+    prefill = measure(engine, with_budget(requests, 1), args.repeats)
+    whole = measure(engine, requests, args.repeats)
+    report = {
+        "rows": len(requests),
+        "prompt_tokens_mean": statistics.mean(prompt_tokens),
+        "new_tokens": args.new_tokens,
+        "dtype": engine.dtype_name,
+        "threads": torch.get_num_threads(),
+        "prefill": prefill,
+        "generation": whole,
+        "prefill_speedup": prefill["off"]["seconds"] / prefill["on"]["seconds"],
+        "generation_speedup": whole["on"]["tok_s"] / whole["off"]["tok_s"],
+    }
+    print(
+        f"{report['rows']} rows ({args.briefs} briefs x 2 candidates, 3 styles), "
+        f"{report['prompt_tokens_mean']:.0f} prompt tokens/row, {engine.dtype_name}, {report['threads']} threads, "
+        f"median of {args.repeats}"
+    )
+    print("| measurement | prefixes shared: off | on | on/off |")
+    print("| --- | --- | --- | --- |")
+    print(
+        f"| prefill only, s | {prefill['off']['seconds']:.2f} | {prefill['on']['seconds']:.2f} | "
+        f"{report['prefill_speedup']:.2f}x faster |"
+    )
+    print(
+        f"| generation ({args.new_tokens} new tokens), tok/s | {whole['off']['tok_s']:.1f} | "
+        f"{whole['on']['tok_s']:.1f} | {report['generation_speedup']:.2f}x |"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
