@@ -339,7 +339,7 @@ def styles_eval(
         str | None, typer.Option(help="Version to evaluate (default: the served one, else the newest).")
     ] = None,
     against: Annotated[str, typer.Option(help="Compare with `base` or another version vN.")] = "base",
-    briefs: Annotated[int, typer.Option(help="Shared evaluation briefs to write drafts for (per variant).")] = 12,
+    briefs: Annotated[int, typer.Option(help="Shared evaluation briefs to write drafts for (per variant).")] = 24,
     max_new_tokens: Annotated[int, typer.Option(help="New tokens per draft at most.")] = 192,
     output: Annotated[Path | None, typer.Option(help="Folder for the report (default adapters/vN/eval/).")] = None,
     as_json: JsonOpt = False,

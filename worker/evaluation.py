@@ -72,7 +72,7 @@ class EvaluationError(CopydeskError):
 
 @dataclass(frozen=True)
 class EvalOptions:
-    briefs: int = 12  # shared evaluation briefs to write drafts for (per variant); at most the file's count
+    briefs: int = 24  # shared evaluation briefs to write drafts for (per variant); at most the file's count
     max_new_tokens: int = 192  # per draft (also capped by the style's own budget for the brief)
     output_dir: Path | None = None
     briefs_file: Path | None = None  # default: <styles_dir>/eval-briefs.yaml
