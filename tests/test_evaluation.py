@@ -95,6 +95,12 @@ def test_eval_reports_perplexity_fidelity_and_writes_table_and_plot(world: World
         assert len(fidelity["attributed_to"]) == 2 and set(fidelity["attributed_to"]) <= {"calm", "stiff"}
         assert len(data["drafts"][label]) == 2
         assert all(draft.startswith("# ") for draft in data["drafts"][label])
+        assert fidelity["memorisation_trips"] == 0.0  # a random model copies nothing of the corpus
+    probe = data["memorisation_probe"]  # drafts for briefs of articles v1 trained on, where copying would show
+    assert probe["briefs"] == 2
+    for label in ("base", "v1", "v2"):
+        assert probe[label]["memorisation_tripped"] == 0 and len(probe[label]["drafts"]) == 2
+        assert 0 <= probe[label]["longest_copied_run"] < 40
     assert set(data["sign_test"]) == {"v1", "v2"}
     assert data["sign_test"]["v1"] == data["sign_test"]["v2"]  # the same weights write the same drafts
     check = data["classifier"]
@@ -116,6 +122,7 @@ def test_eval_reports_perplexity_fidelity_and_writes_table_and_plot(world: World
     assert "| variant | perplexity (held-out) |" in markdown and "| v1 |" in markdown
     assert "leave-one-out accuracy 1.00 over all 16 articles" in markdown
     assert "exact sign test" in markdown
+    assert "memorisation probe, drafts for 2 briefs of articles the version trained on" in markdown
 
 
 def test_eval_without_a_second_corpus_reports_no_attribution(world: World) -> None:
@@ -289,7 +296,8 @@ def test_shipped_adapters_load_and_change_the_voice_on_the_real_model(tmp_path: 
         assert style.adapter is not None and style.adapter_dir is not None
         ref = AdapterRef(name, style.adapter, style.adapter_dir)
         check_adapter(ref, DEFAULT_MODEL)
-        assert (style.adapter_dir / "adapter_model.safetensors").stat().st_size < 3_000_000
+        assert (style.adapter_dir / "adapter_model.safetensors").stat().st_size < 12_000_000  # r=8, all linear layers
+        assert (style.adapter_dir / "corpus_ngrams.safetensors").is_file()  # the memorisation guard's index
         engine.load_adapter(ref)
         messages = renderer.render(brief, style).messages()
         ids = engine.tokenizer(engine.chat_prompt(messages), return_tensors="pt", add_special_tokens=False)

@@ -374,7 +374,7 @@ def styles_eval(
 
 
 def _print_eval(report: Any) -> None:
-    from worker.evaluation import classifier_summary
+    from worker.evaluation import classifier_summary, probe_lines
 
     data = report.data
     table = Table(
@@ -384,6 +384,7 @@ def _print_eval(report: Any) -> None:
         "embedding distance",
         "attributed (voice)",
         "mean P(style)",
+        "memorisation trips",
         title=f"{report.style} {report.version} against {data['against']}",
     )
     for row in report.rows():
@@ -394,6 +395,7 @@ def _print_eval(report: Any) -> None:
             _fmt(row["embedding_distance"]),
             _fmt(row["attribution_accuracy"], 2) or "n/a",
             _fmt(row["style_probability"], 2) or "n/a",
+            _fmt(row.get("memorisation_trips"), 2) or "n/a",
         )
     console.print(table)
     for label, test in data["sign_test"].items():
@@ -403,6 +405,8 @@ def _print_eval(report: Any) -> None:
             highlight=False,
         )
     console.print(classifier_summary(data["classifier"]), highlight=False)
+    for line in probe_lines(data.get("memorisation_probe", {})):
+        console.print(line.removeprefix("- "), highlight=False)
     for note in data["caveats"]:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print(f"report: {report.files['markdown']} · plot: {report.files['plot']}", highlight=False)

@@ -59,6 +59,7 @@ from worker.training import (
 logger = logging.getLogger(__name__)
 
 BASE_LABEL = "base"
+PROBE_TAG = "trained-on/"  # request keys of the memorisation probe's drafts
 Guard = tuple[CorpusIndex, GuardLimits]  # a version's corpus index and its style's limits
 EVAL_BRIEFS_FILE = "eval-briefs.yaml"
 ProgressFn = Callable[[str], None]
@@ -400,6 +401,7 @@ def _draft_requests(
     briefs: Sequence[Brief],
     refs: dict[str, AdapterRef | None],
     max_new_tokens: int,
+    tag: str = "",
 ) -> list[Any]:
     """One request per brief and variant: same prompt, same seed, only the adapter differs."""
     from worker.engine import GenerationRequest
@@ -419,7 +421,8 @@ def _draft_requests(
                 derive_seed(settings.seed, brief.brief_id, 1, 0),
             )
             messages = renderer.render(brief, style).messages()
-            requests.append(GenerationRequest(f"{style.name}/{label}/{brief.brief_id}", messages, row, ref))
+            key = f"{style.name}/{label}/{tag}{brief.brief_id}"
+            requests.append(GenerationRequest(key, messages, row, ref))
     return requests
 
 
@@ -451,6 +454,26 @@ def _memorisation(texts: Sequence[str], embeddings: np.ndarray, guard: Guard | N
         "longest_copied_run": max(c.copied_words for c in closeness),
         "max_corpus_similarity": max((c.similarity or 0.0) for c in closeness),
     }
+
+
+def training_briefs(corpus: VoiceCorpus | None, count: int) -> list[Brief]:
+    """Up to ``count`` briefs of corpus articles the evaluated version trained on (not held out)."""
+    if corpus is None:
+        return []
+    return [brief for brief, held in zip(corpus.briefs, corpus.heldout, strict=True) if not held][:count]
+
+
+def _probe_report(plan: _Plan, drafts: dict[str, list[str]], embedder: Any) -> dict[str, Any]:
+    """The memorisation guard on drafts for briefs the adapter was trained on, where copying would show."""
+    index = CorpusIndex.load(plan.directory)
+    if index is None or not plan.probe:
+        return {"note": "no corpus index or no training briefs: not measured"}
+    guard = (index, guard_limits(plan.style.targets))
+    result: dict[str, Any] = {"briefs": len(plan.probe)}
+    for label, texts in drafts.items():
+        embeddings = np.asarray(embed_texts(texts, embedder), dtype=np.float32)
+        result[label] = {**_memorisation(texts, embeddings, guard), "drafts": texts}
+    return result
 
 
 def _fidelity(
@@ -515,6 +538,7 @@ class _Plan:
     refs: dict[str, AdapterRef | None] = field(default_factory=dict)
     house: dict[str, Any] = field(default_factory=dict)
     briefs: list[Brief] = field(default_factory=list)
+    probe: list[Brief] = field(default_factory=list)  # briefs of articles the version trained on
     perplexity: dict[str, float] = field(default_factory=dict)
 
 
@@ -631,17 +655,25 @@ def evaluate_styles(
         plan.house = house_metadata(corpus.briefs if corpus else [h.brief for h in plan.heldout])
         plan.briefs = eval_briefs(topics, style.name, plan.house, target_words)
         requests += _draft_requests(settings, renderer, style, plan.briefs, plan.refs, options.max_new_tokens)
+        plan.probe = training_briefs(corpus, options.briefs)
+        requests += _draft_requests(
+            settings, renderer, style, plan.probe, plan.refs, options.max_new_tokens, tag=PROBE_TAG
+        )
     say(f"generating {len(requests)} draft(s)")
     outputs = {out.key: out.text for out in engine.generate(requests)}
 
     reports = []
     for plan in plans:
         say(f"{plan.style.name}: measuring style fidelity")
-        drafts = {
-            label: [clean_draft(outputs[f"{plan.style.name}/{label}/{b.brief_id}"], b.title) for b in plan.briefs]
-            for label in plan.refs
-        }
+        drafts, probe = (
+            {
+                label: [clean_draft(outputs[f"{plan.style.name}/{label}/{tag}{b.brief_id}"], b.title) for b in briefs]
+                for label in plan.refs
+            }
+            for tag, briefs in (("", plan.briefs), (PROBE_TAG, plan.probe))
+        )
         report = _report(settings, plan, drafts, classifier, check, embedder, options, engine.source.model_id)
+        report.data["memorisation_probe"] = _probe_report(plan, probe, embedder)
         report.files = write_report(report, options.output_dir or plan.directory / "eval")
         reports.append(report)
     return reports
@@ -821,8 +853,25 @@ def report_markdown(report: EvalReport) -> str:
             f"base's {test['base_only']}; exact sign test p = {test['p_value']:.3f}"
         )
     lines.append(f"- {classifier_summary(data['classifier'])}")
+    lines += probe_lines(data.get("memorisation_probe", {}))
     lines += [f"- {note}" for note in data["caveats"]]
     return "\n".join(lines) + "\n"
+
+
+def probe_lines(probe: dict[str, Any]) -> list[str]:
+    if "briefs" not in probe:
+        return [f"- memorisation probe: {probe['note']}"] if "note" in probe else []
+    parts = [
+        f"{label} {values['memorisation_tripped']}/{probe['briefs']} (longest verbatim run "
+        f"{values['longest_copied_run']} words, highest similarity to one corpus article "
+        f"{values['max_corpus_similarity']:.2f})"
+        for label, values in probe.items()
+        if isinstance(values, dict)
+    ]
+    return [
+        f"- memorisation probe, drafts for {probe['briefs']} briefs of articles the version trained on: "
+        f"guard trips {'; '.join(parts)}"
+    ]
 
 
 def write_report(report: EvalReport, directory: Path) -> dict[str, str]:
