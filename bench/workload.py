@@ -30,8 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def sample_briefs(count: int, target_words: int) -> list[Brief]:
-    """``count`` briefs cycling through briefs/samples.yaml (three styles), each with its own id."""
-    loaded = [item.brief for item in load_brief_files([ROOT / "briefs" / "samples.yaml"]).briefs]
+    """``count`` briefs of three styles: briefs/samples.yaml, then bench/briefs.yaml (32 distinct articles),
+    cycling beyond that (a repeated brief gets its own id, and shares its whole prompt with the first)."""
+    files = [ROOT / "briefs" / "samples.yaml", ROOT / "bench" / "briefs.yaml"]
+    loaded = [item.brief for item in load_brief_files(files).briefs]
     return [
         loaded[i % len(loaded)].model_copy(
             update={"id": f"bench-{i:03d}-{loaded[i % len(loaded)].brief_id}", "target_words": target_words}

@@ -258,7 +258,7 @@ def test_shared_prompt_prefixes_change_the_work_not_the_texts(
     from peft import PeftModel
 
     adapter_a, adapter_b = adapter_refs
-    system = "You write short practical articles for a blog about homes, gardens, food and travel. " * 2
+    system = "You write short practical articles for a blog about homes, gardens, food and travel. " * 8
     plan = [adapter_a, adapter_a, None, adapter_b, adapter_a, None]
     requests = []
     for i, (topic, ref) in enumerate(zip(TOPICS, plan, strict=False)):

@@ -20,7 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-PASS_COST = 32  # positions: what one more single-row pass and its cache copies cost beyond its tokens
+# Positions of batch prefill that one more single-row pass costs beyond its own tokens. Measured on the
+# 2-core CPU with three all-linear LoRA adapters loaded: a single-row pass costs ~100 ms whatever its length
+# (walking 30 layers of PEFT-wrapped modules), about 250 positions of a 32-row bf16 prefill (~0.4 ms each).
+PASS_COST = 256
 
 
 @dataclass(frozen=True)
