@@ -47,6 +47,7 @@ from worker.config import Settings, load_settings
 from worker.embeddings import default_embedder
 from worker.engine import Engine
 from worker.pipeline import Pipeline
+from worker.routing import route
 from worker.runner import write_briefs
 from worker.store import Store
 
@@ -73,7 +74,12 @@ def copydesk(settings: Settings, briefs: list[Brief]) -> dict[str, float]:
     """(b) The real pipeline: mixed styles, batched, scored, stored; each style's candidates, one attempt."""
     engine = Engine.from_settings(settings)
     pipeline = Pipeline(settings, engine, embedder=default_embedder())
-    pipeline.run(briefs[:1])  # warm-up
+    # Warm-up on one brief of each style: every adapter loaded once, as in a worker that has been running
+    # (loading an adapter is a one-off per process, not a cost per article).
+    first_of_style: dict[str, Brief] = {}
+    for brief in briefs:
+        first_of_style.setdefault(route(brief, pipeline.catalog, settings.default_style).style, brief)
+    pipeline.run(list(first_of_style.values()))
     store = Store(settings.effective_store_url)
     store.migrate()
     for brief in briefs:
