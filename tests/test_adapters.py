@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,14 @@ def test_valid_adapter_passes(adapter: Path) -> None:
     assert config["target_modules"]
 
 
-def test_adapter_ref_name_has_no_dots_or_dashes(tmp_path: Path) -> None:
-    assert ref(tmp_path, "plain-howto", "v12").name == "plain_howto__v12"
-    assert ref(tmp_path, "a.b", "v1").name == "a_b__v1"
+def test_adapter_ref_name_has_no_dots_or_dashes_and_never_collides(tmp_path: Path) -> None:
+    assert ref(tmp_path, "calm", "v12").name == "calm__v12"  # already a PEFT name: kept as it is
+    names = {ref(tmp_path, style, "v1").name for style in ("a.b", "a_b", "a-b", "a__b", "a.b.c", "a_b.c")}
+    assert len(names) == 6  # each style its own adapter slot
+    for name in names:
+        assert re.fullmatch(r"[A-Za-z0-9_]+", name), name
+    hyphenated = ref(tmp_path, "plain-howto", "v12").name
+    assert hyphenated.startswith("plain_howto__v12_") and hyphenated == ref(tmp_path, "plain-howto", "v12").name
 
 
 def test_missing_directory_is_refused(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ An adapter records the base model it was trained for (``copydesk-adapter.json`` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -39,8 +40,18 @@ class AdapterRef:
 
     @property
     def name(self) -> str:
-        """Name under which the adapter is registered in the PEFT model (no dots allowed there)."""
-        return re.sub(r"[^A-Za-z0-9_]", "_", f"{self.style}__{self.version}")
+        """Name under which the adapter is registered in the PEFT model (letters, digits and ``_`` only).
+
+        Style and version names may also hold ``.`` and ``-``; replacing them alone would give ``a.b`` and
+        ``a_b`` one name, and one style the other's adapter. Such names get a short hash of the exact
+        style and version, so two different adapters never share a name.
+        """
+        plain = f"{self.style}__{self.version}"
+        readable = re.sub(r"[^A-Za-z0-9_]", "_", plain)
+        if readable == plain:
+            return plain
+        digest = hashlib.sha256(f"{self.style}\0{self.version}".encode()).hexdigest()[:8]
+        return f"{readable}_{digest}"
 
 
 def check_adapter(ref: AdapterRef, base_model_id: str) -> dict[str, Any]:
