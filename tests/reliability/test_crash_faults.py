@@ -103,6 +103,10 @@ def crash_deployment(
                 "COPYDESK_STALE_AFTER": "5",
             },
         )
+        # The store exists before any worker starts, as in a deployment: the kill loop counts pending briefs
+        # with plain SQL, and a worker reports "ready" before its first reconciler pass has migrated the store.
+        with d.store() as store:
+            store.migrate()
         try:
             yield broker, d
         finally:
