@@ -14,9 +14,9 @@ from worker.store import Store
 # --- logging -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger (``basicConfig(force=True)``); put it back after each module."""
+    """The CLI configures the root logger (``basicConfig(force=True)``); put it back after each test."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,16 +27,6 @@ from worker.job_files import (
 
 SLOT = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 SCHEDULE = {"cron": "0 7 * * 1", "timezone": "Europe/London"}
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger; put it back for other modules."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def write(directory: Path, name: str, data: dict[str, Any] | str) -> Path:
