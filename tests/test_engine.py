@@ -221,18 +221,47 @@ def test_grouped_lora_equals_peft_mixed_batch(
     assert torch.equal(after, peft_logits)
 
 
+def test_exact_sub_batches_give_pefts_logits_bit_for_bit(
+    adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    """fp32's exact mode runs PEFT's per-adapter arithmetic op for op: the same bits, also after rows leave."""
+    from worker.adapters import BASE
+    from worker.lora_batch import grouped_lora
+
+    adapter_a, adapter_b = adapter_refs
+    for ref in adapter_refs:
+        adapter_engine.load_adapter(ref)
+    names = [adapter_a.name, BASE, adapter_b.name, adapter_a.name]
+    prompts = [adapter_engine.chat_prompt([{"role": "user", "content": topic}]) for topic in TOPICS[:4]]
+    encoded = adapter_engine.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    kept = [3, 1, 2]
+    with torch.inference_mode():
+        peft_logits = adapter_engine.model(**encoded, adapter_names=names).logits
+        peft_kept = adapter_engine.model(
+            **{k: v[kept] for k, v in encoded.items()}, adapter_names=[names[i] for i in kept]
+        ).logits
+        with grouped_lora(adapter_engine.model, names, exact=True) as grouped:
+            assert grouped is not None
+            exact_logits = adapter_engine.model(**encoded).logits
+            grouped.keep(torch.tensor(kept))
+            exact_kept = adapter_engine.model(**{k: v[kept] for k, v in encoded.items()}).logits
+    assert torch.equal(exact_logits, peft_logits)
+    assert torch.equal(exact_kept, peft_kept)
+
+
 def test_bf16_engine_mixes_adapters_through_the_stacked_path(
     tiny_model_dir: Path, adapter_refs: tuple[AdapterRef, AdapterRef], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under bf16 a mixed batch runs on worker.lora_batch (fp32 keeps PEFT's bit-exact sub-batches)."""
+    """Under bf16 a mixed batch runs on worker.lora_batch's stacked products (fp32 on its exact sub-batches)."""
     import worker.lora_batch as lora_batch
 
     used: list[list[str]] = []
     original = lora_batch.grouped_lora
 
-    def spy(model: object, names: list[str]) -> object:
+    def spy(model: object, names: list[str], *, exact: bool) -> object:
         used.append(list(names))
-        return original(model, names)
+        assert exact is False  # bf16: the stacked products
+        return original(model, names, exact=exact)
 
     monkeypatch.setattr(engine_module, "grouped_lora", spy)
     source = BaseModelSource(TINY_MODEL_ID, tiny_model_dir, weights_hash(tiny_model_dir))

@@ -2,12 +2,18 @@
 
 One :class:`Engine` per process loads the tokenizer and model once. :meth:`Engine.generate` takes requests
 of any mix of styles, sorts them by prompt length, and runs them in batches of ``batch_size`` with left
-padding; rows of different styles share a batch through PEFT's ``adapter_names``, and each row keeps its own
+padding; rows of different styles share a batch (:mod:`worker.lora_batch`), and each row keeps its own
 sampling settings and seed (see :mod:`worker.sampling`).
+
+In fp32 a row's text does not depend on the other rows of its batch ("exact rows"): adapters mix through
+per-adapter sub-batches, linear layers run as packed oneDNN matmuls on the CPU (:mod:`worker.packed_linear`),
+and attention runs on SDPA's math kernel, each chosen because its results for a row do not depend on the batch
+size or padding on the CPUs measured (MKL's and the flash kernel's do on AVX2). Under bf16 the fast paths serve.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import time
@@ -23,6 +29,7 @@ from worker.base_model import BaseModelSource, resolve_base_model
 from worker.config import Settings
 from worker.errors import ModelError
 from worker.lora_batch import GroupedLora, grouped_lora
+from worker.packed_linear import pack_linears
 from worker.prefix_sharing import PrefixPlan, plan_prefixes
 from worker.sampling import RowSampler, RowSettings
 
@@ -88,6 +95,7 @@ class Engine:
         batch_size: int = 16,
         adapter_capacity: int = 8,
         share_prefixes: bool = True,
+        packed_matmuls: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,6 +113,9 @@ class Engine:
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the base model from {source.directory}: {exc}") from exc
         self.model: Any = model.to(device).eval()
+        # fp32 on the CPU: linear layers as packed oneDNN matmuls (faster, batch-invariant; worker.packed_linear).
+        self.packed_matmuls = packed_matmuls and device == "cpu" and dtype == torch.float32
+        self._pack()
         # transformers 5 renamed the forward argument of the KV cache; accept both spellings.
         self._cache_argument = (
             "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
@@ -129,6 +140,22 @@ class Engine:
         )
 
     @property
+    def exact_rows(self) -> bool:
+        """In fp32 the engine promises that a row's text does not depend on its batch: adapters then mix through
+        per-adapter sub-batches (PEFT's arithmetic). The stacked products round the last bits differently per
+        batch composition, which is within what bf16 already allows, so they serve the reduced-precision dtypes."""
+        return self.dtype == torch.float32
+
+    def _attention_kernels(self) -> contextlib.AbstractContextManager[None]:
+        """Exact rows run attention on SDPA's math kernel: the CPU flash kernel's sums depend on the padded length
+        (on AVX2 a row then differs alone and in a batch); the math kernel's do not. bf16 keeps the fast kernel."""
+        if not self.exact_rows:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
+
+    @property
     def dtype_name(self) -> str:
         return str(self.dtype).removeprefix("torch.")
 
@@ -139,6 +166,11 @@ class Engine:
     def load_adapter(self, ref: AdapterRef) -> None:
         """Load (or touch) ``ref`` in the adapter registry; raises AdapterError for a bad adapter."""
         self.model = self.adapters.ensure(self.model, ref)
+        self._pack()
+
+    def _pack(self) -> None:
+        if self.packed_matmuls:
+            pack_linears(self.model, self.batch_size)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         """Generate every request, batched; outputs come back in the order of ``requests``."""
@@ -174,7 +206,7 @@ class Engine:
         sampler = RowSampler([r.settings for r in batch], input_ids.shape[1], eos)
         names = [r.adapter.name if r.adapter else BASE for r in batch] if self.adapters.loaded else None
         started = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), self._attention_kernels():
             tokens = self._decode(input_ids, mask, sampler, names, max(r.settings.max_new_tokens for r in batch))
         seconds = time.perf_counter() - started
         outputs = [
@@ -210,11 +242,7 @@ class Engine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
         start = self._prefill_shared_prefixes(input_ids, mask, names, cache) if self.share_prefixes else 0
-        # In fp32 the engine promises that a row's text does not depend on its batch, and PEFT's per-adapter
-        # sub-batches keep that; the stacked path rounds differently per batch composition (last bits), which
-        # is within what bf16 already allows, so it serves the reduced-precision (production) dtypes.
-        stacked = names is not None and self.dtype != torch.float32
-        grouped = grouped_lora(self.model, names) if stacked else None
+        grouped = grouped_lora(self.model, names, exact=self.exact_rows) if names is not None else None
         try:
             self._decode_steps(
                 input_ids, start, mask, positions, history, sampler, names, grouped, cache, generated, max_new_tokens
@@ -262,7 +290,7 @@ class Engine:
         cache = preallocated_cache(self.model, len(tokens))
         ids = torch.tensor([list(tokens)], device=self.device)
         kwargs: dict[str, Any] = {self._cache_argument: cache}
-        grouped = grouped_lora(self.model, [name]) if name is not None and self.dtype != torch.float32 else None
+        grouped = grouped_lora(self.model, [name], exact=self.exact_rows) if name is not None else None
         if name is not None and grouped is None:
             kwargs["adapter_names"] = [name]
         try:

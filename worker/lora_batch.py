@@ -9,6 +9,11 @@ The rows stay independent (a batched matmul never mixes rows). The LoRA product 
 (PEFT runs it in the adapter's fp32 and casts back, two extra copies per layer and step); in fp32 the two
 agree to rounding, under bf16 the difference is below bf16's own resolution of the layer output.
 
+With ``exact=True`` (the engine's fp32 mode, which promises that a row's text does not depend on its batch)
+the stacks are not used: each adapter's rows run as one sub-batch through its own A and B, exactly PEFT's
+arithmetic (the same bits, checked in tests/test_engine.py), but with the row indices built once per batch
+instead of in every layer at every step, and without PEFT's per-call forward hooks.
+
 Only plain LoRA layers are handled (no DoRA or other variants, no LoRA bias, no fan-in-fan-out); for any
 other adapter :func:`grouped_lora` returns ``None`` and the engine keeps PEFT's own mixed-batch path.
 """
@@ -49,6 +54,25 @@ class _Stack:
         self.rows_scale = self.scales[self.index]
 
 
+class _SubBatches:
+    """Every adapter's rows of the batch as an index tensor; rows of the base model are in none of them."""
+
+    def __init__(self, adapters: list[str], names: Sequence[str], device: torch.device) -> None:
+        self.adapters = adapters
+        self.names = list(names)
+        self.device = device
+        self.keep(None)
+
+    def keep(self, rows: torch.Tensor | None) -> None:
+        if rows is not None:
+            self.names = [self.names[i] for i in rows.tolist()]
+        self.rows = {
+            name: torch.tensor([i for i, n in enumerate(self.names) if n == name], device=self.device)
+            for name in self.adapters
+        }
+        self.rows = {name: index for name, index in self.rows.items() if index.numel()}
+
+
 class _LayerPlan:
     """The stacked LoRA matrices of one layer for the rows of the current batch.
 
@@ -57,8 +81,12 @@ class _LayerPlan:
     a stack get its zero slot, and adding an exact zero changes nothing.
     """
 
-    def __init__(self, layer: Any, names: Sequence[str]) -> None:
+    def __init__(self, layer: Any, names: Sequence[str], sub_batches: _SubBatches | None) -> None:
         self.layer = layer
+        self.sub_batches = sub_batches
+        self.stacks: list[_Stack] = []
+        if sub_batches is not None:
+            return
         dtype = layer.get_base_layer().weight.dtype  # the model's compute dtype: no casts per step
         by_rank: dict[int, list[str]] = {}
         for name in sorted({n for n in names if n in layer.lora_A}):
@@ -71,6 +99,8 @@ class _LayerPlan:
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = self.layer.base_layer(x, *args, **kwargs)
+        if self.sub_batches is not None:
+            return self._add_sub_batches(x, result, self.sub_batches)
         if not self.stacks:
             return result
         shape = result.shape
@@ -81,17 +111,35 @@ class _LayerPlan:
             result = result + delta.reshape(shape).to(result.dtype)
         return result
 
+    def _add_sub_batches(self, x: torch.Tensor, result: torch.Tensor, sub_batches: _SubBatches) -> torch.Tensor:
+        """PEFT's own mixed-batch arithmetic, op for op (so the same bits), with the row indices built once."""
+        layer = self.layer
+        for name, rows in sub_batches.rows.items():
+            if name not in layer.lora_A:
+                continue
+            lora_a, lora_b = layer.lora_A[name], layer.lora_B[name]
+            sub_batch = x.index_select(0, rows).to(lora_a.weight.dtype)
+            lora_output = lora_b(lora_a(sub_batch)) * layer.scaling[name]
+            result[rows] += lora_output.to(result.dtype)
+        return result
+
 
 class GroupedLora:
     """Installs the stacked forward on every LoRA layer of a model for one batch; ``close`` restores PEFT's."""
 
-    def __init__(self, layers: list[Any], names: Sequence[str]) -> None:
-        self.plans = [_LayerPlan(layer, names) for layer in layers]
+    def __init__(self, layers: list[Any], names: Sequence[str], *, exact: bool = False) -> None:
+        self.sub_batches = None
+        if exact:
+            adapters = sorted({n for n in names if n != BASE})
+            self.sub_batches = _SubBatches(adapters, names, layers[0].get_base_layer().weight.device)
+        self.plans = [_LayerPlan(layer, names, self.sub_batches) for layer in layers]
         for plan in self.plans:
             plan.layer.forward = plan.forward
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (indices into the current batch), as the engine drops finished rows."""
+        if self.sub_batches is not None:
+            self.sub_batches.keep(rows)
         for plan in self.plans:
             plan.keep(rows)
 
@@ -106,9 +154,12 @@ class GroupedLora:
         self.close()
 
 
-def grouped_lora(model: Any, names: Sequence[str]) -> GroupedLora | None:
+def grouped_lora(model: Any, names: Sequence[str], *, exact: bool = False) -> GroupedLora | None:
     """A :class:`GroupedLora` for ``names`` (one adapter name or ``__base__`` per row), or ``None`` when the
-    model has no LoRA layers or one of them is not plain LoRA (then PEFT's ``adapter_names`` path is used)."""
+    model has no LoRA layers or one of them is not plain LoRA (then PEFT's ``adapter_names`` path is used).
+
+    ``exact``: per-adapter sub-batches, PEFT's arithmetic op for op (a row's result does not depend on its
+    neighbours beyond what the base matmuls allow), instead of the stacked products."""
     try:
         from peft.tuners.lora.layer import Linear as LoraLinear
     except ImportError:
@@ -125,4 +176,4 @@ def grouped_lora(model: Any, names: Sequence[str]) -> GroupedLora | None:
                 return None
             if getattr(layer, "lora_bias", {}).get(name, False):
                 return None
-    return GroupedLora(layers, names)
+    return GroupedLora(layers, names, exact=exact)

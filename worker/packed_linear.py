@@ -1,0 +1,110 @@
+"""Linear layers as oneDNN matmuls with pre-packed weights, for a CPU model in fp32: faster, and batch-invariant.
+
+Two reasons, both measured on the AVX2 machines this runs on (docs/benchmarks.md, ``bench/head_matmul.py``):
+
+* **Speed.** PyTorch's default fp32 ``linear`` (MKL) runs the output head (576 x 49,152 for SmolLM2-135M, 21 %
+  of the weights, the largest matmul of a decode step) at a fraction of the machine's speed for a batch of
+  8-64 rows; oneDNN with the weight reordered once into its blocked layout runs it 2-2.5x faster. This is the
+  reorder ``torch.compile``'s CPU backend does for frozen weights (``torch.ops.mkldnn._reorder_linear_weight``
+  and ``_linear_pointwise``), without compiling anything.
+* **Batch invariance.** The engine promises in fp32 that a row's text does not depend on the other rows of its
+  batch. MKL's fp32 kernels keep a row's bits whatever the batch size on some CPUs but not on others (on an AMD
+  EPYC with AVX2, 1-3 rows round differently from the same rows among 32). The packed kernels, packed for a
+  batch of ``batch_hint`` (>= 8) rows, give a row the same bits alone or among any number of rows
+  (tests/test_packed_linear.py checks it on this machine).
+
+Each ``nn.Linear`` keeps its class, weight and bias (PEFT wraps and inspects them; the output head's weight is
+tied to the input embeddings); only its ``forward`` is replaced, on the instance, by the packed product. The
+packed copy costs the weights' size once more. A weight that is replaced or changed in place is packed again
+before its next use. A layer whose packed product disagrees with the plain one on a probe stays plain.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# Relative tolerance of the probe that checks a packed product against the plain one (fp32 rounding only).
+_PROBE_TOLERANCE = 1e-4
+# Packing for fewer rows selects kernels whose bits depend on the number of rows; 32 does not (measured).
+MIN_BATCH_HINT = 32
+_ATTRIBUTE = "_copydesk_packed"
+
+
+class PackedLinear:
+    """The packed weight of one ``nn.Linear`` and the forward that uses it."""
+
+    def __init__(self, linear: torch.nn.Linear, batch_hint: int) -> None:
+        self.linear = linear
+        self.batch_hint = max(batch_hint, MIN_BATCH_HINT)
+        self.pack()
+
+    def pack(self) -> None:
+        weight = self.linear.weight
+        self.source, self.version = weight, weight._version
+        self.weight = _reorder(weight.detach(), self.batch_hint)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.linear.weight
+        if weight is not self.source or weight._version != self.version:
+            self.pack()
+        bias = self.linear.bias
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, bias, "none", [], "")
+
+
+def pack_linears(model: Any, batch_hint: int) -> int:
+    """Pack every plain fp32 CPU ``nn.Linear`` of ``model`` not packed yet; returns how many were packed now.
+
+    Call it again after modules were added (a newly loaded adapter's LoRA matrices): packed layers are skipped.
+    """
+    packed = 0
+    for module in model.modules():
+        if not _packable(module) or _ATTRIBUTE in module.__dict__:
+            continue
+        try:
+            layer = PackedLinear(module, batch_hint)
+            agrees = _agrees(module, layer)
+        except (RuntimeError, AttributeError) as exc:  # oneDNN ops missing from this torch build
+            logger.info("linear layers left unpacked: %s", exc)
+            return packed
+        if not agrees:
+            logger.warning(
+                "a %s layer left unpacked: its packed product disagreed with the plain one", tuple(module.weight.shape)
+            )
+            continue
+        module.__dict__[_ATTRIBUTE] = layer
+        module.forward = layer.forward
+        packed += 1
+    if packed:
+        logger.debug("packed %d linear layers for oneDNN (batch hint %d)", packed, max(batch_hint, MIN_BATCH_HINT))
+    return packed
+
+
+def is_packed(module: torch.nn.Module) -> bool:
+    return _ATTRIBUTE in module.__dict__
+
+
+def _reorder(weight: torch.Tensor, batch_hint: int) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint)
+
+
+def _packable(module: Any) -> bool:
+    return (
+        type(module) is torch.nn.Linear
+        and module.weight.device.type == "cpu"
+        and module.weight.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+    )
+
+
+def _agrees(plain: torch.nn.Linear, packed: PackedLinear) -> bool:
+    probe = torch.randn(3, plain.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = torch.nn.functional.linear(probe, plain.weight, plain.bias)
+        got = packed.forward(probe)
+    scale = float(expected.abs().max()) or 1.0
+    return got.shape == expected.shape and float((got - expected).abs().max()) <= _PROBE_TOLERANCE * scale
