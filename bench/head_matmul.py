@@ -1,7 +1,9 @@
-"""The output head's matmul, plain ``linear`` against the oneDNN-packed head (worker.packed_head), side by side.
+"""The output head's matmul: plain fp32 ``linear``, the oneDNN-packed fp32 head (worker.packed_linear) and plain
+bf16, side by side.
 
-Uses the base model's real head (576 x 49,152 for SmolLM2-135M) in fp32 and times one product per call for
-a batch of 1, 8, 32 and 64 rows (one decode step's logits), interleaving the two so that noise hits both.
+Uses the base model's real head (576 x 49,152 for SmolLM2-135M) and times one product per call for a batch of
+1, 8, 32 and 64 rows (one decode step's logits), interleaving the three so that noise hits all of them. On a
+CPU without bf16 units the bf16 column shows what ``COPYDESK_DTYPE=bfloat16`` would cost there.
 
     python bench/head_matmul.py --threads 2
 """
@@ -9,10 +11,12 @@ a batch of 1, 8, 32 and 64 rows (one decode step's logits), interleaving the two
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -21,15 +25,14 @@ import torch
 
 from worker.base_model import resolve_base_model
 from worker.config import load_settings
-from worker.packed_head import PackedLinear
+from worker.packed_linear import pack_linears
 
 
-def time_call(function: object, hidden: torch.Tensor, calls: int) -> float:
-    """Median seconds of one call over ``calls`` calls."""
+def median_seconds(function: Callable[[], object], calls: int) -> float:
     seconds = []
     for _ in range(calls):
         started = time.perf_counter()
-        function(hidden)  # type: ignore[operator]
+        function()
         seconds.append(time.perf_counter() - started)
     return statistics.median(seconds)
 
@@ -37,7 +40,7 @@ def time_call(function: object, hidden: torch.Tensor, calls: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     if args.threads:
@@ -46,23 +49,26 @@ def main() -> None:
 
     model = AutoModelForCausalLM.from_pretrained(resolve_base_model(load_settings()).directory, dtype=torch.float32)
     plain = model.get_output_embeddings()
+    packed = copy.deepcopy(plain)
+    pack_linears(packed, batch_hint=32)
+    bf16 = copy.deepcopy(plain).to(torch.bfloat16)
     results = []
     with torch.inference_mode():
         for rows in args.rows:
-            packed = PackedLinear(plain, batch_hint=max(args.rows))
             hidden = torch.randn(rows, 1, plain.in_features)
-            for function in (plain, packed):  # warm-up
-                function(hidden)
-            plain_s = packed_s = 0.0
-            for _ in range(3):  # interleaved rounds, so that noise hits both
-                plain_s += time_call(plain, hidden, args.calls)
-                packed_s += time_call(packed, hidden, args.calls)
+            layers = {"fp32_plain": (plain, hidden), "fp32_packed": (packed, hidden), "bf16": (bf16, hidden.bfloat16())}
+            totals = dict.fromkeys(layers, 0.0)
+            for _ in range(3):  # interleaved rounds, so that noise hits all three
+                for name, (layer, x) in layers.items():
+                    layer(x)  # warm-up
+                    totals[name] += median_seconds(lambda layer=layer, x=x: layer(x), args.calls)
+            row = {name: round(total / 3 * 1000, 2) for name, total in totals.items()}
             results.append(
                 {
                     "rows": rows,
-                    "plain_ms": round(plain_s / 3 * 1000, 2),
-                    "packed_ms": round(packed_s / 3 * 1000, 2),
-                    "speed_up": round(plain_s / packed_s, 2),
+                    **{f"{name}_ms": value for name, value in row.items()},
+                    "packed_speed_up": round(row["fp32_plain"] / row["fp32_packed"], 2),
+                    "bf16_over_fp32_plain": round(row["bf16"] / row["fp32_plain"], 2),
                 }
             )
     shape = f"{plain.out_features} x {plain.in_features}"

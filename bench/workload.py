@@ -102,7 +102,7 @@ def pipeline_requests(settings: Settings, briefs: int, new_tokens: int, candidat
     style's sampling settings, ``candidates`` rows per brief (the same prompt, their own seeds)."""
     catalog = StyleCatalog.load(settings.styles_dir)
     renderer = PromptRenderer(settings.templates_dir)
-    adapters = {ref.name: ref for ref in shipped_adapters(settings)}
+    adapters = {ref.style: ref for ref in shipped_adapters(settings)}
     requests = []
     for brief in sample_briefs(briefs, max(50, int((new_tokens - 24) / 1.5))):
         style = catalog.get(route(brief, catalog, settings.default_style).style)
@@ -111,7 +111,8 @@ def pipeline_requests(settings: Settings, briefs: int, new_tokens: int, candidat
         for index in range(candidates):
             seed = derive_seed(settings.seed, brief.brief_id, 1, index)
             row = RowSettings(generation.temperature, generation.top_p, generation.repetition_penalty, new_tokens, seed)
-            requests.append(GenerationRequest(f"{brief.brief_id}#{index}", messages, row, adapters.get(style.name)))
+            adapter = adapters[style.name] if style.adapter is not None else None  # a served adapter is never lost
+            requests.append(GenerationRequest(f"{brief.brief_id}#{index}", messages, row, adapter))
     return requests
 
 

@@ -66,11 +66,8 @@ class _SubBatches:
     def keep(self, rows: torch.Tensor | None) -> None:
         if rows is not None:
             self.names = [self.names[i] for i in rows.tolist()]
-        self.rows = {
-            name: torch.tensor([i for i, n in enumerate(self.names) if n == name], device=self.device)
-            for name in self.adapters
-        }
-        self.rows = {name: index for name, index in self.rows.items() if index.numel()}
+        rows_of = {name: [i for i, n in enumerate(self.names) if n == name] for name in self.adapters}
+        self.rows = {name: torch.tensor(rows, device=self.device) for name, rows in rows_of.items() if rows}
 
 
 class _LayerPlan:
