@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -194,19 +195,25 @@ def test_more_adapters_than_capacity_in_one_call(
     assert len(small.adapters.loaded) == 1
 
 
+def mixed_adapter_batch(engine: Engine, refs: tuple[AdapterRef, AdapterRef]) -> tuple[list[str], Any]:
+    """Both adapters loaded; four padded prompts on adapter a, the base model, adapter b and adapter a."""
+    from worker.adapters import BASE
+
+    adapter_a, adapter_b = refs
+    for ref in refs:
+        engine.load_adapter(ref)
+    names = [adapter_a.name, BASE, adapter_b.name, adapter_a.name]
+    prompts = [engine.chat_prompt([{"role": "user", "content": topic}]) for topic in TOPICS[:4]]
+    return names, engine.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
 def test_grouped_lora_equals_peft_mixed_batch(
     adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
 ) -> None:
     """The stacked LoRA forward (worker.lora_batch) gives PEFT's adapter_names logits, row by row."""
-    from worker.adapters import BASE
     from worker.lora_batch import grouped_lora
 
-    adapter_a, adapter_b = adapter_refs
-    for ref in adapter_refs:
-        adapter_engine.load_adapter(ref)
-    names = [adapter_a.name, BASE, adapter_b.name, adapter_a.name]
-    prompts = [adapter_engine.chat_prompt([{"role": "user", "content": topic}]) for topic in TOPICS[:4]]
-    encoded = adapter_engine.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    names, encoded = mixed_adapter_batch(adapter_engine, adapter_refs)
     with torch.inference_mode():
         peft_logits = adapter_engine.model(**encoded, adapter_names=names).logits
         with grouped_lora(adapter_engine.model, names) as grouped:
@@ -225,15 +232,9 @@ def test_exact_sub_batches_give_pefts_logits_bit_for_bit(
     adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
 ) -> None:
     """fp32's exact mode runs PEFT's per-adapter arithmetic op for op: the same bits, also after rows leave."""
-    from worker.adapters import BASE
     from worker.lora_batch import grouped_lora
 
-    adapter_a, adapter_b = adapter_refs
-    for ref in adapter_refs:
-        adapter_engine.load_adapter(ref)
-    names = [adapter_a.name, BASE, adapter_b.name, adapter_a.name]
-    prompts = [adapter_engine.chat_prompt([{"role": "user", "content": topic}]) for topic in TOPICS[:4]]
-    encoded = adapter_engine.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    names, encoded = mixed_adapter_batch(adapter_engine, adapter_refs)
     kept = [3, 1, 2]
     with torch.inference_mode():
         peft_logits = adapter_engine.model(**encoded, adapter_names=names).logits
