@@ -1,17 +1,17 @@
 """Linear layers as oneDNN matmuls with pre-packed weights, for a CPU model in fp32: faster, and batch-invariant.
 
-Two reasons, both measured on the AVX2 machines this runs on (docs/benchmarks.md, ``bench/head_matmul.py``):
+Two reasons, both measured on an AVX2 machine (docs/benchmarks.md, ``bench/head_matmul.py``):
 
 * **Speed.** PyTorch's default fp32 ``linear`` (MKL) runs the output head (576 x 49,152 for SmolLM2-135M, 21 %
   of the weights, the largest matmul of a decode step) at a fraction of the machine's speed for a batch of
-  8-64 rows; oneDNN with the weight reordered once into its blocked layout runs it 2-2.5x faster. This is the
-  reorder ``torch.compile``'s CPU backend does for frozen weights (``torch.ops.mkldnn._reorder_linear_weight``
-  and ``_linear_pointwise``), without compiling anything.
+  8-64 rows; oneDNN with the weight reordered once into its blocked layout runs it 1.6-3x faster (2.75x at 32
+  rows). This is the reorder ``torch.compile``'s CPU backend does for frozen weights
+  (``torch.ops.mkldnn._reorder_linear_weight`` and ``_linear_pointwise``), without compiling anything.
 * **Batch invariance.** The engine promises in fp32 that a row's text does not depend on the other rows of its
   batch. MKL's fp32 kernels keep a row's bits whatever the batch size on some CPUs but not on others (on an AMD
   EPYC with AVX2, 1-3 rows round differently from the same rows among 32). The packed kernels, packed for a
-  batch of ``batch_hint`` (>= 8) rows, give a row the same bits alone or among any number of rows
-  (tests/test_packed_linear.py checks it on this machine).
+  batch of ``batch_hint`` (at least 32) rows, give a row the same bits alone or among any number of rows
+  (tests/test_packed_linear.py checks it on the machine it runs on).
 
 Each ``nn.Linear`` keeps its class, weight and bias (PEFT wraps and inspects them; the output head's weight is
 tied to the input embeddings); only its ``forward`` is replaced, on the instance, by the packed product. The
