@@ -165,8 +165,10 @@ class Engine:
 
     def load_adapter(self, ref: AdapterRef) -> None:
         """Load (or touch) ``ref`` in the adapter registry; raises AdapterError for a bad adapter."""
+        newly_loaded = ref.name not in self.adapters.loaded
         self.model = self.adapters.ensure(self.model, ref)
-        self._pack()
+        if newly_loaded:  # only a new adapter brings unpacked layers; generate() touches every adapter per call
+            self._pack()
 
     def _pack(self) -> None:
         if self.packed_matmuls:

@@ -63,7 +63,7 @@ def pack_linears(model: Any, batch_hint: int) -> int:
     """
     packed = 0
     for module in model.modules():
-        if not _packable(module) or _ATTRIBUTE in module.__dict__:
+        if not _packable(module) or is_packed(module):
             continue
         try:
             layer = PackedLinear(module, batch_hint)
