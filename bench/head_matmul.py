@@ -5,6 +5,10 @@ Uses the base model's real head (576 x 49,152 for SmolLM2-135M) and times one pr
 1, 8, 32 and 64 rows (one decode step's logits), interleaving the three so that noise hits all of them. On a
 CPU without bf16 units the bf16 column shows what ``COPYDESK_DTYPE=bfloat16`` would cost there.
 
+``view`` times the plain head (fp32 and bf16) on what a prefill hands it without the engine's hook: the last
+position sliced out of a 96-token hidden state, a view with the whole sequence's strides, against a fresh copy
+of it (``worker.engine._contiguous_head_input``); 3 calls each, since the view costs seconds.
+
     python bench/head_matmul.py --threads 2
 """
 
@@ -72,7 +76,25 @@ def main() -> None:
                 }
             )
     shape = f"{plain.out_features} x {plain.in_features}"
-    print(json.dumps({"head": shape, "threads": torch.get_num_threads(), "results": results}, indent=2))
+    report = {"head": shape, "threads": torch.get_num_threads(), "results": results}
+    report["view"] = [last_position_view(plain, rows) for rows in args.rows]
+    print(json.dumps(report, indent=2))
+
+
+def last_position_view(plain: torch.nn.Linear, rows: int) -> dict[str, float]:
+    """The plain head on the prefill's last-position view against a fresh copy of it, fp32 and bf16 (ms)."""
+    result: dict[str, float] = {"rows": rows}
+    with torch.inference_mode():
+        for dtype in (torch.float32, torch.bfloat16):
+            weight = plain.weight.to(dtype)
+            view = torch.randn(rows, 96, plain.in_features).to(dtype)[:, -1:, :]
+            fresh = view.clone(memory_format=torch.contiguous_format)
+            name = str(dtype).removeprefix("torch.")
+            for label, x in (("view", view), ("fresh", fresh)):
+                result[f"{name}_{label}_ms"] = round(
+                    median_seconds(lambda x=x, w=weight: torch.nn.functional.linear(x, w), 3) * 1000, 2
+                )
+    return result
 
 
 if __name__ == "__main__":

@@ -373,6 +373,66 @@ def test_rows_with_early_ends_leave_the_batch(base_engine: Engine, monkeypatch: 
         assert same_text(one, both)
 
 
+def test_exact_batches_are_padded_to_the_pad_multiple(base_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    widths: list[int] = []
+    model_class = type(base_engine.model)
+    original = model_class.forward
+
+    def spy(self: object, *args: Any, **kwargs: Any) -> Any:
+        widths.append(kwargs["input_ids"].shape[1])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_class, "forward", spy)
+    base_engine.generate([request("a", TOPICS[0], seed=1, max_new_tokens=2), request("b", TOPICS[2], seed=2)])
+    assert widths[0] % engine_module.EXACT_PAD_MULTIPLE == 0 and widths[1:] == [1] * (len(widths) - 1)
+
+
+@pytest.mark.parametrize("shift", [engine_module.EXACT_PAD_MULTIPLE, 3 * engine_module.EXACT_PAD_MULTIPLE])
+def test_decode_attention_keeps_a_rows_bits_when_its_padding_grows_by_the_pad_multiple(shift: int) -> None:
+    """The property the exact engine relies on, on this machine: SDPA's math kernel for one query position gives
+    a row the same bits when masked columns in front of its keys grow by a multiple of the pad multiple."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    generator = torch.Generator().manual_seed(0)
+    heads, dim, padding = 9, 64, 23
+    for length in (20, 131, 450):
+        query = torch.randn(1, heads, 1, dim, generator=generator)
+        keys, values = (torch.randn(1, heads, padding + length, dim, generator=generator) for _ in range(2))
+        results = []
+        for pad in (padding, padding + shift):
+            noise = torch.randn(1, heads, pad - padding, dim, generator=generator)
+            mask = torch.cat([torch.full((1, 1, 1, pad), float("-inf")), torch.zeros(1, 1, 1, length)], dim=-1)
+            others = torch.randn(2, heads, pad + length, dim, generator=generator)  # the rest of a batch
+            with sdpa_kernel(SDPBackend.MATH):
+                out = torch.nn.functional.scaled_dot_product_attention(
+                    torch.cat([torch.randn(2, heads, 1, dim, generator=generator), query]),
+                    torch.cat([others, torch.cat([noise, keys], dim=2)]),
+                    torch.cat([others, torch.cat([noise, values], dim=2)]),
+                    attn_mask=torch.cat([torch.zeros(2, 1, 1, pad + length), mask]),
+                )
+            results.append(out[2])
+        assert torch.equal(results[0], results[1]), length
+
+
+def test_the_output_head_gets_a_fresh_tensor_not_the_last_position_view(base_engine: Engine) -> None:
+    # The prefill's last position is a view with the whole sequence's strides; torch's linear turns such an input
+    # into a bmm over one copy of the head's weight per row (seconds at 32 rows of the real model).
+    head = base_engine.model.get_output_embeddings()
+    seen: list[tuple[int, ...]] = []
+    handle = head.register_forward_hook(lambda _module, args, _output: seen.append(args[0].stride()))
+    try:
+        hidden = torch.randn(1, 5, head.in_features)
+        view = hidden[:, -1:, :]
+        assert view.stride() == (5 * head.in_features, head.in_features, 1)
+        with torch.inference_mode():
+            logits = head(view)
+            fresh = head(view.clone(memory_format=torch.contiguous_format))
+        assert torch.equal(logits, fresh)
+    finally:
+        handle.remove()
+    assert seen == [(head.in_features, head.in_features, 1)] * 2
+
+
 def test_broken_adapter_raises_on_load(tmp_path: Path, tiny_model_dir: Path, adapter_a_dir: Path) -> None:
     engine = make_engine(tiny_model_dir)
     broken_dir = copy_dir(adapter_a_dir, tmp_path / "broken")

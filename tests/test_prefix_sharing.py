@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from worker.prefix_sharing import PrefixPlan, common_length, plan_prefixes
 
 SYSTEM = list(range(100, 140))  # 40 tokens every prompt of a style begins with
@@ -41,6 +43,17 @@ def test_rows_of_one_adapter_share_their_common_prefix() -> None:
     assert (plan.width, plan.start) == (44, 40)  # the widest row's own 4 tokens set the window
     assert plan.cost == 3 * 4 + 40 + PASS_COST < 3 * 44
     covered(plan, tokens)
+
+
+def test_a_batch_padded_beyond_its_longest_row_keeps_the_window_and_moves_the_columns() -> None:
+    tokens = [[*SYSTEM, 1, 2, 3], [*SYSTEM, 4, 5], [*SYSTEM, 6, 7, 8, 9]]
+    plan = plan_prefixes(tokens, ["a", "a", "a"], pass_cost=PASS_COST, width=64)  # padded to a multiple of 64
+    assert plan is not None
+    assert (plan.width, plan.start) == (64, 60)  # the same 4-column window, at the batch's right edge
+    assert plan.begin(len(tokens[1])) == 64 - 42
+    covered(plan, tokens)
+    with pytest.raises(ValueError, match="40 columns wide"):
+        plan_prefixes(tokens, ["a", "a", "a"], width=40)
 
 
 def test_identical_prompts_share_all_but_their_last_token() -> None:

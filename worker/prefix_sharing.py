@@ -103,17 +103,25 @@ def _passes(group: _Group, lengths: Sequence[int], window: int) -> list[tuple[li
 
 
 def plan_prefixes(
-    tokens: Sequence[Sequence[int]], names: Sequence[str], *, pass_cost: int = PASS_COST
+    tokens: Sequence[Sequence[int]],
+    names: Sequence[str],
+    *,
+    pass_cost: int = PASS_COST,
+    width: int | None = None,
 ) -> PrefixPlan | None:
     """The cheapest plan for a batch of rows with these (unpadded) ``tokens`` on these adapter ``names``, or
-    ``None`` when prefilling every column in the batch forward is as cheap."""
+    ``None`` when prefilling every column in the batch forward is as cheap. ``width``: the padded batch's columns
+    when it is padded beyond its longest row (default: the longest row)."""
     if len(tokens) != len(names) or len(tokens) < 2:
         return None
     lengths = [len(t) for t in tokens]
-    width = max(lengths)
+    longest = max(lengths)
+    width = longest if width is None else width
+    if width < longest:
+        raise ValueError(f"a batch {width} columns wide cannot hold a row of {longest} tokens")
     groups = _groups(tokens, names)
     best: tuple[int, int, list[tuple[str, list[int], int]]] | None = None
-    for window in range(1, width):
+    for window in range(1, longest):
         passes = [(g.name, run, need) for g in groups for run, need in _passes(g, lengths, window)]
         cost = len(tokens) * window + sum(need + pass_cost for _, _, need in passes)
         if best is None or cost < best[0]:
