@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def sample_briefs(count: int, target_words: int) -> list[Brief]:
-    """``count`` briefs of three styles: briefs/samples.yaml, then bench/briefs.yaml (32 distinct articles),
+    """``count`` briefs of three styles: briefs/samples.yaml, then bench/briefs.yaml (66 distinct articles),
     cycling beyond that (a repeated brief gets its own id, and shares its whole prompt with the first)."""
     files = [ROOT / "briefs" / "samples.yaml", ROOT / "bench" / "briefs.yaml"]
     loaded = [item.brief for item in load_brief_files(files).briefs]

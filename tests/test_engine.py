@@ -228,6 +228,22 @@ def test_grouped_lora_equals_peft_mixed_batch(
     assert torch.equal(after, peft_logits)
 
 
+def test_concatenated_products_are_built_once_per_adapter_set(
+    adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    """A worker's batches mix the same styles again and again: their packed LoRA matrices are reused."""
+    from worker.lora_batch import grouped_lora
+
+    names, _ = mixed_adapter_batch(adapter_engine, adapter_refs)
+    with grouped_lora(adapter_engine.model, names) as first, grouped_lora(adapter_engine.model, names[::-1]) as second:
+        assert first is not None and second is not None
+        plans = list(zip(first.plans, second.plans, strict=True))
+        assert all(a.concatenated.lora_a is b.concatenated.lora_a for a, b in plans)  # type: ignore[union-attr]
+    with grouped_lora(adapter_engine.model, [adapter_refs[0].name]) as single:
+        assert single is not None
+        assert single.plans[0].concatenated.lora_a is not plans[0][0].concatenated.lora_a  # type: ignore[union-attr]
+
+
 def test_exact_sub_batches_give_pefts_logits_bit_for_bit(
     adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
 ) -> None:

@@ -75,11 +75,25 @@ def test_a_weight_changed_after_packing_is_packed_again() -> None:
         torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight), rtol=1e-5, atol=1e-5)
 
 
-def test_only_plain_fp32_cpu_linears_are_packed_and_only_once() -> None:
-    model = torch.nn.Sequential(linear(), torch.nn.ReLU(), linear(3000, 8).to(torch.bfloat16))
-    assert pack_linears(model, batch_hint=32) == 1
-    assert is_packed(model[0]) and not is_packed(model[2])
+def test_only_plain_fp32_and_bf16_cpu_linears_are_packed_and_only_once() -> None:
+    model = torch.nn.Sequential(
+        linear(), torch.nn.ReLU(), linear(3000, 8).to(torch.bfloat16), linear(8, 8).to(torch.float16)
+    )
+    assert pack_linears(model, batch_hint=32) == 2
+    assert is_packed(model[0]) and is_packed(model[2]) and not is_packed(model[3])
     assert pack_linears(model, batch_hint=32) == 0  # already packed
+
+
+@pytest.mark.parametrize("rows", [1, 32, 45])
+def test_a_packed_bf16_layer_gives_the_plain_bf16_product_to_rounding(rows: int) -> None:
+    layer = linear().to(torch.bfloat16)
+    x = hidden(rows).to(torch.bfloat16)
+    with torch.inference_mode():
+        expected = torch.nn.functional.linear(x, layer.weight).float()
+        assert pack_linears(layer, batch_hint=32) == 1
+        got = layer(x)
+    assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+    assert torch.allclose(got.float(), expected, rtol=2e-2, atol=2e-2 * float(expected.abs().max()))
 
 
 def test_a_layer_that_disagrees_on_the_probe_stays_plain(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,7 +114,7 @@ def test_missing_onednn_ops_leave_the_layers_plain(monkeypatch: pytest.MonkeyPat
     assert not is_packed(layer)
 
 
-def test_fp32_cpu_engine_packs_the_model_and_each_adapter_it_loads(tiny_model_dir: Path, adapter_a_dir: Path) -> None:
+def test_cpu_engine_packs_the_model_and_each_adapter_it_loads(tiny_model_dir: Path, adapter_a_dir: Path) -> None:
     source = BaseModelSource(TINY_MODEL_ID, tiny_model_dir, weights_hash(tiny_model_dir))
     engine = Engine(source, device="cpu", dtype=torch.float32, batch_size=4)
     linears = [m for m in engine.model.modules() if type(m) is torch.nn.Linear]
@@ -110,5 +124,5 @@ def test_fp32_cpu_engine_packs_the_model_and_each_adapter_it_loads(tiny_model_di
     assert lora and all(is_packed(m) for m in lora)
 
     bf16 = Engine(source, device="cpu", dtype=torch.bfloat16, batch_size=4)
-    assert not any(is_packed(m) for m in bf16.model.modules())
+    assert all(is_packed(m) for m in bf16.model.modules() if type(m) is torch.nn.Linear)
     assert not Engine(source, device="cpu", dtype=torch.float32, packed_matmuls=False).packed_matmuls

@@ -1,16 +1,20 @@
-"""Mixed-adapter LoRA for one batch with two batched matmuls per layer, whatever the number of styles.
+"""Mixed-adapter LoRA for one batch in three operations per layer, whatever the number of styles.
 
 PEFT mixes adapters in a batch (``adapter_names``) by looping, in every LoRA layer and at every step, over the
 adapters present: index the rows of each, run its A and B, scatter the result back — about six small
 operations per adapter per layer, so the cost grows with the number of styles in the batch. Here each LoRA
-layer gets, once per batch, the A and B matrices of every row's adapter stacked along the batch dimension
-(rows on the base model get zeros), and adds ``(x @ A[row]) @ B[row] * scaling`` with ``bmm`` and ``baddbmm``.
-The rows stay independent (a batched matmul never mixes rows). The LoRA product runs in the model's dtype
-(PEFT runs it in the adapter's fp32 and casts back, two extra copies per layer and step); in fp32 the two
-agree to rounding, under bf16 the difference is below bf16's own resolution of the layer output.
+layer gets, once per batch, the A matrices of the batch's adapters side by side (``A_cat``: every adapter's
+rank columns), their B matrices stacked to match (``B_cat``), and a mask with one row per batch row that holds
+the row's adapter scaling over that adapter's columns and zeros elsewhere (all zeros for a row on the base
+model). The layer adds ``((x @ A_cat) * mask) @ B_cat``: a row's update is its own adapter's, the others'
+columns contribute exact zeros, and each weight is read once per step. (The previous version stacked every
+row's own A and B and ran two batched matmuls: it read the adapter weights once per row and cost ~20 % of a
+step; ``bench/lora_mixing.py`` compares the two.) The LoRA product runs in the model's dtype (PEFT runs it in
+the adapter's fp32 and casts back, two extra copies per layer and step); in fp32 the two agree to rounding,
+under bf16 the difference is below bf16's own resolution of the layer output.
 
 With ``exact=True`` (the engine's fp32 mode, which promises that a row's text does not depend on its batch)
-the stacks are not used: each adapter's rows run as one sub-batch through its own A and B, exactly PEFT's
+the concatenated products are not used: each adapter's rows run as one sub-batch through its own A and B, exactly PEFT's
 arithmetic (the same bits, checked in tests/test_engine.py), but with the row indices built once per batch
 instead of in every layer at every step, and without PEFT's per-call forward hooks.
 
@@ -20,38 +24,71 @@ other adapter :func:`grouped_lora` returns ``None`` and the engine keeps PEFT's 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from worker.packed_linear import Product
+
 BASE = "__base__"
 
 
-class _Stack:
-    """The A and B matrices of the adapters of one rank, stacked; slot 0 holds zeros."""
+class _Concatenated:
+    """Every adapter's A and B of one layer side by side, and each row's mask over their rank columns.
+
+    ``x @ A_cat`` computes every adapter's rank columns for every row in one product; the mask keeps a row's own
+    adapter's columns, multiplied by its scaling, and zeroes the others (all of them for a row on the base model);
+    ``@ B_cat`` then adds only the row's own adapter's update. Three operations per layer and step whatever the
+    number of adapters, and a weight read once per step, not once per row.
+    """
 
     def __init__(self, layer: Any, adapters: list[str], names: Sequence[str], dtype: torch.dtype) -> None:
-        base = layer.get_base_layer()
-        rank = layer.lora_A[adapters[0]].weight.shape[0]
-        device = base.weight.device
-        self.stack_a = torch.zeros(len(adapters) + 1, base.in_features, rank, dtype=dtype, device=device)
-        self.stack_b = torch.zeros(len(adapters) + 1, rank, base.out_features, dtype=dtype, device=device)
-        self.scales = torch.zeros(len(adapters) + 1, 1, 1, dtype=dtype, device=device)
-        for slot, name in enumerate(adapters, start=1):
-            self.stack_a[slot] = layer.lora_A[name].weight.T.to(dtype)
-            self.stack_b[slot] = layer.lora_B[name].weight.T.to(dtype)
-            self.scales[slot] = layer.scaling[name]
-        slots = {name: slot for slot, name in enumerate(adapters, start=1)}
-        self.index = torch.tensor([slots.get(n, 0) for n in names], device=device)
+        device = layer.get_base_layer().weight.device
+        self.lora_a, self.lora_b = _products(layer, adapters, dtype)
+        ranks = [layer.lora_A[name].weight.shape[0] for name in adapters]
+        columns = {}  # adapter name -> its slice of the rank columns and its scaling
+        offset = 0
+        for name, rank in zip(adapters, ranks, strict=True):
+            columns[name] = (slice(offset, offset + rank), layer.scaling[name])
+            offset += rank
+        mask = torch.zeros(len(names), offset, dtype=dtype, device=device)
+        for row, name in enumerate(names):
+            if name in columns:
+                block, scaling = columns[name]
+                mask[row, block] = scaling
+        self.mask = mask
         self.keep(None)
 
     def keep(self, rows: torch.Tensor | None) -> None:
         if rows is not None:
-            self.index = self.index[rows.to(self.index.device)]
-        self.rows_a = self.stack_a[self.index]
-        self.rows_b = self.stack_b[self.index]
-        self.rows_scale = self.scales[self.index]
+            self.mask = self.mask[rows.to(self.mask.device)]
+        self.row_mask = self.mask.unsqueeze(1)  # [rows, 1, rank columns]: broadcasts over a prefill's positions
+
+    def add_to(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], -1, x.shape[-1]).to(self.lora_a.weight.dtype)
+        hidden = self.lora_a(flat).mul_(self.row_mask)
+        return self.lora_b.add_to(hidden, result.reshape(hidden.shape[0], hidden.shape[1], -1)).reshape(result.shape)
+
+
+# Per LoRA layer, the concatenated products of the adapter sets it served recently: a worker's batches mix the same
+# styles again and again, and packing the matrices costs ~0.2 ms per layer (0.4 s per batch of a 30-layer model).
+_PRODUCTS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[Product, Product]]] = weakref.WeakKeyDictionary()
+_PRODUCTS_PER_LAYER = 16
+
+
+def _products(layer: Any, adapters: list[str], dtype: torch.dtype) -> tuple[Product, Product]:
+    """A_cat and B_cat of ``adapters`` in ``layer``, as linear weights: [rank columns, in] and [out, rank columns]."""
+    key = (dtype, *((name, id(layer.lora_A[name].weight), id(layer.lora_B[name].weight)) for name in adapters))
+    cache = _PRODUCTS.setdefault(layer, {})
+    if key not in cache:
+        if len(cache) >= _PRODUCTS_PER_LAYER:
+            cache.clear()
+        lora_a = torch.cat([layer.lora_A[name].weight.to(dtype) for name in adapters], dim=0).contiguous()
+        lora_b = torch.cat([layer.lora_B[name].weight.to(dtype) for name in adapters], dim=1).contiguous()
+        cache[key] = (Product(lora_a), Product(lora_b))
+    return cache[key]
 
 
 class _SubBatches:
@@ -71,42 +108,30 @@ class _SubBatches:
 
 
 class _LayerPlan:
-    """The stacked LoRA matrices of one layer for the rows of the current batch.
-
-    Adapters are stacked per rank: zero-padding a smaller rank would change the order of the sums in the
-    second product, and with it the last bits of a row's result depending on its neighbours. Rows outside
-    a stack get its zero slot, and adding an exact zero changes nothing.
-    """
+    """The concatenated LoRA matrices of one layer for the rows of the current batch (or its sub-batches)."""
 
     def __init__(self, layer: Any, names: Sequence[str], sub_batches: _SubBatches | None) -> None:
         self.layer = layer
         self.sub_batches = sub_batches
-        self.stacks: list[_Stack] = []
+        self.concatenated: _Concatenated | None = None
         if sub_batches is not None:
             return
         dtype = layer.get_base_layer().weight.dtype  # the model's compute dtype: no casts per step
-        by_rank: dict[int, list[str]] = {}
-        for name in sorted({n for n in names if n in layer.lora_A}):
-            by_rank.setdefault(layer.lora_A[name].weight.shape[0], []).append(name)
-        self.stacks = [_Stack(layer, adapters, names, dtype) for _, adapters in sorted(by_rank.items())]
+        adapters = sorted({n for n in names if n in layer.lora_A})
+        if adapters:
+            self.concatenated = _Concatenated(layer, adapters, names, dtype)
 
     def keep(self, rows: torch.Tensor) -> None:
-        for stack in self.stacks:
-            stack.keep(rows)
+        if self.concatenated is not None:
+            self.concatenated.keep(rows)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = self.layer.base_layer(x, *args, **kwargs)
         if self.sub_batches is not None:
             return self._add_sub_batches(x, result, self.sub_batches)
-        if not self.stacks:
+        if self.concatenated is None:
             return result
-        shape = result.shape
-        flat = x.reshape(x.shape[0], -1, x.shape[-1])
-        for stack in self.stacks:
-            flat = flat.to(stack.rows_a.dtype)
-            delta = torch.bmm(torch.bmm(flat, stack.rows_a), stack.rows_b) * stack.rows_scale
-            result = result + delta.reshape(shape).to(result.dtype)
-        return result
+        return self.concatenated.add_to(x, result)
 
     def _add_sub_batches(self, x: torch.Tensor, result: torch.Tensor, sub_batches: _SubBatches) -> torch.Tensor:
         """PEFT's own mixed-batch arithmetic, op for op (so the same bits), with the row indices built once."""
@@ -122,7 +147,7 @@ class _LayerPlan:
 
 
 class GroupedLora:
-    """Installs the stacked forward on every LoRA layer of a model for one batch; ``close`` restores PEFT's."""
+    """Installs the concatenated forward on every LoRA layer of a model for one batch; ``close`` restores PEFT's."""
 
     def __init__(self, layers: list[Any], names: Sequence[str], *, exact: bool = False) -> None:
         self.sub_batches = None
@@ -156,7 +181,7 @@ def grouped_lora(model: Any, names: Sequence[str], *, exact: bool = False) -> Gr
     model has no LoRA layers or one of them is not plain LoRA (then PEFT's ``adapter_names`` path is used).
 
     ``exact``: per-adapter sub-batches, PEFT's arithmetic op for op (a row's result does not depend on its
-    neighbours beyond what the base matmuls allow), instead of the stacked products."""
+    neighbours beyond what the base matmuls allow), instead of the concatenated products."""
     try:
         from peft.tuners.lora.layer import Linear as LoraLinear
     except ImportError:
