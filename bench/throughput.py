@@ -45,7 +45,7 @@ from worker.base_model import packaged_gguf, resolve_base_model
 from worker.briefs import Brief
 from worker.config import Settings, load_settings
 from worker.embeddings import default_embedder
-from worker.engine import Engine
+from worker.engine import Engine, batch_size_for
 from worker.pipeline import Pipeline
 from worker.routing import route
 from worker.runner import write_briefs
@@ -122,7 +122,7 @@ def copydesk(settings: Settings, briefs: list[Brief]) -> dict[str, float]:
         "score_share_of_wall": round(spent["score"] / seconds, 4),
         "queue_store_other_share_of_wall": round(other / seconds, 4),
         "dtype": engine.dtype_name,
-        "batch_size": settings.batch_size,
+        "batch_size": batch_size_for(settings),
     }
 
 
@@ -153,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--briefs", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=96, help="token budget per sequence, all modes")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's (128 in bf16, 32 in fp32)")
     parser.add_argument("--naive-briefs", type=int, default=4, help="the naive loop runs on the first N briefs")
     parser.add_argument("--llama-single-briefs", type=int, default=4, help="llama.cpp single stream: first N")
     parser.add_argument("--llama-parallel", type=int, default=16, help="llama.cpp parallel sequences")

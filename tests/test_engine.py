@@ -14,7 +14,15 @@ from model_fixtures import TINY_MODEL_ID, adapter_a_dir, adapter_b_dir, copy_dir
 import worker.engine as engine_module
 from worker.adapters import ADAPTER_WEIGHTS, AdapterRef
 from worker.base_model import BaseModelSource, weights_hash
-from worker.engine import Engine, GenerationOutput, GenerationRequest, pick_device, pick_dtype
+from worker.engine import (
+    Engine,
+    GenerationOutput,
+    GenerationRequest,
+    batch_size_for,
+    flush_size_for,
+    pick_device,
+    pick_dtype,
+)
 from worker.errors import AdapterError, ModelError
 from worker.sampling import RowSettings
 
@@ -494,6 +502,18 @@ def test_pick_device(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_pick_device_auto_matches_this_machine() -> None:
     assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_batch_and_flush_sizes_follow_the_dtype_unless_set() -> None:
+    from worker.config import load_settings
+
+    assert (batch_size_for(load_settings(dtype="float32")), flush_size_for(load_settings(dtype="float32"))) == (32, 16)
+    bf16 = load_settings(dtype="bfloat16")
+    assert (batch_size_for(bf16), flush_size_for(bf16)) == (128, 64)
+    assert batch_size_for(load_settings(dtype="bfloat16", batch_size=8)) == 8
+    assert flush_size_for(load_settings(dtype="float32", batch_size=8)) == 4
+    assert flush_size_for(load_settings(dtype="bfloat16", flush_size=3)) == 3
+    assert flush_size_for(load_settings(batch_size=1)) == 1
 
 
 def test_pick_dtype_explicit() -> None:

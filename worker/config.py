@@ -70,8 +70,12 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Model precision; auto = bfloat16 where the CPU/GPU supports it, else float32."
     )
-    batch_size: int = Field(
-        32, ge=1, le=256, description="Sequences generated together in one call (docs/benchmarks.md: scale curve)."
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Sequences generated together in one call; unset: 128 where the model runs in bf16 (a CPU with "
+        "bf16 units, a GPU), 32 in fp32 (docs/benchmarks.md: scale curve).",
     )
     max_attempts: int = Field(
         2, ge=1, le=5, description="Generation rounds per brief before it is stored as needs_attention."
@@ -92,8 +96,12 @@ class Settings(BaseSettings):
         description="Redis broker: seconds before a delivered but unacknowledged task message is delivered again; "
         "default 2 x task_time_limit. A copy delivered while the brief is leased to a live worker does nothing.",
     )
-    flush_size: int = Field(
-        16, ge=1, le=256, description="Briefs a worker generates together in one task (2 candidates each: one batch)."
+    flush_size: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Briefs a worker generates together in one task; unset: half the batch size (2 candidates "
+        "each: one batch).",
     )
     flush_interval: float = Field(
         0.5, ge=0, le=60, description="Seconds a worker waits for more queued briefs when it has fewer than flush_size."

@@ -105,6 +105,28 @@ def pick_dtype(setting: str, device: str) -> torch.dtype:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
+# Batch sizes picked from the scale curve (docs/benchmarks.md): bf16 gains up to 128 rows (2.1x batch 32 at 256
+# new tokens on 2 AMX cores); fp32 stays at 32, where a 64-brief task on a 2-core AVX2 machine (~40 tok/s) would
+# run past the task's soft time limit.
+AUTO_BATCH_SIZE = {torch.float32: 32}
+AUTO_BATCH_SIZE_REDUCED_PRECISION = 128
+
+
+def batch_size_for(settings: Settings) -> int:
+    """``settings.batch_size``, or when unset the default for the dtype the engine will run in."""
+    if settings.batch_size is not None:
+        return settings.batch_size
+    dtype = pick_dtype(settings.dtype, pick_device(settings.device))
+    return AUTO_BATCH_SIZE.get(dtype, AUTO_BATCH_SIZE_REDUCED_PRECISION)
+
+
+def flush_size_for(settings: Settings) -> int:
+    """``settings.flush_size``, or when unset half the batch size: a brief's two candidates fill one batch."""
+    if settings.flush_size is not None:
+        return settings.flush_size
+    return max(1, batch_size_for(settings) // 2)
+
+
 class Engine:
     """The loaded base model, its tokenizer, and the style adapters attached to it."""
 
@@ -159,7 +181,7 @@ class Engine:
             resolve_base_model(settings),
             device=device,
             dtype=pick_dtype(settings.dtype, device),
-            batch_size=settings.batch_size,
+            batch_size=batch_size_for(settings),
         )
 
     @property

@@ -71,7 +71,9 @@ def pipeline() -> Pipeline:
 
 def companions(store: Store, settings: Settings, brief_id: str) -> list[str]:
     """Fresh queued briefs to generate together with ``brief_id`` (waits ``flush_interval`` for more)."""
-    wanted = settings.flush_size - 1
+    from worker.engine import flush_size_for
+
+    wanted = flush_size_for(settings) - 1
     found = store.fresh_queued_briefs(limit=wanted, exclude=brief_id)
     if len(found) < wanted and settings.flush_interval > 0:
         time.sleep(settings.flush_interval)
