@@ -161,6 +161,7 @@ def test_config_json_shows_environment_and_file_values(cli: Cli, files: Files, t
     assert values["default_style"] == "beta"
     assert values["seed"] == 77  # from the config file
     assert values["effective_store_url"] == f"sqlite:///{home.resolve() / 'copydesk.db'}"
+    assert values["batch_size"] is None and (values["effective_batch_size"], values["effective_flush_size"]) == (32, 16)
 
 
 def test_config_table_lists_settings_with_their_variables(cli: Cli) -> None:
@@ -361,3 +362,22 @@ def test_articles_show_unknown_id_is_one_clear_line(after_generate: Cli) -> None
     assert isinstance(result.exception, SystemExit)
     assert one_line_error(result) == "error: no article with id or brief id 'nope' in the store"
     assert result.stdout == ""
+
+
+def test_the_embedded_worker_imports_this_package_even_from_a_folder_with_another_worker(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import worker
+    from worker.cli_queue import embedded_worker_command
+
+    shadow = tmp_path / "worker"  # another checkout's package in the current directory
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit('imported the shadowing worker package')\n")
+    command, env = embedded_worker_command()
+    assert command[:4] == [sys.executable, "-P", "-m", "worker.cli"]
+    probe = [sys.executable, "-P", "-c", "import worker; print(worker.__file__)"]
+    found = subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found) == Path(worker.__file__).resolve()
+    plain = subprocess.run([sys.executable, "-c", "import worker"], cwd=tmp_path, env=env, capture_output=True)
+    assert plain.returncode != 0  # without -P the shadowing package wins: the case this guards against

@@ -67,6 +67,10 @@ def config_command(as_json: JsonOpt = False) -> None:
     settings = load_settings()
     values = settings.model_dump(mode="json")
     values["effective_store_url"] = settings.effective_store_url
+    from worker.engine import batch_size_for, flush_size_for  # unset sizes follow the dtype the engine picks
+
+    values["effective_batch_size"] = batch_size_for(settings)
+    values["effective_flush_size"] = flush_size_for(settings)
     if as_json:
         print_json(values)
         return

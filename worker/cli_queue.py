@@ -291,9 +291,22 @@ def run_command(
 
 def _start_worker() -> subprocess.Popen[bytes]:
     log = open(os.devnull, "wb")  # noqa: SIM115 - closed with the process
-    command = [sys.executable, "-m", "worker.cli", "worker", "--loglevel=WARNING"]
+    command, env = embedded_worker_command()
     err_console.print("starting an embedded worker (the first run converts the model, ~25 s)")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
+def embedded_worker_command() -> tuple[list[str], dict[str, str]]:
+    """The embedded worker's command line and environment: it imports the same ``worker`` package as this process.
+
+    ``python -m`` would put the current directory first on the path, so a ``worker`` folder there (another
+    checkout) would be imported instead, with its own default home, store and broker: the job would never start.
+    ``-P`` leaves the current directory out; ``PYTHONPATH`` starts with the folder this package was imported from.
+    """
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+    return [sys.executable, "-P", "-m", "worker.cli", "worker", "--loglevel=WARNING"], env
 
 
 def _stop_worker(process: subprocess.Popen[bytes]) -> None:
