@@ -137,7 +137,8 @@ def llama_cpp(prompts: list[str], new_tokens: int, parallel: int, threads: int |
 
 def fresh_settings(args: argparse.Namespace) -> Settings:
     home = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    return load_settings(home=home, batch_size=args.batch_size, max_attempts=1, threads=args.threads)
+    sizes = {} if args.batch_size is None else {"batch_size": args.batch_size}  # None: env, file or the engine's
+    return load_settings(home=home, max_attempts=1, threads=args.threads, **sizes)
 
 
 def median_run(results: list[Any]) -> dict[str, Any] | None:

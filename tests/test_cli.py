@@ -381,3 +381,14 @@ def test_the_embedded_worker_imports_this_package_even_from_a_folder_with_anothe
     assert Path(found) == Path(worker.__file__).resolve()
     plain = subprocess.run([sys.executable, "-c", "import worker"], cwd=tmp_path, env=env, capture_output=True)
     assert plain.returncode != 0  # without -P the shadowing package wins: the case this guards against
+
+
+def test_config_still_prints_when_the_device_is_unavailable(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cli.env["COPYDESK_DEVICE"] = "cuda"
+    cli.env["COPYDESK_DTYPE"] = "auto"
+    values = cli.json("config")
+    assert values["device"] == "cuda"
+    assert str(values["effective_batch_size"]).startswith("unknown (COPYDESK_DEVICE=cuda but no CUDA device")

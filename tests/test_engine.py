@@ -252,6 +252,57 @@ def test_concatenated_products_are_built_once_per_adapter_set(
         assert single.plans[0].concatenated.lora_a is not plans[0][0].concatenated.lora_a  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_concatenated_lora_of_mixed_ranks_gives_pefts_logits(
+    tiny_model_dir: Path, adapter_a_dir: Path, tmp_path: Path, dtype: torch.dtype
+) -> None:
+    """Adapters of rank 4 and 8 side by side, base rows among them, rows leaving: PEFT's logits to rounding."""
+    from tiny_model import build_lora_adapter
+
+    from worker.adapters import BASE
+    from worker.lora_batch import grouped_lora
+
+    wide = AdapterRef("style-wide", "v1", build_lora_adapter(tiny_model_dir, tmp_path / "wide", seed=3, rank=8))
+    source = BaseModelSource(TINY_MODEL_ID, tiny_model_dir, weights_hash(tiny_model_dir))
+    engine = Engine(source, device="cpu", dtype=dtype, batch_size=4)
+    narrow = AdapterRef("style-a", "v1", adapter_a_dir)
+    for ref in (narrow, wide):
+        engine.load_adapter(ref)
+    names = [wide.name, BASE, narrow.name, wide.name]
+    prompts = [engine.chat_prompt([{"role": "user", "content": topic}]) for topic in TOPICS[:4]]
+    encoded = engine.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    kept = [3, 1, 2]
+    with torch.inference_mode():
+        peft_logits = engine.model(**encoded, adapter_names=names).logits.float()
+        with grouped_lora(engine.model, names) as grouped:
+            assert grouped is not None
+            logits = engine.model(**encoded).logits.float()
+            grouped.keep(torch.tensor(kept))
+            kept_logits = engine.model(**{k: v[kept] for k, v in encoded.items()}).logits.float()
+    real = encoded["attention_mask"].bool()
+    tolerance = 1e-4 if dtype == torch.float32 else 0.05 * float(peft_logits[real].abs().max())
+    assert torch.allclose(logits[real], peft_logits[real], atol=tolerance)
+    assert torch.allclose(kept_logits[real[kept]], peft_logits[kept][real[kept]], atol=tolerance)
+
+
+def test_concatenated_products_follow_an_adapter_changed_in_place(
+    adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    from worker.lora_batch import grouped_lora
+
+    names, _ = mixed_adapter_batch(adapter_engine, adapter_refs)
+    with grouped_lora(adapter_engine.model, names) as first:
+        assert first is not None
+        plan = first.plans[0]
+        before = plan.concatenated.lora_a  # type: ignore[union-attr]
+    weight = plan.layer.lora_A[adapter_refs[0].name].weight
+    with torch.no_grad():
+        weight.mul_(1.0)  # same values, a new version: what a reload in place would look like
+    with grouped_lora(adapter_engine.model, names) as second:
+        assert second is not None
+        assert second.plans[0].concatenated.lora_a is not before  # type: ignore[union-attr]
+
+
 def test_exact_sub_batches_give_pefts_logits_bit_for_bit(
     adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
 ) -> None:

@@ -49,14 +49,16 @@ def build_tiny_model(directory: Path) -> Path:
     return directory
 
 
-def build_lora_adapter(model_dir: Path, directory: Path, *, base_model_id: str = TINY_MODEL_ID, seed: int = 1) -> Path:
+def build_lora_adapter(
+    model_dir: Path, directory: Path, *, base_model_id: str = TINY_MODEL_ID, seed: int = 1, rank: int = 4
+) -> Path:
     """Save a real PEFT LoRA adapter for the tiny model, with non-zero weights so it changes outputs."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    config = LoraConfig(r=rank, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     peft_model = get_peft_model(model, config)
     peft_model.save_pretrained(directory, safe_serialization=True)
     (directory / "copydesk-adapter.json").write_text(json.dumps({"base_model_id": base_model_id}))

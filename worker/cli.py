@@ -26,7 +26,7 @@ from worker.cli_queue import register as register_queue_commands
 from worker.cli_review import register as register_review_commands
 from worker.cli_styles import register as register_style_commands
 from worker.config import Settings, load_settings
-from worker.errors import CopydeskError
+from worker.errors import CopydeskError, ModelError
 from worker.loading import LoadReport, load_brief_files
 
 logger = logging.getLogger(__name__)
@@ -69,8 +69,11 @@ def config_command(as_json: JsonOpt = False) -> None:
     values["effective_store_url"] = settings.effective_store_url
     from worker.engine import batch_size_for, flush_size_for  # unset sizes follow the dtype the engine picks
 
-    values["effective_batch_size"] = batch_size_for(settings)
-    values["effective_flush_size"] = flush_size_for(settings)
+    try:
+        values["effective_batch_size"] = batch_size_for(settings)
+        values["effective_flush_size"] = flush_size_for(settings)
+    except ModelError as exc:  # e.g. COPYDESK_DEVICE=cuda without a GPU: still show the settings
+        values["effective_batch_size"] = values["effective_flush_size"] = f"unknown ({exc})"
     if as_json:
         print_json(values)
         return

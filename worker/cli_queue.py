@@ -305,7 +305,8 @@ def embedded_worker_command() -> tuple[list[str], dict[str, str]]:
     """
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+    if package_root not in {str(Path(entry).resolve()) for entry in sys.path if entry}:  # a checkout, not site-packages
+        env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
     return [sys.executable, "-P", "-m", "worker.cli", "worker", "--loglevel=WARNING"], env
 
 
