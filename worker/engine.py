@@ -108,8 +108,8 @@ def pick_dtype(setting: str, device: str) -> torch.dtype:
 # Batch sizes picked from the scale curve (docs/benchmarks.md): bf16 gains up to 128 rows (2.1x batch 32 at 256
 # new tokens on 2 AMX cores); fp32 stays at 32, where a 64-brief task on a 2-core AVX2 machine (~40 tok/s) would
 # run past the task's soft time limit.
-AUTO_BATCH_SIZE = {torch.float32: 32}
-AUTO_BATCH_SIZE_REDUCED_PRECISION = 128
+FP32_BATCH_SIZE = 32
+REDUCED_PRECISION_BATCH_SIZE = 128
 
 
 def batch_size_for(settings: Settings) -> int:
@@ -117,7 +117,7 @@ def batch_size_for(settings: Settings) -> int:
     if settings.batch_size is not None:
         return settings.batch_size
     dtype = pick_dtype(settings.dtype, pick_device(settings.device))
-    return AUTO_BATCH_SIZE.get(dtype, AUTO_BATCH_SIZE_REDUCED_PRECISION)
+    return FP32_BATCH_SIZE if dtype == torch.float32 else REDUCED_PRECISION_BATCH_SIZE
 
 
 def flush_size_for(settings: Settings) -> int:

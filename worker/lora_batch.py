@@ -48,10 +48,10 @@ class _Concatenated:
     def __init__(self, layer: Any, adapters: list[str], names: Sequence[str], dtype: torch.dtype) -> None:
         device = layer.get_base_layer().weight.device
         self.lora_a, self.lora_b = _products(layer, adapters, dtype)
-        ranks = [layer.lora_A[name].weight.shape[0] for name in adapters]
         columns = {}  # adapter name -> its slice of the rank columns and its scaling
         offset = 0
-        for name, rank in zip(adapters, ranks, strict=True):
+        for name in adapters:
+            rank = layer.lora_A[name].weight.shape[0]
             columns[name] = (slice(offset, offset + rank), layer.scaling[name])
             offset += rank
         mask = torch.zeros(len(names), offset, dtype=dtype, device=device)

@@ -61,7 +61,7 @@ class Product:
     """``x @ weight.T`` (and ``x @ weight.T + other``) for a weight that is not an ``nn.Linear``'s.
 
     Packed for oneDNN when the weight is a CPU fp32/bf16 tensor and the packed product agrees with the plain one on
-    a probe; otherwise the plain ``linear``/``addmm``. Used for the concatenated LoRA matrices, built per batch.
+    a probe; otherwise the plain ``linear``. Used for the concatenated LoRA matrices (cached per adapter set).
     """
 
     def __init__(self, weight: torch.Tensor, batch_hint: int = MIN_BATCH_HINT) -> None:
