@@ -22,13 +22,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from worker.briefs import Brief
 from worker.config import Settings, load_settings
-from worker.embeddings import default_embedder
-from worker.engine import Engine
-from worker.loading import load_brief_files
-from worker.pipeline import Pipeline
-from worker.runner import write_briefs
+from worker.engine.engine import Engine
+from worker.intake.briefs import Brief
+from worker.intake.loading import load_brief_files
+from worker.pipeline.pipeline import Pipeline
+from worker.pipeline.runner import write_briefs
+from worker.scoring.embeddings import default_embedder
 from worker.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """Does bf16 keep quality? Held-out perplexity under bf16 against fp32, per style, in one invocation.
 
 For every shipped style it reads the served adapter's held-out articles (``heldout.jsonl``, never trained
-on), and computes the perplexity of their completion tokens given their prompts (``worker.evaluation``'s
+on), and computes the perplexity of their completion tokens given their prompts (``worker.lab.evaluation``'s
 measure) on the base model alone and with the style's adapter, once with an fp32 engine and once with a
 bf16 engine. The criterion: bf16 perplexity within 1 % of fp32.
 
@@ -21,13 +21,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
 
-from worker.adapters import BASE, AdapterRef
-from worker.base_model import resolve_base_model
 from worker.config import load_settings
-from worker.engine import Engine
-from worker.evaluation import _perplexity, read_heldout
-from worker.prompts import PromptRenderer
-from worker.styles import StyleCatalog
+from worker.engine.adapters import BASE
+from worker.engine.base_model import resolve_base_model
+from worker.engine.engine import Engine
+from worker.lab.evaluation import _perplexity, read_heldout
+from worker.pipeline.prompts import PromptRenderer
+from worker.styles.catalog import StyleCatalog
+from worker.styles.layout import adapter_ref
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
         style = catalog.get(name)
         if style.adapter is None or style.adapter_dir is None:
             continue
-        ref = AdapterRef(style.name, style.adapter, style.adapter_dir)
+        ref = adapter_ref(style, style.adapter)
         items = read_heldout(style.adapter_dir)
         row: dict[str, Any] = {"style": name, "adapter": style.adapter, "heldout_articles": len(items)}
         for label, engine in engines.items():

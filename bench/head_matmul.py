@@ -1,4 +1,4 @@
-"""The output head's matmul: plain fp32 ``linear``, the oneDNN-packed fp32 head (worker.packed_linear) and plain
+"""The output head's matmul: plain fp32 ``linear``, the oneDNN-packed fp32 head (worker.engine.packed_linear) and plain
 bf16, side by side.
 
 Uses the base model's real head (576 x 49,152 for SmolLM2-135M) and times one product per call for a batch of
@@ -7,7 +7,7 @@ CPU without bf16 units the bf16 column shows what ``COPYDESK_DTYPE=bfloat16`` wo
 
 ``view`` times the plain head (fp32 and bf16) on what a prefill hands it without the engine's hook: the last
 position sliced out of a 96-token hidden state, a view with the whole sequence's strides, against a fresh copy
-of it (``worker.engine._contiguous_head_input``); 3 calls each, since the view costs seconds.
+of it (``worker.engine.engine._contiguous_head_input``); 3 calls each, since the view costs seconds.
 
     python bench/head_matmul.py --threads 2
 """
@@ -27,9 +27,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
 
-from worker.base_model import resolve_base_model
 from worker.config import load_settings
-from worker.packed_linear import pack_linears
+from worker.engine.base_model import resolve_base_model
+from worker.engine.packed_linear import pack_linears
 
 
 def median_seconds(function: Callable[[], object], calls: int) -> float:

@@ -3,7 +3,7 @@
 Runs the requests the pipeline makes for ``--briefs`` sample briefs (each on its routed style's shipped adapter,
 two candidates per brief) through one bf16 engine, with the LoRA path switched per run:
 
-  * ``concatenated`` — worker.lora_batch as it is: every adapter's A and B side by side, a per-row mask;
+  * ``concatenated`` — worker.engine.lora_batch as it is: every adapter's A and B side by side, a per-row mask;
   * ``stacked`` — the previous version, kept here for the comparison: every row's own A and B stacked along the
     batch and two ``bmm`` per layer (each row reads its adapter's weights);
   * ``peft`` — PEFT's own ``adapter_names`` path (a loop over the adapters in every layer);
@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from workload import pipeline_requests
 
-import worker.engine as engine_module
-import worker.lora_batch as lora_batch
+import worker.engine.engine as engine_module
+import worker.engine.lora_batch as lora_batch
 from worker.config import load_settings
-from worker.engine import Engine, GenerationRequest
+from worker.engine.engine import Engine, GenerationRequest
 
 
 class StackedLora:

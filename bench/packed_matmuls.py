@@ -1,4 +1,4 @@
-"""Packed oneDNN matmuls on and off (worker.packed_linear), side by side on the same fp32 batch (engine only).
+"""Packed oneDNN matmuls on and off (worker.engine.packed_linear), side by side on the same fp32 batch (engine only).
 
 Two fp32 engines in one process, one with ``packed_matmuls`` (the default on a CPU in fp32) and one without;
 both run the requests the pipeline makes for ``--briefs`` sample briefs (each on its routed style's shipped
@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from workload import pipeline_requests
 
-from worker.base_model import resolve_base_model
 from worker.config import load_settings
-from worker.engine import Engine, GenerationOutput, GenerationRequest
+from worker.engine.base_model import resolve_base_model
+from worker.engine.engine import Engine, GenerationOutput, GenerationRequest
 
 
 def timed(engine: Engine, requests: list[GenerationRequest]) -> tuple[float, list[GenerationOutput]]:

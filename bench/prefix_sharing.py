@@ -28,7 +28,7 @@ import torch
 from workload import pipeline_requests
 
 from worker.config import load_settings
-from worker.engine import Engine, GenerationRequest
+from worker.engine.engine import Engine, GenerationRequest
 
 
 def timed(engine: Engine, requests: list[GenerationRequest], share: bool) -> tuple[float, int]:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workload import engine_requests
 
 from worker.config import load_settings
-from worker.engine import Engine
+from worker.engine.engine import Engine
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ import torch
 from workload import engine_requests
 
 from worker.config import load_settings
-from worker.engine import Engine
+from worker.engine.engine import Engine
 
 
 def peak_rss_mib() -> int:

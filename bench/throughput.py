@@ -40,15 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import llama_parallel
 from workload import chat_prompts, sample_briefs
 
-import worker.pipeline as pipeline_module
-from worker.base_model import packaged_gguf, resolve_base_model
-from worker.briefs import Brief
+import worker.pipeline.pipeline as pipeline_module
 from worker.config import Settings, load_settings
-from worker.embeddings import default_embedder
-from worker.engine import Engine, batch_size_for
-from worker.pipeline import Pipeline
-from worker.routing import route
-from worker.runner import write_briefs
+from worker.engine.base_model import packaged_gguf, resolve_base_model
+from worker.engine.engine import Engine, batch_size_for
+from worker.intake.briefs import Brief
+from worker.pipeline.pipeline import Pipeline
+from worker.pipeline.routing import route
+from worker.pipeline.runner import write_briefs
+from worker.scoring.embeddings import default_embedder
 from worker.store import Store
 
 

@@ -15,16 +15,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from worker.adapters import ADAPTER_WEIGHTS, AdapterRef
-from worker.briefs import Brief
 from worker.config import Settings
-from worker.engine import GenerationRequest
-from worker.loading import load_brief_files
-from worker.pipeline import derive_seed
-from worker.prompts import PromptRenderer
-from worker.routing import route
-from worker.sampling import RowSettings
-from worker.styles import StyleCatalog
+from worker.engine.adapters import ADAPTER_WEIGHTS, AdapterRef
+from worker.engine.engine import GenerationRequest
+from worker.engine.sampling import RowSettings
+from worker.intake.briefs import Brief
+from worker.intake.loading import load_brief_files
+from worker.pipeline.pipeline import derive_seed
+from worker.pipeline.prompts import PromptRenderer
+from worker.pipeline.routing import route
+from worker.styles.catalog import StyleCatalog
+from worker.styles.layout import adapter_ref
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +50,7 @@ def shipped_adapters(settings: Settings) -> list[AdapterRef]:
     for name in catalog.names:
         style = catalog.get(name)
         if style.adapter is not None and style.adapter_dir is not None:
-            refs.append(AdapterRef(style.name, style.adapter, style.adapter_dir))
+            refs.append(adapter_ref(style, style.adapter))
     return refs
 
 

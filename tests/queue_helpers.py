@@ -8,7 +8,7 @@ with the deployment's environment.
 
 Test-only hooks live in a ``sitecustomize.py`` written into a temporary directory that only the worker
 processes get on their ``PYTHONPATH``; production code has no hook. With ``COPYDESK_TEST_HOOKS=1`` it wraps
-:meth:`worker.pipeline.Pipeline.run` to
+:meth:`worker.pipeline.pipeline.Pipeline.run` to
 
 * append ``{"pid", "worker", "briefs"}`` to ``$COPYDESK_TEST_RUN_LOG`` for every batch generated (so a test
   can tell which process generated which brief, and how often);
@@ -59,7 +59,7 @@ from click.testing import Result
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
-from worker.cli import app as cli_app
+from worker.cli.main import app as cli_app
 from worker.store import JobRecord, Store
 
 REDIS_HOST = "redis://127.0.0.1:6379"
@@ -74,7 +74,7 @@ if os.environ.get("COPYDESK_TEST_HOOKS") == "1":
     import json
     import time
 
-    from worker.pipeline import Pipeline
+    from worker.pipeline.pipeline import Pipeline
 
     _original_run = Pipeline.run
 
@@ -100,14 +100,14 @@ if os.environ.get("COPYDESK_TEST_HOOKS") == "1":
 
     lost_wait = os.environ.get("COPYDESK_TEST_WORKER_LOST_WAIT")
     if lost_wait:
-        from worker.celery_app import app
+        from worker.queue.celery_app import app
 
         app.conf.worker_lost_wait = float(lost_wait)
 
     # Phase log and write pauses (reliability suite): inert unless COPYDESK_TEST_PHASE_LOG is set.
     _phase_log = os.environ.get("COPYDESK_TEST_PHASE_LOG")
     if _phase_log:
-        import worker.runner as _phase_runner
+        import worker.pipeline.runner as _phase_runner
         from worker.store.core import Store as _PhaseStore
 
         _write_pause = float(os.environ.get("COPYDESK_TEST_WRITE_DELAY") or 0)
@@ -421,7 +421,7 @@ class DeploymentFiles:
 
 def copydesk_command() -> list[str]:
     script = Path(sys.executable).with_name("copydesk")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "worker.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "worker.cli.main"]
 
 
 @dataclass

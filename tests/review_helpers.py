@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.briefs import Brief
 from worker.config import PROJECT_ROOT
+from worker.intake.briefs import Brief
 from worker.results import ArticleResult, ArticleStatus, CandidateResult
-from worker.scoring import DraftToScore, score_drafts
+from worker.scoring.scorecard import DraftToScore, score_drafts
 from worker.store import ArticleRecord, Store
-from worker.styles import StyleCatalog
+from worker.styles.catalog import StyleCatalog
 
 STYLE = "plain-howto"
 

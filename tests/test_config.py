@@ -37,7 +37,7 @@ def test_defaults() -> None:
     assert settings.default_style == "plain-howto"
     assert settings.device == "auto"
     assert settings.dtype == "auto"
-    assert settings.batch_size is None and settings.flush_size is None  # picked for the dtype: worker.engine
+    assert settings.batch_size is None and settings.flush_size is None  # picked for the dtype: worker.engine.engine
     assert settings.max_attempts == 2
     assert settings.store_url is None
     assert settings.broker_url is None

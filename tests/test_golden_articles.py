@@ -24,11 +24,11 @@ import pytest
 import torch
 import yaml
 
-from worker.briefs import Brief
 from worker.config import PROJECT_ROOT, Settings
-from worker.embeddings import default_embedder
-from worker.engine import Engine
-from worker.pipeline import Pipeline
+from worker.engine.engine import Engine
+from worker.intake.briefs import Brief
+from worker.pipeline.pipeline import Pipeline
+from worker.scoring.embeddings import default_embedder
 
 pytestmark = pytest.mark.real_model
 

@@ -14,17 +14,17 @@ import pytest
 import yaml
 from model_fixtures import one_torch_thread
 
-from worker.article_files import read_article_file
-from worker.base_model import weights_hash
-from worker.briefs import Brief
 from worker.config import DEFAULT_MODEL, PROJECT_ROOT, Settings
-from worker.embeddings import default_embedder
-from worker.engine import Engine
-from worker.memorisation import NEAR_DUPLICATE
-from worker.pipeline import Pipeline
-from worker.runner import write_briefs
-from worker.scoring import SCORE_NAMES, strip_markdown, words
+from worker.engine.base_model import weights_hash
+from worker.engine.engine import Engine
+from worker.intake.briefs import Brief
+from worker.pipeline.pipeline import Pipeline
+from worker.pipeline.runner import write_briefs
+from worker.scoring.embeddings import default_embedder
+from worker.scoring.memorisation import NEAR_DUPLICATE
+from worker.scoring.scorecard import SCORE_NAMES, strip_markdown, words
 from worker.store import Store
+from worker.store.article_files import read_article_file
 
 __all__ = ["one_torch_thread"]  # fixture used by name
 

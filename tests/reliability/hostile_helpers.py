@@ -26,7 +26,7 @@ from typing import Any
 from queue_helpers import Deployment, WorkerProcess, write_plugin
 
 from worker.errors import CopydeskError
-from worker.loading import BriefProblem, SourcedBrief, iter_brief_file
+from worker.intake.loading import BriefProblem, SourcedBrief, iter_brief_file
 
 SUFFIXES = (".jsonl", ".csv", ".json", ".yaml")
 

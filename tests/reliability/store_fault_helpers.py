@@ -70,7 +70,7 @@ if os.environ.get("COPYDESK_TEST_HOOKS") == "1":
 
         _engine.SQLITE_BUSY_TIMEOUT_MS = int(busy_ms)
 
-    from worker.pipeline import Pipeline as _Pipeline
+    from worker.pipeline.pipeline import Pipeline as _Pipeline
     from worker.store import Store as _Store
 
     _original_claim = _Store.claim_brief

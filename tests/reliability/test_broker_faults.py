@@ -36,7 +36,7 @@ from queue_helpers import (
     write_style,
 )
 
-from worker.fork_guard import main_process_store
+from worker.queue.fork_guard import main_process_store
 from worker.store import JobCounts, Store
 
 __all__ = ["tiny_model_dir"]  # fixture used by name

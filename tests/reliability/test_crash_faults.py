@@ -302,9 +302,9 @@ def test_sigkill_workers_and_pool_children_at_random_points(
 
 
 def _publish_once(home: Path, go: Any, results: Any) -> None:
-    from worker.celery_app import make_celery
     from worker.config import Settings
-    from worker.queue import publish
+    from worker.queue.celery_app import make_celery
+    from worker.queue.submit import publish
 
     try:
         app = make_celery(Settings(home=home, broker_url=None))

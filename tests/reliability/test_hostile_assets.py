@@ -40,13 +40,13 @@ from model_fixtures import TINY_MODEL_ID, adapter_a_dir, adapter_b_dir, tiny_mod
 from queue_helpers import Deployment, wait_until, write_briefs
 from safetensors.torch import load_file, save_file
 
-from worker.adapters import ADAPTER_WEIGHTS, PICKLE_SUFFIXES, AdapterRef, check_adapter
-from worker.briefs import Brief
 from worker.config import PROJECT_ROOT
+from worker.engine.adapters import ADAPTER_WEIGHTS, PICKLE_SUFFIXES, AdapterRef, check_adapter
 from worker.errors import AdapterError, PromptError
-from worker.job_files import RunContext, expand, load_job
-from worker.prompts import PromptRenderer
-from worker.styles import Style
+from worker.intake.briefs import Brief
+from worker.jobs.job_files import RunContext, expand, load_job
+from worker.pipeline.prompts import PromptRenderer
+from worker.styles.catalog import Style
 
 __all__ = ["adapter_a_dir", "adapter_b_dir", "tiny_model_dir"]  # fixtures used by name
 

@@ -42,16 +42,16 @@ from ledger import Ledger, lost_and_duplicated
 from model_fixtures import tiny_model_dir
 from queue_helpers import Deployment, wait_until
 
-from worker.briefs import MAX_TARGET_WORDS, Brief, ContentType
 from worker.config import PROJECT_ROOT
 from worker.errors import StyleError
-from worker.job_files import JobFileError, RunContext, expand, job_path, load_job
-from worker.loading import BriefProblem, SourcedBrief
-from worker.prompts import PromptRenderer
-from worker.queue import FileBriefs
-from worker.styles import Style, StyleCatalog
-from worker.tasks import run_scheduled_job, write_brief
-from worker.training_tasks import train_style_task
+from worker.intake.briefs import MAX_TARGET_WORDS, Brief, ContentType
+from worker.intake.loading import BriefProblem, SourcedBrief
+from worker.jobs.job_files import JobFileError, RunContext, expand, job_path, load_job
+from worker.pipeline.prompts import PromptRenderer
+from worker.queue.submit import FileBriefs
+from worker.styles.catalog import Style, StyleCatalog
+from worker.tasks.training import train_style_task
+from worker.tasks.write import run_scheduled_job, write_brief
 
 __all__ = ["tiny_model_dir"]  # fixture used by name
 

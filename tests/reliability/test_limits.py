@@ -1,7 +1,7 @@
 """Limits: a brief asking for 100,000 words is capped, and a job of 10,000 briefs is accepted in bounded memory.
 
-The word count is checked where it is capped (:class:`worker.briefs.Brief`) for every input format, over
-generated integers, and where it becomes a token budget (:func:`worker.pipeline.max_new_tokens`, for every
+The word count is checked where it is capped (:class:`worker.intake.briefs.Brief`) for every input format, over
+generated integers, and where it becomes a token budget (:func:`worker.pipeline.pipeline.max_new_tokens`, for every
 shipped style), and then through a real generation with the tiny model. The 10,000-brief job is submitted with
 the real ``copydesk submit`` in a subprocess (SQLite store, kombu's filesystem broker so that publishing costs
 no memory of its own), for a JSONL and a CSV file, and again with 1,000 records: the growth of the process's
@@ -25,13 +25,13 @@ from hypothesis import strategies as st
 from ledger import Ledger
 from model_fixtures import one_torch_thread, tiny_model_dir
 
-from worker.briefs import MAX_TARGET_WORDS, MIN_TARGET_WORDS, Brief
 from worker.config import PROJECT_ROOT, Settings
-from worker.engine import Engine
-from worker.loading import SourcedBrief
-from worker.pipeline import Pipeline, max_new_tokens
+from worker.engine.engine import Engine
+from worker.intake.briefs import MAX_TARGET_WORDS, MIN_TARGET_WORDS, Brief
+from worker.intake.loading import SourcedBrief
+from worker.pipeline.pipeline import Pipeline, max_new_tokens
 from worker.store import Store
-from worker.styles import GenerationSettings, Style, StyleCatalog
+from worker.styles.catalog import GenerationSettings, Style, StyleCatalog
 
 __all__ = ["one_torch_thread", "tiny_model_dir"]  # fixtures used by name
 
@@ -134,7 +134,8 @@ def test_a_brief_asking_for_100000_words_is_capped(
 
 SUBMIT_WRAPPER = """
 import ctypes, gc, json, os, sys, threading
-import worker.cli, worker.cli_queue, worker.queue, worker.store, worker.loading, worker.celery_app  # imports first
+import worker.cli.main, worker.cli.queue, worker.queue.submit, worker.store  # imports first
+import worker.intake.loading, worker.queue.celery_app
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -164,7 +165,7 @@ sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
 code = 0
 try:
-    worker.cli.app(sys.argv[2:], standalone_mode=False)
+    worker.cli.main.app(sys.argv[2:], standalone_mode=False)
 except SystemExit as exc:
     code = exc.code or 0
 stop.set()

@@ -253,10 +253,10 @@ def test_a_hard_time_limit_is_recorded_on_the_briefs_of_the_killed_process(
     the lease of the dead process, and the brief finally failed with "gave up after N attempts" and no cause)."""
     from types import SimpleNamespace
 
-    from worker import tasks
-    from worker.briefs import Brief
-    from worker.runner import worker_identity
+    from worker.intake.briefs import Brief
+    from worker.pipeline.runner import worker_identity
     from worker.store import Store
+    from worker.tasks import write as tasks
 
     killed, other = worker_identity("celery", 4242), worker_identity("celery", 4343)
     with Store(f"sqlite:///{tmp_path / 'store.db'}") as store:
@@ -305,8 +305,8 @@ def test_malformed_task_messages_are_recognised_before_celery_reserves_them(
     the whole worker stopped), or, caught too late, held a pool slot for ever."""
     from types import SimpleNamespace
 
-    from worker.celery_app import app, message_problem
+    from worker.queue.celery_app import app, message_problem
 
     found = message_problem(SimpleNamespace(headers=headers, payload=payload))
     assert (found is None) if problem is None else (found or "").startswith(problem), found
-    assert all(task.Strategy == "worker.celery_app:guarded_strategy" for task in app.tasks.values())
+    assert all(task.Strategy == "worker.queue.celery_app:guarded_strategy" for task in app.tasks.values())

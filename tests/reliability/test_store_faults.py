@@ -148,10 +148,10 @@ def test_a_task_releases_the_leases_its_own_process_left_behind(tmp_path: Path) 
     """Regression: when the store failed at the article write and again at the requeue, the run's briefs stayed
     leased to its own process, and the retry skipped them as "leased to a live worker" until the lease
     expired (30 min). A task now first ends the leases its own process still holds."""
-    from worker.briefs import Brief
-    from worker.runner import worker_identity
+    from worker.intake.briefs import Brief
+    from worker.pipeline.runner import worker_identity
     from worker.store import Store
-    from worker.tasks import release_own_leases
+    from worker.tasks.write import release_own_leases
 
     me, other = worker_identity("celery"), worker_identity("celery", 1)
     with Store(f"sqlite:///{tmp_path / 'store.db'}") as store:

@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from worker.briefs import Brief
 from worker.errors import NotFoundError
+from worker.intake.briefs import Brief
 from worker.results import ArticleStatus, BriefStatus
 from worker.store.records import ArticleRecord, article_record, content_hash
 from worker.store.schema import articles, briefs, job_items, jobs

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Row
 
-from worker.briefs import Brief
 from worker.errors import StoreError
+from worker.intake.briefs import Brief
 from worker.results import BriefStatus
 
 ARTICLE_ID_PREFIX = "a-"

@@ -48,7 +48,7 @@ _PAGE = 500
 
 def quality_of(article: ArticleRecord) -> float:
     """The article's :attr:`Scorecard.quality` (0 when its scores cannot be read)."""
-    from worker.scoring import Scorecard  # imported on use: scoring pulls in the text metrics
+    from worker.scoring.scorecard import Scorecard  # imported on use: scoring pulls in the text metrics
 
     try:
         return Scorecard.from_dict(article.scores).quality

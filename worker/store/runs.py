@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from worker.briefs import Brief
 from worker.errors import NotFoundError
+from worker.intake.briefs import Brief
 from worker.store.jobs import JobCounts, JobStatus, Submission, _job_counts, derive_status
 from worker.store.schema import briefs, job_items, jobs, scheduler_locks
 
@@ -39,7 +39,7 @@ SETTLED = (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED)
 
 
 def run_id_for(job_name: str, stamp: str) -> str:
-    """``run-<job>-<stamp>`` (``stamp`` as :func:`worker.job_files.run_stamp` writes it)."""
+    """``run-<job>-<stamp>`` (``stamp`` as :func:`worker.jobs.job_files.run_stamp` writes it)."""
     return f"run-{job_name}-{stamp}"
 
 

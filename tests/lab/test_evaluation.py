@@ -1,0 +1,310 @@
+"""Tests of :mod:`worker.lab.evaluation` on the tiny model: held-out perplexity base vs adapter, style fidelity of
+drafts for the shared evaluation briefs (profile distance, voice classifier, sign test), the table and the PNG
+plot, and refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from corpus_fixtures import voice_body
+from training_fixtures import World, copy_world, one_torch_thread, tiny_model_dir, trained_world
+from typer.testing import CliRunner
+
+from worker.cli.main import app
+from worker.engine.adapters import ADAPTER_META
+from worker.engine.engine import Engine
+from worker.intake.briefs import Brief, ContentType
+from worker.lab.evaluation import (
+    EVAL_BRIEFS_FILE,
+    EvalOptions,
+    EvalTopic,
+    EvaluationError,
+    StyleClassifier,
+    VoiceCorpus,
+    eval_briefs,
+    evaluate_style,
+    evaluate_styles,
+    house_metadata,
+    read_eval_topics,
+    report_markdown,
+    sign_test,
+    train_voice_classifier,
+)
+from worker.lab.stylometry import FUNCTION_WORDS, VOICE_FEATURE_NAMES, voice_features, voice_matrix
+from worker.scoring.embeddings import default_embedder
+from worker.styles.catalog import StyleCatalog
+
+__all__ = ["one_torch_thread", "tiny_model_dir", "trained_world"]  # fixtures used by name
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+EVAL_BRIEFS = """\
+target_words: 60
+briefs:
+  - {id: bread, title: Keeping bread fresh}
+  - {id: bikes, title: Choosing a bicycle}
+  - {id: typing, title: Learning to type}
+"""
+
+
+@pytest.fixture
+def world(tmp_path: Path, trained_world: World) -> World:
+    """The trained world with calm's corpus in its corpus/ folder (the voice classifier reads corpus folders)
+    and three shared evaluation briefs."""
+    copied = copy_world(trained_world, tmp_path)
+    shutil.copytree(trained_world.root / "calm-corpus", copied.styles_dir / "calm" / "corpus")
+    (copied.styles_dir / EVAL_BRIEFS_FILE).write_text(EVAL_BRIEFS, encoding="utf-8")
+    return copied
+
+
+def test_eval_reports_perplexity_fidelity_and_writes_table_and_plot(world: World) -> None:
+    settings = world.settings()
+    v1 = world.styles_dir / "calm" / "adapters" / "v1"
+    shutil.copytree(v1, v1.with_name("v2"))  # a second version to compare against
+    engine = Engine.from_settings(settings)
+    report = evaluate_style(
+        settings,
+        "calm",
+        version="v1",
+        against="v2",
+        options=EvalOptions(briefs=2, max_new_tokens=24),
+        engine=engine,
+        embedder=default_embedder(),
+    )
+    data = report.data
+    assert report.variants == ["base", "v1", "v2"]
+    assert [row["variant"] for row in data["table"]] == ["base", "v1", "v2", "held-out articles"]
+    perplexity = data["perplexity"]
+    assert all(math.isfinite(value) and value > 1 for value in perplexity.values())
+    assert perplexity["v1"] == perplexity["v2"]  # the same weights
+    assert perplexity["v1"] < perplexity["base"]  # the adapter fits its held-out articles better
+    # Drafts are written for the shared briefs (the first two), not for the held-out briefs.
+    assert data["eval_briefs"]["titles"] == ["Keeping bread fresh", "Choosing a bicycle"]
+    assert data["eval_briefs"]["target_words"] == 60
+    for label in ("base", "v1", "v2"):
+        fidelity = data["fidelity"][label]
+        assert fidelity["profile_distance"] >= 0 and 0 <= fidelity["embedding_distance"] <= 2
+        assert 0 <= fidelity["attribution_accuracy"] <= 1 and 0 <= fidelity["style_probability"] <= 1
+        assert len(fidelity["attributed_to"]) == 2 and set(fidelity["attributed_to"]) <= {"calm", "stiff"}
+        assert len(data["drafts"][label]) == 2
+        assert all(draft.startswith("# ") for draft in data["drafts"][label])
+        assert fidelity["memorisation_trips"] == 0.0  # a random model copies nothing of the corpus
+    probe = data["memorisation_probe"]  # drafts for briefs of articles v1 trained on, where copying would show
+    assert probe["briefs"] == 2
+    for label in ("base", "v1", "v2"):
+        assert probe[label]["memorisation_tripped"] == 0 and len(probe[label]["drafts"]) == 2
+        assert 0 <= probe[label]["longest_copied_run"] < 40
+    assert set(data["sign_test"]) == {"v1", "v2"}
+    assert data["sign_test"]["v1"] == data["sign_test"]["v2"]  # the same weights write the same drafts
+    check = data["classifier"]
+    assert check["styles"] == ["calm", "stiff"]
+    assert check["heldout_articles"] == 2  # calm's held-out articles; stiff has no version, holds none out
+    assert check["training_articles"] == 14 and check["loo_articles"] == 16
+    assert check["loo_accuracy"] == 1.0  # the fixture's voices are far apart
+    # The real held-out articles are the ceiling: close to the profile and attributed to the style.
+    assert data["reference"]["attribution_accuracy"] == 1.0
+    assert data["reference"]["profile_distance"] < data["fidelity"]["base"]["profile_distance"]
+    assert data["caveats"] == ["only 2 held-out article(s): treat perplexity differences as indicative"]
+
+    files = {key: Path(value) for key, value in report.files.items()}
+    assert files["plot"] == v1 / "eval" / "against-v2.png"
+    assert files["plot"].read_bytes()[:8] == PNG_MAGIC
+    assert json.loads(files["json"].read_text())["perplexity"] == perplexity
+    markdown = files["markdown"].read_text()
+    assert markdown == report_markdown(report)
+    assert "| variant | perplexity (held-out) |" in markdown and "| v1 |" in markdown
+    assert "leave-one-out accuracy 1.00 over all 16 articles" in markdown
+    assert "exact sign test" in markdown
+    assert "memorisation probe, drafts for 2 briefs of articles the version trained on" in markdown
+
+
+def test_eval_without_a_second_corpus_reports_no_attribution(world: World) -> None:
+    shutil.rmtree(world.styles_dir / "stiff" / "corpus")
+    settings = world.settings()
+    report = evaluate_style(settings, "calm", options=EvalOptions(briefs=1, max_new_tokens=8))
+    assert report.data["fidelity"]["base"].get("attribution_accuracy") is None
+    assert report.data["sign_test"] == {}
+    assert any("drafts not attributed" in note for note in report.data["caveats"])
+    assert "n/a" in report_markdown(report)
+
+
+def test_eval_command_prints_the_table(world: World) -> None:
+    output = world.root / "report"
+    result = CliRunner().invoke(
+        app,
+        ["styles", "eval", "calm", "--briefs", "1", "--max-new-tokens", "16", "--output", str(output)],
+        env=world.env(),
+    )
+    assert result.exit_code == 0, result.output
+    for text in ("calm v1 against base", "perplexity", "attributed (voice)", "held-out", "leave-one-out"):
+        assert text in result.output
+    assert (output / "against-base.png").read_bytes()[:8] == PNG_MAGIC
+    assert (output / "against-base.md").is_file()
+
+
+def test_eval_all_evaluates_every_style_with_a_version(world: World) -> None:
+    command = ["styles", "eval", "--all", "--briefs", "1", "--max-new-tokens", "8"]
+    result = CliRunner().invoke(app, command, env=world.env())
+    assert result.exit_code == 0, result.output
+    assert "calm v1 against base" in result.output and "stiff v" not in result.output  # stiff has no version
+    assert (world.styles_dir / "calm" / "adapters" / "v1" / "eval" / "against-base.json").is_file()
+    shutil.copytree(world.styles_dir / "calm" / "adapters" / "v1", world.styles_dir / "stiff" / "adapters" / "v1")
+    result = CliRunner().invoke(app, command, env=world.env())
+    assert result.exit_code == 0, result.output
+    assert "stiff v1 against base" in result.output
+    assert "summary" in result.output and "all styles" in result.output  # both styles' drafts pooled
+    for bad in (["styles", "eval"], ["styles", "eval", "calm", "--all"]):
+        refused = CliRunner().invoke(app, bad, env=world.env())
+        assert refused.exit_code == 2 and "give one style NAME or --all" in refused.output
+
+
+def test_eval_refuses_an_adapter_for_another_base_model(world: World) -> None:
+    meta_path = world.styles_dir / "calm" / "adapters" / "v1" / ADAPTER_META
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "base_model_id": "some-other-model"}))
+    result = CliRunner().invoke(app, ["styles", "eval", "calm"], env=world.env())
+    assert result.exit_code == 6
+    assert "was trained for base model 'some-other-model'" in result.output
+
+
+def test_eval_needs_a_version_and_the_shared_briefs(world: World) -> None:
+    settings = world.settings()
+    with pytest.raises(EvaluationError, match="no adapter version yet"):
+        evaluate_style(settings, "stiff")
+    with pytest.raises(EvaluationError, match="has no version 'v7'"):
+        evaluate_style(settings, "calm", against="v7")
+    with pytest.raises(EvaluationError, match="apply to one style"):
+        evaluate_styles(settings, ["calm", "stiff"], against="v1")
+    with pytest.raises(EvaluationError, match="is the version under evaluation"):
+        shutil.copytree(world.styles_dir / "calm" / "adapters" / "v1", world.styles_dir / "calm" / "adapters" / "v2")
+        evaluate_style(settings, "calm", version="v2", against="v2")
+    (world.styles_dir / EVAL_BRIEFS_FILE).unlink()
+    with pytest.raises(EvaluationError, match="no shared evaluation briefs"):
+        evaluate_style(settings, "calm")
+    assert StyleCatalog.load(settings.styles_dir).names == ["calm", "stiff"]  # the briefs file is not a style
+
+
+# ------------------------------------------------------------------------------------------- pieces
+
+
+def test_read_eval_topics_and_render_them_per_style(tmp_path: Path) -> None:
+    path = tmp_path / EVAL_BRIEFS_FILE
+    path.write_text(EVAL_BRIEFS, encoding="utf-8")
+    topics, target_words = read_eval_topics(path)
+    assert topics[0] == EvalTopic("bread", "Keeping bread fresh") and len(topics) == 3 and target_words == 60
+    path.write_text("briefs:\n  - {id: a, title: A}\n  - {id: a, title: B}\n", encoding="utf-8")
+    with pytest.raises(EvaluationError, match="duplicate brief id"):
+        read_eval_topics(path)
+    path.write_text("briefs: [{title: no id}]\n", encoding="utf-8")
+    with pytest.raises(EvaluationError, match="not a list of evaluation briefs"):
+        read_eval_topics(path)
+
+    corpus_briefs = [
+        Brief(title="a", content_type="how-to", audience="beginners", tone="friendly"),
+        Brief(title="b", content_type="how-to", audience="homeowners", tone="friendly"),
+        Brief(title="c", content_type="listicle", audience="beginners", tone="plain"),
+    ]
+    house = house_metadata(corpus_briefs)
+    assert house == {"content_type": ContentType.HOW_TO, "audience": "beginners", "tone": "friendly"}
+    first, second = (eval_briefs(topics, name, house, 60) for name in ("calm", "stiff"))
+    assert [b.title for b in first] == [b.title for b in second]  # the same topics for every style
+    assert first[0].brief_id == second[0].brief_id == "eval-bread"  # and the same seeds
+    assert first[0].style == "calm" and first[0].content_type == ContentType.HOW_TO and first[0].target_words == 60
+
+
+def test_voice_features_measure_voice_not_topic() -> None:
+    assert len(VOICE_FEATURE_NAMES) == len(set(VOICE_FEATURE_NAMES)) == voice_matrix(["# T\n\nHi."]).shape[1]
+    chatty = "# Bread\n\nYou'll love this! It's easy, and it's quick; really, it is (promise).\n"
+    features = voice_features(chatty)
+    assert features["contractions_per_100_words"] > 0 and features["semicolons_per_100_words"] > 0
+    assert features["parentheses_per_100_words"] > 0 and features["exclamations"] > 0
+    assert features["fw_really"] > 0 and features["fw_the"] == 0
+    assert not {"bread", "pan", "database"} & set(FUNCTION_WORDS)
+    # Same voice, other topic: closer than same topic, other voice.
+    plain_a, plain_b, formal_a = voice_body("plain", 0), voice_body("plain", 5), voice_body("formal", 0)
+    x = voice_matrix([plain_a, plain_b, formal_a])
+    scale = x.std(axis=0) + 1e-6
+    assert np.linalg.norm((x[0] - x[1]) / scale) < np.linalg.norm((x[0] - x[2]) / scale)
+
+
+def test_voice_classifier_reports_its_own_held_out_and_leave_one_out_accuracy() -> None:
+    plain = [voice_body("plain", i) for i in range(8)]
+    formal = [voice_body("formal", i) for i in range(8)]
+    held = np.array([False] * 6 + [True] * 2)
+    corpora = [
+        VoiceCorpus("plain", "test", [f"p{i}" for i in range(8)], voice_matrix(plain), held),
+        VoiceCorpus("formal", "test", [f"f{i}" for i in range(8)], voice_matrix(formal), np.zeros(8, dtype=bool)),
+    ]
+    classifier, check = train_voice_classifier(corpora)
+    assert classifier is not None
+    assert check["training_articles"] == 14 and check["heldout_articles"] == 2
+    assert check["heldout_accuracy"] == 1.0 and check["loo_accuracy"] == 1.0
+    assert classifier.predict(voice_matrix([plain[7], formal[3]])) == ["plain", "formal"]
+    none, note = train_voice_classifier(corpora[:1])
+    assert none is None and "at least two styles" in note["note"]
+
+
+def test_sign_test_on_paired_drafts() -> None:
+    assert sign_test([False] * 10, [True] * 10) == {"adapter_only": 10, "base_only": 0, "p_value": 0.002}
+    assert sign_test([True, False], [True, False]) == {"adapter_only": 0, "base_only": 0, "p_value": 1.0}
+    result = sign_test([False, False, True, True], [True, True, True, False])
+    assert (result["adapter_only"], result["base_only"], result["p_value"]) == (2, 1, 1.0)
+
+
+def test_style_classifier_separates_separable_styles() -> None:
+    rng = np.random.default_rng(0)
+    features = np.vstack([rng.normal(0, 1, (10, 3)), rng.normal(4, 1, (10, 3))])
+    embeddings = np.vstack([rng.normal(0, 0.1, (10, 5)), rng.normal(1, 0.1, (10, 5))])
+    labels = np.array([0] * 10 + [1] * 10)
+    classifier = StyleClassifier(["a", "b"]).fit(features, embeddings, labels)
+    probabilities = classifier.probabilities(features, embeddings)
+    assert (probabilities.argmax(axis=1) == labels).all()
+    assert np.allclose(probabilities.sum(axis=1), 1)
+    voice_only = StyleClassifier(["a", "b"], use_embeddings=False).fit(features, None, labels)
+    assert voice_only.predict(features) == ["a"] * 10 + ["b"] * 10
+
+
+# ------------------------------------------------------------------------------------------- shipped adapters
+
+
+@pytest.mark.real_model
+def test_shipped_adapters_load_and_change_the_voice_on_the_real_model(tmp_path: Path) -> None:
+    """Every shipped style serves a trained adapter that loads on the real default model and changes its output."""
+    import torch
+
+    from worker.config import DEFAULT_MODEL, PROJECT_ROOT, Settings
+    from worker.engine.adapters import AdapterRef, check_adapter
+    from worker.engine.engine import GenerationRequest
+    from worker.engine.sampling import RowSettings
+    from worker.intake.briefs import Brief
+    from worker.pipeline.prompts import PromptRenderer
+
+    settings = Settings(home=tmp_path, device="cpu", dtype="float32")
+    catalog = StyleCatalog.load(PROJECT_ROOT / "styles")
+    engine = Engine.from_settings(settings)
+    renderer = PromptRenderer(settings.templates_dir)
+    brief = Brief(title="How to keep herbs fresh", content_type="how-to", target_words=80)
+    for name in ("plain-howto", "tech-deepdive", "upbeat-lifestyle"):
+        style = catalog.get(name)
+        assert style.adapter is not None and style.adapter_dir is not None
+        ref = AdapterRef(name, style.adapter, style.adapter_dir)
+        check_adapter(ref, DEFAULT_MODEL)
+        assert (style.adapter_dir / "adapter_model.safetensors").stat().st_size < 12_000_000  # r=8, all linear layers
+        assert (style.adapter_dir / "corpus_ngrams.safetensors").is_file()  # the memorisation guard's index
+        engine.load_adapter(ref)
+        messages = renderer.render(brief, style).messages()
+        ids = engine.tokenizer(engine.chat_prompt(messages), return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            base = engine.model(**ids, adapter_names=["__base__"]).logits[0, -1]
+            tuned = engine.model(**ids, adapter_names=[ref.name]).logits[0, -1]
+        assert float((base - tuned).abs().max()) > 1e-2  # the adapter changes the next-token distribution
+        row = RowSettings(0.0, 1.0, 1.0, 12, 0)
+        (out,) = engine.generate([GenerationRequest(name, messages, row, ref)])
+        assert out.new_tokens > 0 and out.text.strip()

@@ -1,0 +1,474 @@
+"""Style and corpus commands of the CLI: corpus inspect; styles list, show, train, promote, eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from worker.cli.common import JsonOpt, console, err_console, handle_errors, print_json
+from worker.config import DEFAULT_MODEL, Settings, load_settings
+
+corpus_app = typer.Typer(help="Article archives used to train styles.", no_args_is_help=True)
+styles_app = typer.Typer(
+    help="Styles and their adapter versions: list, show, train, promote, eval.", no_args_is_help=True
+)
+
+StyleArg = Annotated[str, typer.Argument(help="Style name (a folder under the styles directory).")]
+
+
+def configured_model_id(settings: Settings) -> str:
+    """The configured base model's id, without loading or converting it (see worker.engine.base_model)."""
+    from worker.engine.base_model import ID_FILE
+
+    if settings.model == DEFAULT_MODEL:
+        return DEFAULT_MODEL
+    directory = Path(settings.model).expanduser()
+    id_file = directory / ID_FILE
+    return id_file.read_text().strip() if id_file.is_file() else str(directory)
+
+
+def _catalog(settings: Settings) -> Any:
+    from worker.styles.catalog import StyleCatalog
+
+    return StyleCatalog.load(settings.styles_dir)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+# ----------------------------------------------------------------------------------------------- corpus
+
+
+@corpus_app.command("inspect")
+@handle_errors
+def corpus_inspect(
+    directory: Annotated[Path, typer.Argument(help="Folder of Markdown posts (Hugo, Jekyll, Zola).")],
+    min_words: Annotated[int, typer.Option(help="Pages with fewer words are skipped as near-empty.")] = 60,
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts, field coverage, length distribution, readability and tone profile, and every skipped file."""
+    from worker.lab.corpus import inspect_corpus, load_corpus
+
+    settings = load_settings()
+    report = inspect_corpus(load_corpus(directory, min_words=min_words), settings.language)
+    if as_json:
+        print_json(report)
+        return
+    console.print(
+        f"[bold]{report['articles']}[/] article(s) from {report['files']} Markdown file(s) in {report['root']}, "
+        f"{report['words']} words; {report['skipped']} skipped",
+        highlight=False,
+    )
+    console.print(
+        "layouts: "
+        + _pairs(report["layouts"])
+        + " · front matter: "
+        + _pairs(report["front_matter"])
+        + " · content types: "
+        + _pairs(report["content_types"]),
+        highlight=False,
+    )
+    coverage = Table("field", "given in front matter", title="field coverage")
+    for name, count in report["coverage"].items():
+        coverage.add_row(name, f"{count}/{report['articles']}")
+    console.print(coverage)
+    if report["profile"]:
+        _print_profile(report["profile"])
+    if report["skipped_files"]:
+        skipped = Table("file", "reason", title="skipped files")
+        for item in report["skipped_files"]:
+            skipped.add_row(item["path"], item["reason"])
+        console.print(skipped)
+
+
+def _pairs(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counts.items()) or "none"
+
+
+def _print_profile(profile: dict[str, Any]) -> None:
+    lengths = Table("words", "articles", title="length distribution")
+    for row in profile["length_histogram"]:
+        if row["count"]:
+            lengths.add_row(row["words"], "█" * row["count"] + f" {row['count']}")
+    console.print(lengths)
+    table = Table("measure", "p10", "median", "p90", "mean", title="readability and tone profile")
+    for name, summary in {"words": profile["words"], **profile["features"]}.items():
+        table.add_row(name, *(_fmt(summary[key], 2) for key in ("p10", "median", "p90", "mean")))
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------------------------- styles
+
+
+@styles_app.command("list")
+@handle_errors
+def styles_list(as_json: JsonOpt = False) -> None:
+    """Every style, the version it serves, and its versions with their held-out loss."""
+    from worker.styles.versions import list_versions
+
+    settings = load_settings()
+    catalog = _catalog(settings)
+    model_id = configured_model_id(settings)
+    rows = []
+    for name in catalog.names:
+        style = catalog.get(name)
+        versions = list_versions(style, model_id)
+        rows.append(
+            {
+                "style": name,
+                "served": style.adapter,
+                "versions": [
+                    {
+                        "version": v.version,
+                        "usable": v.problem is None,
+                        "eval_loss": v.metrics.get("best_eval_loss"),
+                        "base_eval_loss": v.metrics.get("base_eval_loss"),
+                        "articles": v.meta.get("corpus", {}).get("articles"),
+                        "created_at": v.meta.get("created_at"),
+                    }
+                    for v in versions
+                ],
+            }
+        )
+    if as_json:
+        print_json({"styles": rows, "problems": catalog.problems})
+        return
+    table = Table(
+        "style", "serves", "versions (held-out loss: base → adapter)", title=f"styles (base model {model_id})"
+    )
+    for row in rows:
+        described = [
+            f"{v['version']}{'' if v['usable'] else ' [red](unusable)[/]'}: "
+            f"{_fmt(v['base_eval_loss'])} → {_fmt(v['eval_loss'])}, {v['articles']} articles"
+            for v in row["versions"]
+        ]
+        table.add_row(row["style"], row["served"] or "base model", "\n".join(described) or "none")
+    console.print(table)
+    for name, problem in catalog.problems.items():
+        err_console.print(f"[red]{name}:[/] {problem}", highlight=False)
+
+
+@styles_app.command("show")
+@handle_errors
+def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
+    """One style: its targets (and which came from the corpus profile) and every version's metrics."""
+    from worker.styles.versions import list_versions
+
+    settings = load_settings()
+    style = _catalog(settings).get(name)
+    versions = list_versions(style, configured_model_id(settings))
+    data = {
+        "style": style.name,
+        "description": style.description,
+        "served": style.adapter,
+        "targets": style.targets.model_dump(mode="json"),
+        "targets_from_corpus_profile": style.profile_targets,
+        "gates": style.gates,
+        "versions": [v.to_dict() for v in versions],
+    }
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"[bold]{style.name}[/]: {style.description}", highlight=False)
+    console.print(
+        f"serves: {style.adapter or 'the base model only'} · gates: {', '.join(style.gates)}", highlight=False
+    )
+    targets = Table("target", "value", "from", title="targets")
+    for key, value in data["targets"].items():
+        targets.add_row(key, str(value), "corpus profile" if key in style.profile_targets else "style.yaml / default")
+    console.print(targets)
+    table = Table(
+        "version",
+        "served",
+        "created",
+        "articles",
+        "epochs",
+        "held-out loss base → adapter",
+        "perplexity",
+        "usable",
+        title="versions",
+    )
+    for v in versions:
+        m = v.metrics
+        table.add_row(
+            v.version,
+            "yes" if v.served else "",
+            str(v.meta.get("created_at", ""))[:10],
+            str(v.meta.get("corpus", {}).get("articles", "")),
+            f"{_fmt(m.get('epochs_run'), 1)}/{m.get('epochs_max', '')}"
+            + (" (early stop)" if m.get("stopped_early") else ""),
+            f"{_fmt(m.get('base_eval_loss'))} → {_fmt(m.get('best_eval_loss'))}",
+            f"{_fmt(m.get('base_eval_perplexity'), 1)} → {_fmt(m.get('eval_perplexity'), 1)}",
+            "yes" if v.problem is None else f"[red]no[/]: {v.problem}",
+        )
+    console.print(table)
+
+
+@styles_app.command("train")
+@handle_errors
+def styles_train(
+    name: StyleArg,
+    corpus: Annotated[Path | None, typer.Option("--corpus", help="Folder of the style's Markdown articles.")] = None,
+    feedback: Annotated[
+        Path | None, typer.Option("--feedback", help="SFT examples from `copydesk feedback export` (JSONL).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run from its checkpoint.")] = False,
+    epochs: Annotated[int, typer.Option(help="Epochs at most (early stopping may end sooner).")] = 3,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 5e-4,
+    rank: Annotated[int, typer.Option("--rank", help="LoRA rank r.")] = 8,
+    alpha: Annotated[int, typer.Option("--alpha", help="LoRA alpha.")] = 16,
+    target_modules: Annotated[
+        str,
+        typer.Option(
+            "--target-modules",
+            help="Comma-separated module names that get LoRA weights, or 'all-linear' (every linear layer but "
+            "the output head).",
+        ),
+    ] = "q_proj,v_proj",
+    max_length: Annotated[int, typer.Option(help="Tokens per example (prompt + article).")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 2,
+    eval_fraction: Annotated[float, typer.Option(help="Share of articles held out.")] = 0.2,
+    patience: Annotated[int, typer.Option(help="Epochs without improvement before stopping early.")] = 1,
+    min_words: Annotated[int, typer.Option(help="Shorter pages are skipped as near-empty.")] = 60,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the initialisation.")] = 0,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: no limit).")] = -1,
+    submit: Annotated[
+        bool, typer.Option("--submit", help="Send it to the `train` queue instead of running here.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a new adapter version of a style from its article archive (TRL SFT + LoRA)."""
+    from pydantic import ValidationError
+
+    from worker.lab.training import TrainingError, TrainingOptions, train_style
+
+    try:
+        options = TrainingOptions(
+            epochs=epochs,
+            learning_rate=learning_rate,
+            lora_r=rank,
+            lora_alpha=alpha,
+            target_modules=[part.strip() for part in target_modules.split(",") if part.strip()],
+            max_length=max_length,
+            batch_size=batch_size,
+            eval_fraction=eval_fraction,
+            early_stopping_patience=patience,
+            min_words=min_words,
+            seed=seed,
+            max_steps=max_steps,
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"])
+        raise TrainingError(f"training option {field}: {problem['msg']}") from None
+    settings = load_settings()
+    _catalog(settings).get(name)  # an unknown style fails here, before anything loads
+    if submit:
+        _submit_training(settings, name, corpus, feedback, options)
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console
+    ) as progress:
+        task = progress.add_task(f"training {name}: loading", total=None)
+
+        def on_progress(message: str, done: int, total: int) -> None:
+            progress.update(task, description=f"training {name}: {message}", completed=done, total=total or None)
+
+        result = train_style(
+            settings, name, corpus_dir=corpus, feedback=feedback, options=options, resume=resume, progress=on_progress
+        )
+    if as_json:
+        print_json(result.summary())
+        return
+    m = result.metrics
+    console.print(
+        f"[green]trained[/] {name} {result.version} in {m['seconds']:.0f} s: held-out loss "
+        f"{_fmt(m['base_eval_loss'])} (base) → {_fmt(m['best_eval_loss'])} (best epoch {m['best_epoch']}"
+        f"{', stopped early' if m['stopped_early'] else ''}); {m['train_examples']} train / "
+        f"{m['heldout_examples']} held out",
+        highlight=False,
+    )
+    console.print(f"written to {result.directory}; serve it with: copydesk styles promote {name} {result.version}")
+
+
+def _submit_training(settings: Settings, name: str, corpus: Path | None, feedback: Path | None, options: Any) -> None:
+    from worker.queue.celery_app import TRAIN_QUEUE, TRAIN_TASK, make_celery
+
+    app = make_celery(settings)
+    kwargs = {
+        "style": name,
+        "corpus": str(corpus.resolve()) if corpus else None,
+        "feedback": str(feedback.resolve()) if feedback else None,
+        "options": options.model_dump(mode="json"),
+    }
+    result = app.send_task(TRAIN_TASK, kwargs=kwargs, queue=TRAIN_QUEUE)
+    console.print(f"submitted training of {name} to the {TRAIN_QUEUE} queue: task {result.id}")
+
+
+@styles_app.command("promote")
+@handle_errors
+def styles_promote(
+    name: StyleArg,
+    version: Annotated[str, typer.Argument(help="Version to serve (v1, v2, ...), or `none` for the base model.")],
+) -> None:
+    """Serve another adapter version: checks it against the base model, then rewrites `adapter:` in style.yaml."""
+    from worker.styles.versions import promote
+
+    settings = load_settings()
+    style = _catalog(settings).get(name)
+    before = style.adapter
+    promoted = promote(style, version, configured_model_id(settings))
+    where = promoted.directory / "style.yaml"
+    now = promoted.adapter or "base model"
+    console.print(f"{name}: {before or 'base model'} → [bold]{now}[/] ({where})", highlight=False)
+
+
+@styles_app.command("eval")
+@handle_errors
+def styles_eval(
+    name: Annotated[str | None, typer.Argument(help="Style name (or --all).")] = None,
+    all_styles: Annotated[bool, typer.Option("--all", help="Every style that has an adapter version.")] = False,
+    version: Annotated[
+        str | None, typer.Option(help="Version to evaluate (default: the served one, else the newest).")
+    ] = None,
+    against: Annotated[str, typer.Option(help="Compare with `base` or another version vN.")] = "base",
+    briefs: Annotated[int, typer.Option(help="Shared evaluation briefs to write drafts for (per variant).")] = 24,
+    max_new_tokens: Annotated[int, typer.Option(help="New tokens per draft at most.")] = 192,
+    output: Annotated[Path | None, typer.Option(help="Folder for the report (default adapters/vN/eval/).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Held-out perplexity (base vs adapter) and the voice of drafts for shared briefs; writes a table and a PNG."""
+    from worker.lab.evaluation import EvalOptions, evaluable_styles, evaluate_styles
+
+    if (name is None) == (not all_styles):
+        raise typer.BadParameter("give one style NAME or --all")
+    settings = load_settings()
+    names = evaluable_styles(settings) if all_styles else [name]
+    if output is not None and len(names) > 1:
+        raise typer.BadParameter("--output takes one style; with --all every report goes to its adapters/vN/eval/")
+    label = name or "all styles"
+    with err_console.status(f"evaluating {label}") as status:
+        reports = evaluate_styles(
+            settings,
+            names,
+            version=version,
+            against=against,
+            options=EvalOptions(briefs=briefs, max_new_tokens=max_new_tokens, output_dir=output),
+            progress=lambda message: status.update(f"evaluating {label}: {message}"),
+        )
+    if as_json:
+        data = [{**report.data, "files": report.files} for report in reports]
+        print_json(data[0] if name else {"styles": data})
+        return
+    for report in reports:
+        _print_eval(report)
+    if len(reports) > 1:
+        _print_eval_summary(reports)
+
+
+def _print_eval(report: Any) -> None:
+    from worker.lab.evaluation import classifier_summary, probe_lines
+
+    data = report.data
+    table = Table(
+        "variant",
+        "perplexity",
+        "profile distance",
+        "embedding distance",
+        "attributed (voice)",
+        "mean P(style)",
+        "memorisation trips",
+        title=f"{report.style} {report.version} against {data['against']}",
+    )
+    for row in report.rows():
+        table.add_row(
+            row["variant"],
+            _fmt(row["perplexity"], 2) or "n/a",
+            _fmt(row["profile_distance"]),
+            _fmt(row["embedding_distance"]),
+            _fmt(row["attribution_accuracy"], 2) or "n/a",
+            _fmt(row["style_probability"], 2) or "n/a",
+            _fmt(row.get("memorisation_trips"), 2) or "n/a",
+        )
+    console.print(table)
+    for label, test in data["sign_test"].items():
+        console.print(
+            f"paired drafts, {label} vs base: only {label}'s attributed right {test['adapter_only']}, "
+            f"only base's {test['base_only']} (sign test p = {test['p_value']:.3f})",
+            highlight=False,
+        )
+    console.print(classifier_summary(data["classifier"]), highlight=False)
+    for line in probe_lines(data.get("memorisation_probe", {})):
+        console.print(line.removeprefix("- "), highlight=False)
+    for note in data["caveats"]:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(f"report: {report.files['markdown']} · plot: {report.files['plot']}", highlight=False)
+
+
+def _print_eval_summary(reports: list[Any]) -> None:
+    table = Table(
+        "style",
+        "version",
+        "perplexity base → adapter",
+        "attributed base → adapter",
+        "sign test p",
+        "profile distance base → adapter",
+        "embedding distance base → adapter",
+        title="summary",
+    )
+    for report in reports:
+        rows = {row["variant"]: row for row in report.rows()}
+        base, tuned = rows["base"], rows[report.version]
+        test = report.data["sign_test"].get(report.version)
+        table.add_row(
+            report.style,
+            report.version,
+            f"{_fmt(base['perplexity'], 2)} → {_fmt(tuned['perplexity'], 2)}",
+            f"{_fmt(base['attribution_accuracy'], 2)} → {_fmt(tuned['attribution_accuracy'], 2)}",
+            _fmt(test["p_value"]) if test else "n/a",
+            f"{_fmt(base['profile_distance'])} → {_fmt(tuned['profile_distance'])}",
+            f"{_fmt(base['embedding_distance'])} → {_fmt(tuned['embedding_distance'])}",
+        )
+    pooled = _pooled_attribution(reports)
+    if pooled is not None:
+        base_share, tuned_share, test = pooled
+        table.add_row(
+            "all styles",
+            "",
+            "",
+            f"{base_share:.2f} → {tuned_share:.2f}",
+            _fmt(test["p_value"]),
+            "",
+            "",
+        )
+    console.print(table)
+
+
+def _pooled_attribution(reports: list[Any]) -> tuple[float, float, dict[str, Any]] | None:
+    """Every style's drafts together: the share attributed to the right style, base vs served adapter, and the
+    sign test over all pairs (how well the styles' drafts can be told apart at all)."""
+    from worker.lab.evaluation import sign_test
+
+    base_right: list[bool] = []
+    tuned_right: list[bool] = []
+    for report in reports:
+        fidelity = report.data["fidelity"]
+        if "right" not in fidelity["base"]:
+            return None
+        base_right += fidelity["base"]["right"]
+        tuned_right += fidelity[report.version]["right"]
+    if not base_right:
+        return None
+    return sum(base_right) / len(base_right), sum(tuned_right) / len(tuned_right), sign_test(base_right, tuned_right)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(corpus_app, name="corpus")
+    app.add_typer(styles_app, name="styles")

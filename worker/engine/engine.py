@@ -1,0 +1,433 @@
+"""Generation stage: the base model (plus style adapters) turning prompts into raw text, in batches.
+
+One :class:`Engine` per process loads the tokenizer and model once. :meth:`Engine.generate` takes requests
+of any mix of styles, sorts them by prompt length, and runs them in batches of ``batch_size`` with left
+padding; rows of different styles share a batch (:mod:`worker.engine.lora_batch`), and each row keeps its own
+sampling settings and seed (see :mod:`worker.engine.sampling`).
+
+In fp32 a row's text does not depend on the other rows of its batch ("exact rows"): adapters mix through
+per-adapter sub-batches, linear layers run as packed oneDNN matmuls on the CPU (:mod:`worker.engine.packed_linear`),
+and attention runs on SDPA's math kernel, each chosen because its results for a row do not depend on the batch
+size or padding on the CPUs measured (MKL's and the flash kernel's do on AVX2). Under bf16 the fast paths serve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worker.config import Settings
+from worker.engine.adapters import BASE, AdapterRef, AdapterRegistry
+from worker.engine.base_model import BaseModelSource, resolve_base_model
+from worker.engine.lora_batch import GroupedLora, grouped_lora
+from worker.engine.packed_linear import pack_linears
+from worker.engine.prefix_sharing import PrefixPlan, plan_prefixes
+from worker.engine.sampling import RowSampler, RowSettings
+from worker.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+# Prompt width granularity of exact (fp32) batches: see Engine._pad_multiple.
+EXACT_PAD_MULTIPLE = 64
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sequence to generate."""
+
+    key: str
+    messages: list[dict[str, str]]
+    settings: RowSettings
+    adapter: AdapterRef | None = None
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    key: str
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    hit_eos: bool
+    seconds: float  # wall time of the batch this row was generated in, shared by its rows
+
+
+def _contiguous_head_input(model: Any) -> None:
+    """Give the output head a freshly laid-out input.
+
+    With ``logits_to_keep=1`` transformers slices the last position out of the prefill's hidden states, a
+    ``[rows, 1, hidden]`` view with the strides of the whole sequence; torch's ``linear`` then broadcasts the
+    head's weight to one copy per row and runs a ``bmm`` in bf16: for SmolLM2-135M at 32 rows a 1.8 GB copy,
+    2.4 s against 6 ms for the same product on a fresh tensor (83 ms against 4 ms at one row; 2 AMX cores,
+    ``bench/head_matmul.py``). At one row the view even counts as contiguous (``.contiguous()`` keeps it), so the
+    hook always copies: a few kilobytes, no bits changed.
+    """
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(_fresh_first_argument)
+
+
+def _fresh_first_argument(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AMX or AVX-512 BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelError("COPYDESK_DEVICE=cuda but no CUDA device is available; use auto or cpu")
+    return setting
+
+
+def pick_dtype(setting: str, device: str) -> torch.dtype:
+    if setting == "float32":
+        return torch.float32
+    if setting == "bfloat16":
+        return torch.bfloat16
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+# Batch sizes picked from the scale curve (docs/benchmarks.md): bf16 gains up to 128 rows (2.1x batch 32 at 256
+# new tokens on 2 AMX cores); fp32 stays at 32, where a 64-brief task on a 2-core AVX2 machine (~40 tok/s) would
+# run past the task's soft time limit.
+FP32_BATCH_SIZE = 32
+REDUCED_PRECISION_BATCH_SIZE = 128
+
+
+def batch_size_for(settings: Settings) -> int:
+    """``settings.batch_size``, or when unset the default for the dtype the engine will run in."""
+    if settings.batch_size is not None:
+        return settings.batch_size
+    dtype = pick_dtype(settings.dtype, pick_device(settings.device))
+    return FP32_BATCH_SIZE if dtype == torch.float32 else REDUCED_PRECISION_BATCH_SIZE
+
+
+def flush_size_for(settings: Settings) -> int:
+    """``settings.flush_size``, or when unset half the batch size: a brief's two candidates fill one batch."""
+    if settings.flush_size is not None:
+        return settings.flush_size
+    return max(1, batch_size_for(settings) // 2)
+
+
+class Engine:
+    """The loaded base model, its tokenizer, and the style adapters attached to it."""
+
+    def __init__(
+        self,
+        source: BaseModelSource,
+        *,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        batch_size: int = 16,
+        adapter_capacity: int = 8,
+        share_prefixes: bool = True,
+        packed_matmuls: bool = True,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        # Shared prompt prefixes are computed once per batch (worker.engine.prefix_sharing); fp32 never does, since
+        # it promises that a row's text does not depend on the other rows of its batch.
+        self.share_prefixes = share_prefixes and dtype != torch.float32
+        started = time.perf_counter()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source.directory)
+            model = AutoModelForCausalLM.from_pretrained(source.directory, dtype=dtype, use_safetensors=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load the base model from {source.directory}: {exc}") from exc
+        self.model: Any = model.to(device).eval()
+        _contiguous_head_input(self.model)
+        # On the CPU (fp32, bf16): linear layers as packed oneDNN matmuls (faster; in fp32 batch-invariant too).
+        self.packed_matmuls = packed_matmuls and device == "cpu" and dtype in (torch.float32, torch.bfloat16)
+        self._pack()
+        # transformers 5 renamed the forward argument of the KV cache; accept both spellings.
+        self._cache_argument = (
+            "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+        )
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.adapters = AdapterRegistry(source.model_id, adapter_capacity)
+        self.load_seconds = time.perf_counter() - started
+        logger.info("loaded base model %s on %s (%s) in %.2f s", source.model_id, device, dtype, self.load_seconds)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        device = pick_device(settings.device)
+        return cls(
+            resolve_base_model(settings),
+            device=device,
+            dtype=pick_dtype(settings.dtype, device),
+            batch_size=batch_size_for(settings),
+        )
+
+    @property
+    def exact_rows(self) -> bool:
+        """In fp32 the engine promises that a row's text does not depend on its batch: adapters then mix through
+        per-adapter sub-batches (PEFT's arithmetic). The concatenated products round the last bits differently per
+        batch composition, which is within what bf16 already allows, so they serve the reduced-precision dtypes."""
+        return self.dtype == torch.float32
+
+    @property
+    def _pad_multiple(self) -> int | None:
+        """Exact rows pad every batch's prompts to a multiple of :data:`EXACT_PAD_MULTIPLE` columns.
+
+        A decode step's attention reduces over the cache's columns in vector lanes, so its rounding depends on where
+        a row's tokens fall modulo the lane width; left padding shifts them by the batch's longest prompt. With the
+        width a multiple of 64, a row's tokens fall on the same lanes alone and in any batch (measured on AVX-512:
+        shifts by multiples of 8 keep the bits, others do not). Costs up to 63 masked prefill columns; fp32 only.
+        """
+        return EXACT_PAD_MULTIPLE if self.exact_rows else None
+
+    def _attention_kernels(self) -> contextlib.AbstractContextManager[None]:
+        """Exact rows run attention on SDPA's math kernel: the CPU flash kernel's sums depend on the padded length
+        (on AVX2 a row then differs alone and in a batch); the math kernel's do not. bf16 keeps the fast kernel."""
+        if not self.exact_rows:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The exact text the model sees: ``messages`` through the model's chat template."""
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    def load_adapter(self, ref: AdapterRef) -> None:
+        """Load (or touch) ``ref`` in the adapter registry; raises AdapterError for a bad adapter."""
+        newly_loaded = ref.name not in self.adapters.loaded
+        self.model = self.adapters.ensure(self.model, ref)
+        if newly_loaded:  # only a new adapter brings unpacked layers; generate() touches every adapter per call
+            self._pack()
+
+    def _pack(self) -> None:
+        if self.packed_matmuls:
+            pack_linears(self.model, self.batch_size)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        """Generate every request, batched; outputs come back in the order of ``requests``."""
+        if len({r.key for r in requests}) != len(requests):
+            raise ValueError("generation request keys must be unique: outputs are matched to requests by key")
+        refs = list(dict.fromkeys(r.adapter for r in requests if r.adapter is not None))
+        capacity = self.adapters.capacity
+        if len(refs) > capacity:
+            # More adapters than the registry keeps loaded at once: generate in groups of adapters that fit.
+            # A row does not depend on its batch, so the texts are the same as in one call.
+            grouped: dict[str, GenerationOutput] = {}
+            for start in range(0, len(refs), capacity):
+                group = set(refs[start : start + capacity])
+                part = [r for r in requests if r.adapter in group or (start == 0 and r.adapter is None)]
+                grouped.update((output.key, output) for output in self.generate(part))
+            return [grouped[r.key] for r in requests]
+        for ref in refs:
+            self.load_adapter(ref)
+        prompts = {r.key: self.chat_prompt(r.messages) for r in requests}
+        ordered = sorted(requests, key=lambda r: len(prompts[r.key]))
+        outputs: dict[str, GenerationOutput] = {}
+        for start in range(0, len(ordered), self.batch_size):
+            batch = ordered[start : start + self.batch_size]
+            for output in self._generate_batch(batch, [prompts[r.key] for r in batch]):
+                outputs[output.key] = output
+        return [outputs[r.key] for r in requests]
+
+    def _generate_batch(self, batch: Sequence[GenerationRequest], prompts: list[str]) -> list[GenerationOutput]:
+        encoded = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, pad_to_multiple_of=self._pad_multiple, add_special_tokens=False
+        )
+        input_ids = encoded["input_ids"].to(self.device)
+        mask = encoded["attention_mask"].to(self.device)
+        eos = int(self.tokenizer.eos_token_id)
+        sampler = RowSampler([r.settings for r in batch], input_ids.shape[1], eos)
+        names = [r.adapter.name if r.adapter else BASE for r in batch] if self.adapters.loaded else None
+        started = time.perf_counter()
+        with torch.inference_mode(), self._attention_kernels():
+            tokens = self._decode(input_ids, mask, sampler, names, max(r.settings.max_new_tokens for r in batch))
+        seconds = time.perf_counter() - started
+        outputs = [
+            self._output(request, tokens[row], int(mask[row].sum()), eos, seconds) for row, request in enumerate(batch)
+        ]
+        logger.debug("batch of %d rows, %d new tokens, %.2f s", len(batch), sum(o.new_tokens for o in outputs), seconds)
+        return outputs
+
+    def _decode(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        sampler: RowSampler,
+        names: list[str] | None,
+        max_new_tokens: int,
+    ) -> list[list[int]]:
+        """Sample up to ``max_new_tokens`` per row; a row leaves the batch once it has ended.
+
+        The loop keeps its own preallocated KV cache (no copy of the whole cache per step, unlike
+        ``generate``'s dynamic cache). Under bf16, prompt prefixes that rows of one adapter share are
+        computed once and copied into their cache slots (:mod:`worker.engine.prefix_sharing`). Finished rows are
+        dropped from the batch (cache, ids, mask and adapter names) as soon as they are a quarter of it, so
+        they stop costing compute; a row's tokens do not depend on when that happens. Rows of different
+        styles share the batch through :mod:`worker.engine.lora_batch` (PEFT's ``adapter_names`` for adapters it
+        does not handle). Returns each
+        row's new tokens, ending with EOS when it ended.
+        """
+        from worker.engine.kv_cache import preallocated_cache
+
+        cache = preallocated_cache(self.model, input_ids.shape[1] + max_new_tokens)
+        # Repetition penalty over the row's real tokens only: a padding slot repeats the row's last prompt token.
+        history = torch.where(mask.bool(), input_ids, input_ids[:, -1:])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+        start = self._prefill_shared_prefixes(input_ids, mask, names, cache) if self.share_prefixes else 0
+        grouped = grouped_lora(self.model, names, exact=self.exact_rows) if names is not None else None
+        try:
+            self._decode_steps(
+                input_ids, start, mask, positions, history, sampler, names, grouped, cache, generated, max_new_tokens
+            )
+        finally:
+            if grouped is not None:
+                grouped.close()
+        return generated
+
+    def _prefill_shared_prefixes(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, names: list[str] | None, cache: Any
+    ) -> int:
+        """Fill the cache with the batch's shared prompt prefixes (:mod:`worker.engine.prefix_sharing`); returns the
+        first column the batch forward still has to compute (0 when nothing is shared)."""
+        tokens = [row[row_mask.bool()].tolist() for row, row_mask in zip(input_ids, mask, strict=True)]
+        plan = plan_prefixes(tokens, names or [BASE] * len(tokens), width=input_ids.shape[1])
+        if plan is None:
+            return 0
+        for prefix in plan.prefixes:
+            needed = max(plan.start - plan.begin(len(tokens[row])) for row in prefix.rows)
+            if needed <= 0:
+                continue
+            layers = self._prefix_pass(prefix.tokens[:needed], prefix.name if names is not None else None)
+            for layer, (keys, values) in zip(cache.layers, layers, strict=True):
+                if not layer.is_initialized:
+                    layer.allocate(len(tokens), keys, values)
+                for row in prefix.rows:
+                    begin = plan.begin(len(tokens[row]))
+                    if begin < plan.start:
+                        layer.write(row, begin, keys[0, :, : plan.start - begin], values[0, :, : plan.start - begin])
+        return self._advance_cache(cache, plan)
+
+    @staticmethod
+    def _advance_cache(cache: Any, plan: PrefixPlan) -> int:
+        if not all(layer.is_initialized for layer in cache.layers):
+            return 0  # nothing was written: the batch forward computes every column
+        for layer in cache.layers:
+            layer.advance(plan.start)
+        return plan.start
+
+    def _prefix_pass(self, tokens: Sequence[int], name: str | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values of every layer for one prompt prefix on adapter ``name`` (``None``: no adapters)."""
+        from worker.engine.kv_cache import preallocated_cache
+
+        cache = preallocated_cache(self.model, len(tokens))
+        ids = torch.tensor([list(tokens)], device=self.device)
+        kwargs: dict[str, Any] = {self._cache_argument: cache}
+        grouped = grouped_lora(self.model, [name], exact=self.exact_rows) if name is not None else None
+        if name is not None and grouped is None:
+            kwargs["adapter_names"] = [name]
+        try:
+            self.model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                position_ids=torch.arange(len(tokens), device=self.device).unsqueeze(0),
+                use_cache=True,
+                logits_to_keep=1,
+                **kwargs,
+            )
+        finally:
+            if grouped is not None:
+                grouped.close()
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _decode_steps(
+        self,
+        input_ids: torch.Tensor,
+        start: int,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        history: torch.Tensor,
+        sampler: RowSampler,
+        names: list[str] | None,
+        grouped: GroupedLora | None,
+        cache: Any,
+        generated: list[list[int]],
+        max_new_tokens: int,
+    ) -> None:
+        eos = sampler.eos_token_id
+        active = torch.arange(input_ids.shape[0])  # sampler rows still in the batch, in batch order
+        ended = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # per batch slot
+        # The first step prefills the prompt columns the cache does not hold yet (all but shared prefixes).
+        step_ids, step_positions = input_ids[:, start:], positions[:, start:]
+        for _ in range(max_new_tokens):
+            kwargs: dict[str, Any] = {self._cache_argument: cache}
+            if names is not None and grouped is None:
+                kwargs["adapter_names"] = names  # PEFT's own mixed-batch path
+            logits = self.model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **kwargs,
+            ).logits[:, -1, :]
+            chosen = sampler.sample(history, logits, active)
+            chosen = torch.where(ended, eos, chosen)
+            for token, done, row in zip(chosen.tolist(), ended.tolist(), active.tolist(), strict=True):
+                if not done:
+                    generated[row].append(token)
+            ended |= chosen == eos
+            if bool(ended.all()):
+                return
+            history = torch.cat([history, chosen.unsqueeze(1)], dim=1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            step_ids = chosen.unsqueeze(1)
+            step_positions = positions = positions[:, -1:] + 1
+            if int(ended.sum()) * 4 >= ended.shape[0]:
+                # Finished rows leave the batch: a quarter of it at a time, so the copies stay cheap.
+                keep = (~ended).nonzero().flatten()
+                cache.batch_select_indices(keep)
+                if grouped is not None:
+                    grouped.keep(keep)
+                history, mask, step_ids, positions = history[keep], mask[keep], step_ids[keep], positions[keep]
+                step_positions = positions
+                active = active[keep.cpu()]
+                names = [names[i] for i in keep.tolist()] if names is not None else None
+                ended = ended[keep]
+
+    def _output(
+        self, request: GenerationRequest, tokens: list[int], prompt_tokens: int, eos: int, seconds: float
+    ) -> GenerationOutput:
+        if eos in tokens:
+            tokens = tokens[: tokens.index(eos)]
+        # The sampler forces EOS at the last step of a row's budget: that is a cut, not a natural end.
+        hit_eos = len(tokens) < request.settings.max_new_tokens - 1
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return GenerationOutput(request.key, text, prompt_tokens, len(tokens), hit_eos, seconds)

@@ -1,0 +1,1 @@
+"""Learning a style: archive corpora, stylometry, LoRA training and evaluation against the base model."""

@@ -1,0 +1,1 @@
+"""The editorial side loop: review actions, export of approved articles, the feedback dataset."""

