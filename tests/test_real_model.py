@@ -36,7 +36,7 @@ COMMON_WORDS = {"the", "a", "and", "to", "of", "is", "your", "you", "it", "in", 
 def one_candidate_style(styles_dir: Path) -> None:
     """The shipped plain-howto style on the base model alone, generating one candidate per attempt.
 
-    (Its trained adapter is exercised by tests/test_evaluation.py::test_shipped_adapters_*.)"""
+    (Its trained adapter is exercised by tests/lab/test_evaluation.py::test_shipped_adapters_*.)"""
     data = yaml.safe_load((PROJECT_ROOT / "styles" / "plain-howto" / "style.yaml").read_text())
     data["generation"]["candidates"] = 1
     data["adapter"] = None

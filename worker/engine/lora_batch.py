@@ -15,7 +15,7 @@ under bf16 the difference is below bf16's own resolution of the layer output.
 
 With ``exact=True`` (the engine's fp32 mode, which promises that a row's text does not depend on its batch)
 the concatenated products are not used: each adapter's rows run as one sub-batch through its own A and B, exactly PEFT's
-arithmetic (the same bits, checked in tests/test_engine.py), but with the row indices built once per batch
+arithmetic (the same bits, checked in tests/engine/test_engine.py), but with the row indices built once per batch
 instead of in every layer at every step, and without PEFT's per-call forward hooks.
 
 Only plain LoRA layers are handled (no DoRA or other variants, no LoRA bias, no fan-in-fan-out); for any

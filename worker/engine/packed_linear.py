@@ -12,7 +12,7 @@ AMX machine the speed reason holds too (1.3-1.8x on the model's shapes at 32 row
   batch. MKL's fp32 kernels keep a row's bits whatever the batch size on some CPUs but not on others (on an AMD
   EPYC with AVX2, 1-3 rows round differently from the same rows among 32). The packed kernels, packed for a
   batch of ``batch_hint`` (at least 32) rows, give a row the same bits alone or among any number of rows
-  (tests/test_packed_linear.py checks it on the machine it runs on).
+  (tests/engine/test_packed_linear.py checks it on the machine it runs on).
 
 Each ``nn.Linear`` keeps its class, weight and bias (PEFT wraps and inspects them; the output head's weight is
 tied to the input embeddings); only its ``forward`` is replaced, on the instance, by the packed product. The
