@@ -12,22 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.intake.briefs import Brief, ContentType
-from worker.scoring.scorecard import (
-    GATE_NAMES,
-    INFORMATIONAL,
-    SCORE_NAMES,
-    STRUCTURE_EXPECTATIONS,
-    DraftToScore,
-    Score,
-    Scorecard,
-    formality_value,
-    parse_blocks,
-    repetition_value,
-    score_drafts,
-    strip_markdown,
-    syllables,
-)
+from worker.scoring.markdown import parse_blocks, strip_markdown
+from worker.scoring.scorecard import INFORMATIONAL, DraftToScore, Scorecard, score_drafts
+from worker.scoring.scores import Score
+from worker.scoring.structure import STRUCTURE_EXPECTATIONS
+from worker.scoring.text import syllables
+from worker.scoring.tone import formality_value
+from worker.scoring.wording import repetition_value
 from worker.styles.catalog import StyleRules, Targets
+from worker.styles.score_names import GATE_NAMES, SCORE_NAMES
 
 TEXTS = Path(__file__).parent.parent / "data" / "texts"
 

@@ -44,7 +44,9 @@ from pydantic import ValidationError
 from worker.errors import CopydeskError
 from worker.intake.briefs import MAX_LIST_ITEMS, MAX_TEXT, Brief, ContentType, _normalise_content_type
 from worker.names import is_safe_name
-from worker.scoring.scorecard import parse_blocks, shape_of, strip_markdown, words
+from worker.scoring.markdown import parse_blocks, strip_markdown
+from worker.scoring.structure import shape_of
+from worker.scoring.text import words
 
 logger = logging.getLogger(__name__)
 

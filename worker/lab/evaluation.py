@@ -45,8 +45,7 @@ from worker.lab.stylometry import FEATURE_NAMES, feature_matrix, standardise, vo
 from worker.lab.training import embed_texts
 from worker.pipeline.cleaning import clean_draft
 from worker.pipeline.prompts import PromptRenderer
-from worker.scoring.memorisation import CorpusIndex, GuardLimits
-from worker.scoring.scorecard import guard_limits
+from worker.scoring.memorisation import CorpusIndex, GuardLimits, guard_limits
 from worker.styles.catalog import Style, StyleCatalog
 from worker.styles.layout import (
     FEATURES_FILE,

@@ -676,7 +676,8 @@ def embed_texts(texts: Sequence[str], embedder: Any = None) -> Any:
     """One normalised MiniLM vector per text (the mean of its 150-word chunks, as on_topic does)."""
     import numpy as np
 
-    from worker.scoring.scorecard import chunk_words, strip_markdown
+    from worker.scoring.markdown import strip_markdown
+    from worker.scoring.topicality import chunk_words
 
     if embedder is None:
         from worker.scoring.embeddings import default_embedder
