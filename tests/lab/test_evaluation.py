@@ -19,23 +19,20 @@ from worker.cli.main import app
 from worker.engine.adapters import ADAPTER_META
 from worker.engine.engine import Engine
 from worker.intake.briefs import Brief, ContentType
-from worker.lab.evaluation import (
+from worker.lab.errors import EvaluationError
+from worker.lab.eval_inputs import (
     EVAL_BRIEFS_FILE,
-    EvalOptions,
     EvalTopic,
-    EvaluationError,
-    StyleClassifier,
     VoiceCorpus,
     eval_briefs,
-    evaluate_style,
-    evaluate_styles,
     house_metadata,
     read_eval_topics,
-    report_markdown,
-    sign_test,
-    train_voice_classifier,
 )
+from worker.lab.eval_report import report_markdown
+from worker.lab.evaluation import evaluate_style, evaluate_styles
+from worker.lab.options import EvalOptions
 from worker.lab.stylometry import FUNCTION_WORDS, VOICE_FEATURE_NAMES, voice_features, voice_matrix
+from worker.lab.voice_classifier import StyleClassifier, sign_test, train_voice_classifier
 from worker.scoring.embeddings import default_embedder
 from worker.styles.catalog import StyleCatalog
 

@@ -29,17 +29,11 @@ from worker.engine.adapters import (
 )
 from worker.engine.base_model import weights_hash
 from worker.lab.corpus import load_corpus
-from worker.lab.training import (
-    Example,
-    TrainingError,
-    TrainingOptions,
-    corpus_examples,
-    split_examples,
-    style_lock,
-    to_records,
-    train_style,
-    training_root,
-)
+from worker.lab.errors import TrainingError
+from worker.lab.examples import Example, corpus_examples, split_examples, to_records
+from worker.lab.options import TrainingOptions
+from worker.lab.training import train_style
+from worker.lab.training_runs import style_lock, training_root
 from worker.pipeline.prompts import PromptRenderer
 from worker.queue.celery_app import TRAIN_QUEUE, TRAIN_TASK, celery_config, make_celery
 from worker.scoring.embeddings import default_embedder

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -64,3 +64,22 @@ def on_topic_similarities(
         similarities.append(float(np.dot(vectors[index[brief]], mean) / norm))
         embeddings.append(mean / norm)
     return similarities, embeddings
+
+
+def embed_texts(texts: Sequence[str], embedder: Any = None) -> Any:
+    """One normalised MiniLM vector per text (the mean of its 150-word chunks, as on_topic does)."""
+    if embedder is None:
+        from worker.scoring.embeddings import default_embedder
+
+        embedder = default_embedder()
+    chunks = [chunk_words(strip_markdown(text)) or [""] for text in texts]
+    flat = [chunk for per_text in chunks for chunk in per_text]
+    vectors = embedder.encode(flat) if flat else np.zeros((0, 384), dtype=np.float32)
+    result = []
+    row = 0
+    for per_text in chunks:
+        mean = vectors[row : row + len(per_text)].mean(axis=0)
+        row += len(per_text)
+        norm = float(np.linalg.norm(mean))
+        result.append(mean / norm if norm > 0 else mean)
+    return np.stack(result) if result else np.zeros((0, 384), dtype=np.float32)
