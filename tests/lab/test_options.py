@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import typer
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from worker.cli.common import handle_errors
@@ -86,3 +87,13 @@ def test_a_refused_value_is_the_commands_error_naming_the_option() -> None:
     assert result.exit_code == TrainingError.exit_code
     assert "test option lora_dropout" in result.output
     assert seen == []
+
+
+def test_target_modules_are_module_names_or_all_linear() -> None:
+    assert TrainingOptions().peft_target_modules() == ["q_proj", "v_proj"]
+    assert TrainingOptions(target_modules=["all-linear"]).peft_target_modules() == "all-linear"  # PEFT's keyword
+    dotted = ["model.layers.0.mlp.up_proj"]
+    assert TrainingOptions(target_modules=dotted).peft_target_modules() == dotted
+    for bad in ([], ["../x"], ["q_proj", "all-linear"], ["q proj"]):
+        with pytest.raises(ValidationError):
+            TrainingOptions(target_modules=bad)
