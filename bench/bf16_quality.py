@@ -25,7 +25,8 @@ from worker.config import load_settings
 from worker.engine.adapters import BASE
 from worker.engine.base_model import resolve_base_model
 from worker.engine.engine import Engine
-from worker.lab.evaluation import _perplexity, read_heldout
+from worker.lab.eval_inputs import read_heldout
+from worker.lab.eval_measures import perplexity
 from worker.pipeline.prompts import PromptRenderer
 from worker.styles.catalog import StyleCatalog
 from worker.styles.layout import adapter_ref
@@ -51,8 +52,8 @@ def main() -> None:
         row: dict[str, Any] = {"style": name, "adapter": style.adapter, "heldout_articles": len(items)}
         for label, engine in engines.items():
             engine.load_adapter(ref)
-            row[f"base_{label}"] = round(_perplexity(engine, renderer, style, items, BASE, args.max_length), 4)
-            row[f"adapter_{label}"] = round(_perplexity(engine, renderer, style, items, ref.name, args.max_length), 4)
+            row[f"base_{label}"] = round(perplexity(engine, renderer, style, items, BASE, args.max_length), 4)
+            row[f"adapter_{label}"] = round(perplexity(engine, renderer, style, items, ref.name, args.max_length), 4)
         for kind in ("base", "adapter"):
             row[f"{kind}_bf16_over_fp32"] = round(row[f"{kind}_bf16"] / row[f"{kind}_fp32"], 4)
         rows.append(row)

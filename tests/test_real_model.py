@@ -21,10 +21,12 @@ from worker.intake.briefs import Brief
 from worker.pipeline.pipeline import Pipeline
 from worker.pipeline.runner import write_briefs
 from worker.scoring.embeddings import default_embedder
+from worker.scoring.markdown import strip_markdown
 from worker.scoring.memorisation import NEAR_DUPLICATE
-from worker.scoring.scorecard import SCORE_NAMES, strip_markdown, words
+from worker.scoring.text import words
 from worker.store import Store
 from worker.store.article_files import read_article_file
+from worker.styles.score_names import SCORE_NAMES
 
 __all__ = ["one_torch_thread"]  # fixture used by name
 

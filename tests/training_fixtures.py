@@ -16,7 +16,8 @@ from corpus_fixtures import write_style, write_voice
 from model_fixtures import one_torch_thread, tiny_model_dir
 
 from worker.config import Settings
-from worker.lab.training import TrainingOptions, train_style
+from worker.lab.options import TrainingOptions
+from worker.lab.training import train_style
 from worker.scoring.embeddings import default_embedder
 
 FAST = {"max_length": 160, "batch_size": 4, "lora_r": 4, "lora_alpha": 8, "min_words": 30, "eval_fraction": 0.25}

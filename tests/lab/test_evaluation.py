@@ -18,23 +18,14 @@ from typer.testing import CliRunner
 from worker.cli.main import app
 from worker.engine.adapters import ADAPTER_META
 from worker.engine.engine import Engine
-from worker.intake.briefs import Brief, ContentType
-from worker.lab.evaluation import (
+from worker.intake.briefs import Brief
+from worker.lab.errors import EvaluationError
+from worker.lab.eval_inputs import (
     EVAL_BRIEFS_FILE,
-    EvalOptions,
-    EvalTopic,
-    EvaluationError,
-    StyleClassifier,
-    VoiceCorpus,
-    eval_briefs,
-    evaluate_style,
-    evaluate_styles,
-    house_metadata,
-    read_eval_topics,
-    report_markdown,
-    sign_test,
-    train_voice_classifier,
 )
+from worker.lab.eval_report import report_markdown
+from worker.lab.evaluation import evaluate_style, evaluate_styles
+from worker.lab.options import EvalOptions
 from worker.lab.stylometry import FUNCTION_WORDS, VOICE_FEATURE_NAMES, voice_features, voice_matrix
 from worker.scoring.embeddings import default_embedder
 from worker.styles.catalog import StyleCatalog
@@ -194,31 +185,6 @@ def test_eval_needs_a_version_and_the_shared_briefs(world: World) -> None:
 # ------------------------------------------------------------------------------------------- pieces
 
 
-def test_read_eval_topics_and_render_them_per_style(tmp_path: Path) -> None:
-    path = tmp_path / EVAL_BRIEFS_FILE
-    path.write_text(EVAL_BRIEFS, encoding="utf-8")
-    topics, target_words = read_eval_topics(path)
-    assert topics[0] == EvalTopic("bread", "Keeping bread fresh") and len(topics) == 3 and target_words == 60
-    path.write_text("briefs:\n  - {id: a, title: A}\n  - {id: a, title: B}\n", encoding="utf-8")
-    with pytest.raises(EvaluationError, match="duplicate brief id"):
-        read_eval_topics(path)
-    path.write_text("briefs: [{title: no id}]\n", encoding="utf-8")
-    with pytest.raises(EvaluationError, match="not a list of evaluation briefs"):
-        read_eval_topics(path)
-
-    corpus_briefs = [
-        Brief(title="a", content_type="how-to", audience="beginners", tone="friendly"),
-        Brief(title="b", content_type="how-to", audience="homeowners", tone="friendly"),
-        Brief(title="c", content_type="listicle", audience="beginners", tone="plain"),
-    ]
-    house = house_metadata(corpus_briefs)
-    assert house == {"content_type": ContentType.HOW_TO, "audience": "beginners", "tone": "friendly"}
-    first, second = (eval_briefs(topics, name, house, 60) for name in ("calm", "stiff"))
-    assert [b.title for b in first] == [b.title for b in second]  # the same topics for every style
-    assert first[0].brief_id == second[0].brief_id == "eval-bread"  # and the same seeds
-    assert first[0].style == "calm" and first[0].content_type == ContentType.HOW_TO and first[0].target_words == 60
-
-
 def test_voice_features_measure_voice_not_topic() -> None:
     assert len(VOICE_FEATURE_NAMES) == len(set(VOICE_FEATURE_NAMES)) == voice_matrix(["# T\n\nHi."]).shape[1]
     chatty = "# Bread\n\nYou'll love this! It's easy, and it's quick; really, it is (promise).\n"
@@ -234,43 +200,6 @@ def test_voice_features_measure_voice_not_topic() -> None:
     assert np.linalg.norm((x[0] - x[1]) / scale) < np.linalg.norm((x[0] - x[2]) / scale)
 
 
-def test_voice_classifier_reports_its_own_held_out_and_leave_one_out_accuracy() -> None:
-    plain = [voice_body("plain", i) for i in range(8)]
-    formal = [voice_body("formal", i) for i in range(8)]
-    held = np.array([False] * 6 + [True] * 2)
-    corpora = [
-        VoiceCorpus("plain", "test", [f"p{i}" for i in range(8)], voice_matrix(plain), held),
-        VoiceCorpus("formal", "test", [f"f{i}" for i in range(8)], voice_matrix(formal), np.zeros(8, dtype=bool)),
-    ]
-    classifier, check = train_voice_classifier(corpora)
-    assert classifier is not None
-    assert check["training_articles"] == 14 and check["heldout_articles"] == 2
-    assert check["heldout_accuracy"] == 1.0 and check["loo_accuracy"] == 1.0
-    assert classifier.predict(voice_matrix([plain[7], formal[3]])) == ["plain", "formal"]
-    none, note = train_voice_classifier(corpora[:1])
-    assert none is None and "at least two styles" in note["note"]
-
-
-def test_sign_test_on_paired_drafts() -> None:
-    assert sign_test([False] * 10, [True] * 10) == {"adapter_only": 10, "base_only": 0, "p_value": 0.002}
-    assert sign_test([True, False], [True, False]) == {"adapter_only": 0, "base_only": 0, "p_value": 1.0}
-    result = sign_test([False, False, True, True], [True, True, True, False])
-    assert (result["adapter_only"], result["base_only"], result["p_value"]) == (2, 1, 1.0)
-
-
-def test_style_classifier_separates_separable_styles() -> None:
-    rng = np.random.default_rng(0)
-    features = np.vstack([rng.normal(0, 1, (10, 3)), rng.normal(4, 1, (10, 3))])
-    embeddings = np.vstack([rng.normal(0, 0.1, (10, 5)), rng.normal(1, 0.1, (10, 5))])
-    labels = np.array([0] * 10 + [1] * 10)
-    classifier = StyleClassifier(["a", "b"]).fit(features, embeddings, labels)
-    probabilities = classifier.probabilities(features, embeddings)
-    assert (probabilities.argmax(axis=1) == labels).all()
-    assert np.allclose(probabilities.sum(axis=1), 1)
-    voice_only = StyleClassifier(["a", "b"], use_embeddings=False).fit(features, None, labels)
-    assert voice_only.predict(features) == ["a"] * 10 + ["b"] * 10
-
-
 # ------------------------------------------------------------------------------------------- shipped adapters
 
 
@@ -283,7 +212,6 @@ def test_shipped_adapters_load_and_change_the_voice_on_the_real_model(tmp_path: 
     from worker.engine.adapters import AdapterRef, check_adapter
     from worker.engine.engine import GenerationRequest
     from worker.engine.sampling import RowSettings
-    from worker.intake.briefs import Brief
     from worker.pipeline.prompts import PromptRenderer
 
     settings = Settings(home=tmp_path, device="cpu", dtype="float32")

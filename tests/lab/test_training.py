@@ -13,7 +13,6 @@ import pytest
 import torch
 from corpus_fixtures import write_style, write_voice
 from model_fixtures import TINY_MODEL_ID, one_torch_thread, tiny_model_dir
-from pydantic import ValidationError
 from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
@@ -29,17 +28,11 @@ from worker.engine.adapters import (
 )
 from worker.engine.base_model import weights_hash
 from worker.lab.corpus import load_corpus
-from worker.lab.training import (
-    Example,
-    TrainingError,
-    TrainingOptions,
-    corpus_examples,
-    split_examples,
-    style_lock,
-    to_records,
-    train_style,
-    training_root,
-)
+from worker.lab.errors import TrainingError
+from worker.lab.examples import corpus_examples, to_records
+from worker.lab.options import TrainingOptions
+from worker.lab.training import train_style
+from worker.lab.training_runs import style_lock, training_root
 from worker.pipeline.prompts import PromptRenderer
 from worker.queue.celery_app import TRAIN_QUEUE, TRAIN_TASK, celery_config, make_celery
 from worker.scoring.embeddings import default_embedder
@@ -215,30 +208,6 @@ def test_prompts_are_the_pipelines_and_the_loss_reads_the_article_only(
         assert len(ids) <= FAST["max_length"]
         if int(batch["attention_mask"].sum(dim=1).min()) < FAST["max_length"]:  # an uncut row ends the turn
             assert any(tokenizer.decode(row).rstrip().endswith("<|im_end|>") for row in batch["labels"].clamp(min=0))
-
-
-def test_split_is_stable_and_feedback_always_trains() -> None:
-    from worker.intake.briefs import Brief
-
-    examples = [Example(f"a{i}", "corpus", Brief(title=f"T{i}"), "x") for i in range(10)]
-    feedback = [Example("f", "feedback", Brief(title="F"), "y")]
-    train, heldout = split_examples(examples + feedback, 0.2, seed=0)
-    assert len(heldout) == 2 and feedback[0] in train
-    ids = {e.id for e in heldout}
-    assert {e.id for e in split_examples(list(reversed(examples)) + feedback, 0.2, seed=0)[1]} == ids  # any order
-    assert {e.id for e in split_examples(examples, 0.2, seed=1)[1]} != ids
-    with pytest.raises(TrainingError, match="at least two"):
-        split_examples(examples[:1], 0.5, seed=0)
-
-
-def test_target_modules_are_module_names_or_all_linear() -> None:
-    assert TrainingOptions().peft_target_modules() == ["q_proj", "v_proj"]
-    assert TrainingOptions(target_modules=["all-linear"]).peft_target_modules() == "all-linear"  # PEFT's keyword
-    dotted = ["model.layers.0.mlp.up_proj"]
-    assert TrainingOptions(target_modules=dotted).peft_target_modules() == dotted
-    for bad in ([], ["../x"], ["q_proj", "all-linear"], ["q proj"]):
-        with pytest.raises(ValidationError):
-            TrainingOptions(target_modules=bad)
 
 
 # ------------------------------------------------------------------------------------------- runs

@@ -30,8 +30,8 @@ from worker.pipeline.pipeline import BriefOutcome, Pipeline, derive_seed, max_ne
 from worker.pipeline.prompts import PromptRenderer
 from worker.results import ArticleResult, ArticleStatus
 from worker.scoring.embeddings import Embedder, default_embedder
-from worker.scoring.scorecard import SCORE_NAMES
 from worker.styles.catalog import StyleCatalog, load_style
+from worker.styles.score_names import SCORE_NAMES
 
 __all__ = ["adapter_a_dir", "adapter_b_dir", "one_torch_thread", "tiny_model_dir"]  # fixtures used by name
 

@@ -6,7 +6,8 @@ import pytest
 
 from worker.engine.sampling import RowSettings
 from worker.pipeline.selection import Scored, adjust_for_retry, best_candidate, passing_candidate
-from worker.scoring.scorecard import Score, Scorecard
+from worker.scoring.scorecard import Scorecard
+from worker.scoring.scores import Score
 
 GATES = ("length", "structure", "repetition", "on_topic")
 

@@ -11,23 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.intake.briefs import Brief, ContentType
-from worker.scoring.scorecard import (
-    GATE_NAMES,
-    INFORMATIONAL,
-    SCORE_NAMES,
-    STRUCTURE_EXPECTATIONS,
-    DraftToScore,
-    Score,
-    Scorecard,
-    formality_value,
-    parse_blocks,
-    repetition_value,
-    score_drafts,
-    strip_markdown,
-    syllables,
-)
+from worker.intake.briefs import Brief
+from worker.scoring.scorecard import INFORMATIONAL, DraftToScore, Scorecard, score_drafts
+from worker.scoring.scores import Score
+from worker.scoring.text import syllables
 from worker.styles.catalog import StyleRules, Targets
+from worker.styles.score_names import GATE_NAMES, SCORE_NAMES
 
 TEXTS = Path(__file__).parent.parent / "data" / "texts"
 
@@ -211,51 +200,6 @@ def test_clean_howto_outranks_degenerate_text() -> None:
     assert not degenerate.passes(TEXT_GATES)
 
 
-@pytest.mark.parametrize(
-    ("name", "content_type", "value"),
-    [
-        ("howto_repot_houseplant", "how-to", 1.0),
-        ("howto_repot_houseplant", "news", 0.0),  # only 2 paragraphs: the rest is lists
-        ("news_bike_lanes", "news", 1.0),
-        ("news_bike_lanes", "how-to", 0.0),  # no headings, no steps
-        ("news_bike_lanes", "explainer", 0.5),  # paragraphs but no headings
-        ("news_bike_lanes", "listicle", 0.0),
-        ("news_bike_lanes", "review", 1.0),  # >= 3 paragraphs is enough for a review
-        ("listicle_morning_habits", "listicle", 1.0),
-        ("listicle_morning_habits", "how-to", 0.0),  # one heading, bullets are not steps
-        ("review_travel_kettle", "review", 1.0),
-        ("deepdive_page_cache", "explainer", 1.0),
-        ("degenerate_loop", "explainer", 0.5),
-        ("empty_ish", "review", 0.0),
-    ],
-)
-def test_structure_table(name: str, content_type: str, value: float) -> None:
-    brief = BRIEFS[name].model_copy(update={"content_type": ContentType(content_type)})
-    score = card_for(name, brief=brief).scores["structure"]
-    assert score.value == value, score.detail
-    assert score.passed is (value == 1.0)
-
-
-@pytest.mark.parametrize(
-    ("content_type", "markdown", "value"),
-    [
-        ("how-to", "# Fix it\n\n## Step 1: look\n\nLook.\n\n## Step 2: fix\n\nFix.", 1.0),
-        ("how-to", "# Fix it\n\n## Look\n\nLook.\n\n- fix\n- test\n", 0.5),  # bullets are not steps
-        ("review", "# The kettle\n\nShort.\n\n## Verdict\n\nGood.", 1.0),
-        ("review", "# The kettle\n\nShort.\n\n## Design\n\nGood.", 0.0),
-        ("listicle", "# Ideas\n\n## One\n\nA.\n\n## Two\n\nB.\n\n## Three\n\nC.", 1.0),
-        ("explainer", "Title\n=====\n\nOne.\n\nSub\n---\n\nTwo.\n\nThree.", 1.0),  # setext headings
-    ],
-)
-def test_structure_of_small_documents(content_type: str, markdown: str, value: float) -> None:
-    brief = simple_brief(content_type=content_type)
-    assert card_for("empty_ish", markdown=markdown, brief=brief).scores["structure"].value == value
-
-
-def test_every_content_type_has_structure_expectations() -> None:
-    assert set(STRUCTURE_EXPECTATIONS) == set(ContentType)
-
-
 # --- empty text -------------------------------------------------------------------------------------------
 
 
@@ -269,65 +213,6 @@ def test_empty_drafts_fail_every_gate_without_raising(markdown: str) -> None:
 
 
 # --- markdown stripping -----------------------------------------------------------------------------------
-
-MARKDOWN = """# A *Big* Title #
-
-Intro with **bold**, _emphasis_, `code_span`, a [link](https://example.com) and ![img](x.png).
-
-- first item
-* second item
-  continued here
-1. numbered [ref][1]
-2) second numbered
-
-> A quoted line with <b>html</b> and <|im_end|>
-
-```python
-def hidden():
-    return "never scored"
-```
-
-Setext heading
---------------
-
-| col a | col b |
-|-------|-------|
-| one   | two   |
-
-snake_case_name stays, see https://example.org/path.
-"""
-
-
-def test_strip_markdown_removes_syntax() -> None:
-    assert strip_markdown(MARKDOWN).split("\n\n") == [
-        "A Big Title",
-        "Intro with bold, emphasis, code_span, a link and .",
-        "first item",
-        "second item continued here",
-        "numbered ref",
-        "second numbered",
-        "A quoted line with html and",
-        "Setext heading",
-        "col a, col b",
-        "one, two",
-        "snake_case_name stays, see",
-    ]
-
-
-def test_parse_blocks_kinds() -> None:
-    blocks = parse_blocks(MARKDOWN)
-    kinds = [(block.kind, block.level, block.ordered) for block in blocks if block.kind != "paragraph"]
-    assert kinds == [
-        ("heading", 1, False),
-        ("item", 0, False),
-        ("item", 0, False),
-        ("item", 0, True),
-        ("item", 0, True),
-        ("code", 0, False),
-        ("heading", 2, False),
-        ("table", 0, False),
-        ("table", 0, False),
-    ]
 
 
 def test_markdown_syntax_does_not_change_readability_or_sentiment() -> None:
@@ -350,13 +235,6 @@ def test_headings_and_code_do_not_count_as_prose() -> None:
     assert b.scores["length"].value > a.scores["length"].value  # heading words count towards length
 
 
-@pytest.mark.parametrize(
-    ("word", "count"), [("the", 1), ("make", 1), ("gives", 1), ("table", 2), ("crowded", 2), ("beautiful", 3)]
-)
-def test_english_syllables(word: str, count: int) -> None:
-    assert syllables(word, "en") == count
-
-
 # --- sentiment, formality, language ------------------------------------------------------------------------
 
 
@@ -366,18 +244,6 @@ def test_sentiment_follows_the_text() -> None:
     assert happy.scores["sentiment"].value > 0.5
     assert sad.scores["sentiment"].value < -0.5
     assert happy.scores["sentiment"].passed and not sad.scores["sentiment"].passed
-
-
-def test_formality_is_bounded_and_deterministic() -> None:
-    chatty = "Hey, you're gonna love this! I totally can't wait, we'll have so much fun! 😊"
-    formal = (
-        "The allocation of resources within the organisation is determined by the committee, in accordance "
-        "with the regulations governing the administration of public expenditure."
-    )
-    assert 0.0 <= formality_value(chatty) < 0.2
-    assert 0.8 < formality_value(formal) <= 1.0
-    assert formality_value(formal) == formality_value(formal)
-    assert formality_value("") == 0.5
 
 
 def test_language_is_explicit_and_stateless() -> None:
@@ -440,12 +306,6 @@ def test_length_tolerance(words: int, tolerance: float, passed: bool) -> None:
     assert card.scores["length"].passed is passed
 
 
-def test_repetition_value() -> None:
-    assert repetition_value(["a", "b", "c", "d", "a", "b", "c", "d"]) == pytest.approx(1 / 5)
-    assert repetition_value(["a", "b", "c"]) == 0.0
-    assert repetition_value([f"w{i}" for i in range(100)]) == 0.0
-
-
 @pytest.mark.parametrize(
     ("keywords", "value"),
     [
@@ -501,30 +361,6 @@ def test_clean_text_has_no_style_rule_violations() -> None:
     )
     score = card_for("empty_ish", rules=rules, markdown=markdown).scores["style_rules"]
     assert (score.value, score.passed, score.detail) == (0.0, True, "no violations")
-
-
-@pytest.mark.parametrize(
-    ("heading", "case", "ok"),
-    [
-        ("How to repot a houseplant", "sentence", True),
-        ("Using the API with JavaScript", "sentence", True),  # acronyms and mixed case are ignored
-        ("How to Repot a Houseplant", "sentence", False),
-        ("how to repot a houseplant", "sentence", False),
-        ("How to Repot a Houseplant", "title", True),
-        ("How to repot a houseplant", "title", False),
-        ("The Best Way to Learn", "title", True),
-        ("iPhone Tips for Travellers", "title", True),
-        ("Using the API with JavaScript", "title", True),  # small words may stay lowercase
-        ("Using the API With JavaScript", "title", True),
-        ("Using the API for Quick tests", "title", False),
-        ("Where the Money Goes to", "title", False),  # the last word is always capitalised
-        ("Installing Python on Windows", "sentence", False),  # proper nouns: a known false positive
-    ],
-)
-def test_heading_case(heading: str, case: str, ok: bool) -> None:
-    rules = StyleRules(heading_case=case)
-    score = card_for("empty_ish", rules=rules, markdown=f"## {heading}\n\nSome text here.").scores["style_rules"]
-    assert score.passed is ok, score.detail
 
 
 # --- Scorecard ----------------------------------------------------------------------------------------------

@@ -10,7 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worker.cli.common import JsonOpt, console, err_console, handle_errors, print_json
+from worker.cli.model_options import options_from
 from worker.config import DEFAULT_MODEL, Settings, load_settings
+from worker.lab.errors import EvaluationError, TrainingError
+from worker.lab.options import EvalOptions, TrainingOptions
 
 corpus_app = typer.Typer(help="Article archives used to train styles.", no_args_is_help=True)
 styles_app = typer.Typer(
@@ -211,8 +214,17 @@ def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
     console.print(table)
 
 
+TRAIN_ALIASES = {  # the flags these options had before they were generated from TrainingOptions
+    "learning_rate": ("--lr",),
+    "lora_r": ("--rank",),
+    "lora_alpha": ("--alpha",),
+    "early_stopping_patience": ("--patience",),
+}
+
+
 @styles_app.command("train")
 @handle_errors
+@options_from(TrainingOptions, into="options", error=TrainingError, what="training", aliases=TRAIN_ALIASES)
 def styles_train(
     name: StyleArg,
     corpus: Annotated[Path | None, typer.Option("--corpus", help="Folder of the style's Markdown articles.")] = None,
@@ -220,54 +232,15 @@ def styles_train(
         Path | None, typer.Option("--feedback", help="SFT examples from `copydesk feedback export` (JSONL).")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run from its checkpoint.")] = False,
-    epochs: Annotated[int, typer.Option(help="Epochs at most (early stopping may end sooner).")] = 3,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 5e-4,
-    rank: Annotated[int, typer.Option("--rank", help="LoRA rank r.")] = 8,
-    alpha: Annotated[int, typer.Option("--alpha", help="LoRA alpha.")] = 16,
-    target_modules: Annotated[
-        str,
-        typer.Option(
-            "--target-modules",
-            help="Comma-separated module names that get LoRA weights, or 'all-linear' (every linear layer but "
-            "the output head).",
-        ),
-    ] = "q_proj,v_proj",
-    max_length: Annotated[int, typer.Option(help="Tokens per example (prompt + article).")] = 512,
-    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 2,
-    eval_fraction: Annotated[float, typer.Option(help="Share of articles held out.")] = 0.2,
-    patience: Annotated[int, typer.Option(help="Epochs without improvement before stopping early.")] = 1,
-    min_words: Annotated[int, typer.Option(help="Shorter pages are skipped as near-empty.")] = 60,
-    seed: Annotated[int, typer.Option(help="Seed of the split and the initialisation.")] = 0,
-    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: no limit).")] = -1,
+    options: TrainingOptions = TrainingOptions(),  # options_from: one option per field
     submit: Annotated[
         bool, typer.Option("--submit", help="Send it to the `train` queue instead of running here.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a new adapter version of a style from its article archive (TRL SFT + LoRA)."""
-    from pydantic import ValidationError
+    from worker.lab.training import train_style
 
-    from worker.lab.training import TrainingError, TrainingOptions, train_style
-
-    try:
-        options = TrainingOptions(
-            epochs=epochs,
-            learning_rate=learning_rate,
-            lora_r=rank,
-            lora_alpha=alpha,
-            target_modules=[part.strip() for part in target_modules.split(",") if part.strip()],
-            max_length=max_length,
-            batch_size=batch_size,
-            eval_fraction=eval_fraction,
-            early_stopping_patience=patience,
-            min_words=min_words,
-            seed=seed,
-            max_steps=max_steps,
-        )
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"])
-        raise TrainingError(f"training option {field}: {problem['msg']}") from None
     settings = load_settings()
     _catalog(settings).get(name)  # an unknown style fails here, before anything loads
     if submit:
@@ -330,8 +303,14 @@ def styles_promote(
     console.print(f"{name}: {before or 'base model'} → [bold]{now}[/] ({where})", highlight=False)
 
 
+EVAL_ALIASES = {"output_dir": ("--output",)}  # the flag it had before it was generated from EvalOptions
+
+
 @styles_app.command("eval")
 @handle_errors
+@options_from(
+    EvalOptions, into="options", error=EvaluationError, what="evaluation", aliases={"output_dir": ("--output",)}
+)
 def styles_eval(
     name: Annotated[str | None, typer.Argument(help="Style name (or --all).")] = None,
     all_styles: Annotated[bool, typer.Option("--all", help="Every style that has an adapter version.")] = False,
@@ -339,19 +318,17 @@ def styles_eval(
         str | None, typer.Option(help="Version to evaluate (default: the served one, else the newest).")
     ] = None,
     against: Annotated[str, typer.Option(help="Compare with `base` or another version vN.")] = "base",
-    briefs: Annotated[int, typer.Option(help="Shared evaluation briefs to write drafts for (per variant).")] = 24,
-    max_new_tokens: Annotated[int, typer.Option(help="New tokens per draft at most.")] = 192,
-    output: Annotated[Path | None, typer.Option(help="Folder for the report (default adapters/vN/eval/).")] = None,
+    options: EvalOptions = EvalOptions(),  # options_from: one option per field
     as_json: JsonOpt = False,
 ) -> None:
     """Held-out perplexity (base vs adapter) and the voice of drafts for shared briefs; writes a table and a PNG."""
-    from worker.lab.evaluation import EvalOptions, evaluable_styles, evaluate_styles
+    from worker.lab.evaluation import evaluable_styles, evaluate_styles
 
     if (name is None) == (not all_styles):
         raise typer.BadParameter("give one style NAME or --all")
     settings = load_settings()
     names = evaluable_styles(settings) if all_styles else [name]
-    if output is not None and len(names) > 1:
+    if options.output_dir is not None and len(names) > 1:
         raise typer.BadParameter("--output takes one style; with --all every report goes to its adapters/vN/eval/")
     label = name or "all styles"
     with err_console.status(f"evaluating {label}") as status:
@@ -360,7 +337,7 @@ def styles_eval(
             names,
             version=version,
             against=against,
-            options=EvalOptions(briefs=briefs, max_new_tokens=max_new_tokens, output_dir=output),
+            options=options,
             progress=lambda message: status.update(f"evaluating {label}: {message}"),
         )
     if as_json:
@@ -374,7 +351,7 @@ def styles_eval(
 
 
 def _print_eval(report: Any) -> None:
-    from worker.lab.evaluation import classifier_summary, probe_lines
+    from worker.lab.eval_report import classifier_summary, probe_lines
 
     data = report.data
     table = Table(
@@ -454,7 +431,7 @@ def _print_eval_summary(reports: list[Any]) -> None:
 def _pooled_attribution(reports: list[Any]) -> tuple[float, float, dict[str, Any]] | None:
     """Every style's drafts together: the share attributed to the right style, base vs served adapter, and the
     sign test over all pairs (how well the styles' drafts can be told apart at all)."""
-    from worker.lab.evaluation import sign_test
+    from worker.lab.voice_classifier import sign_test
 
     base_right: list[bool] = []
     tuned_right: list[bool] = []

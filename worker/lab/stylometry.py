@@ -18,16 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from worker.scoring.scorecard import (
-    count_text,
-    formality_value,
-    parse_blocks,
-    readability_scores,
-    sentences,
-    sentiment_value,
-    strip_markdown,
-    words,
-)
+from worker.scoring.markdown import parse_blocks, strip_markdown
+from worker.scoring.readability import readability_scores
+from worker.scoring.text import count_text, sentences, words
+from worker.scoring.tone import formality_value, sentiment_value
 from worker.styles.catalog import Targets
 
 FEATURE_NAMES = (

@@ -152,7 +152,8 @@ def style_violations(settings: Settings, article: ArticleRecord) -> list[str]:
     """Every violation of the style's editor rules (banned and preferred terms, disclaimer, heading case)
     in the article's current text; ``[]`` when the style cannot be loaded (the scorecard still shows
     the stored ``style_rules`` score)."""
-    from worker.scoring.scorecard import parse_blocks, strip_markdown, style_rule_violations
+    from worker.scoring.markdown import parse_blocks, strip_markdown
+    from worker.scoring.style_rules import style_rule_violations
 
     try:
         style = load_style(settings, article.style)

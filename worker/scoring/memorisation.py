@@ -35,10 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from worker.scoring.scores import Score
 from worker.styles.layout import FEATURES_FILE, NGRAMS_FILE
 
 if TYPE_CHECKING:
     from worker.store import Store
+    from worker.styles.catalog import Targets
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +229,16 @@ def near_duplicate_score(duplicate: Duplicate | None) -> dict[str, Any]:
         + ("; near-duplicate" if flagged else "")
     )
     return {"value": duplicate.share, "low": 0.0, "high": 1.0, "passed": not flagged, "detail": detail}
+
+
+def guard_limits(targets: Targets) -> GuardLimits:
+    return GuardLimits(targets.max_copied_words, targets.max_corpus_similarity, targets.max_copied_share)
+
+
+def memorisation_score(closeness: Closeness | None, limits: GuardLimits) -> Score:
+    """The memorisation gate: fails when the draft is too close to its adapter's training corpus."""
+    if closeness is None:
+        return Score("memorisation", 0.0, 0.0, 1.0, True, "not measured (no corpus index for this adapter version)")
+    too_close = closeness.too_close(limits)
+    verdict = "too close to the training corpus" if too_close else "not a copy"
+    return Score("memorisation", closeness.copied_share, 0.0, 1.0, not too_close, f"{verdict}: {closeness.describe()}")

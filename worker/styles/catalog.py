@@ -18,24 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker.errors import StyleError
 from worker.names import check_safe_name, is_safe_name
 from worker.styles.layout import ADAPTERS_SUBDIR, PROFILE_FILE, is_version_name, version_dir
+from worker.styles.score_names import ALWAYS_GATED, GATE_NAMES
 
 logger = logging.getLogger(__name__)
 
 STYLE_FILE = "style.yaml"
-GATE_NAMES = (
-    "readability",
-    "grade",
-    "sentiment",
-    "formality",
-    "structure",
-    "length",
-    "repetition",
-    "keywords",
-    "on_topic",
-    "style_rules",
-    "memorisation",
-)
-ALWAYS_GATED = ("memorisation",)  # enforced for every style, listed in its gates or not
 
 
 class RoutingRules(BaseModel):

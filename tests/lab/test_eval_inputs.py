@@ -1,0 +1,44 @@
+"""Tests of :mod:`worker.lab.eval_inputs`: the shared evaluation briefs, rendered as each style's briefs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.intake.briefs import Brief, ContentType
+from worker.lab.errors import EvaluationError
+from worker.lab.eval_inputs import EVAL_BRIEFS_FILE, EvalTopic, eval_briefs, house_metadata, read_eval_topics
+
+EVAL_BRIEFS = """\
+target_words: 60
+briefs:
+  - {id: bread, title: Keeping bread fresh}
+  - {id: bikes, title: Choosing a bicycle}
+  - {id: typing, title: Learning to type}
+"""
+
+
+def test_read_eval_topics_and_render_them_per_style(tmp_path: Path) -> None:
+    path = tmp_path / EVAL_BRIEFS_FILE
+    path.write_text(EVAL_BRIEFS, encoding="utf-8")
+    topics, target_words = read_eval_topics(path)
+    assert topics[0] == EvalTopic("bread", "Keeping bread fresh") and len(topics) == 3 and target_words == 60
+    path.write_text("briefs:\n  - {id: a, title: A}\n  - {id: a, title: B}\n", encoding="utf-8")
+    with pytest.raises(EvaluationError, match="duplicate brief id"):
+        read_eval_topics(path)
+    path.write_text("briefs: [{title: no id}]\n", encoding="utf-8")
+    with pytest.raises(EvaluationError, match="not a list of evaluation briefs"):
+        read_eval_topics(path)
+
+    corpus_briefs = [
+        Brief(title="a", content_type="how-to", audience="beginners", tone="friendly"),
+        Brief(title="b", content_type="how-to", audience="homeowners", tone="friendly"),
+        Brief(title="c", content_type="listicle", audience="beginners", tone="plain"),
+    ]
+    house = house_metadata(corpus_briefs)
+    assert house == {"content_type": ContentType.HOW_TO, "audience": "beginners", "tone": "friendly"}
+    first, second = (eval_briefs(topics, name, house, 60) for name in ("calm", "stiff"))
+    assert [b.title for b in first] == [b.title for b in second]  # the same topics for every style
+    assert first[0].brief_id == second[0].brief_id == "eval-bread"  # and the same seeds
+    assert first[0].style == "calm" and first[0].content_type == ContentType.HOW_TO and first[0].target_words == 60

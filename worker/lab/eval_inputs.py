@@ -1,0 +1,198 @@
+"""What an evaluation reads: a version's held-out articles and corpus features, the shared evaluation briefs,
+each style's corpus as the voice classifier sees it, and the plan of one style's evaluation."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from worker.engine.adapters import ADAPTER_META, AdapterRef
+from worker.intake.briefs import Brief
+from worker.lab.errors import EvaluationError
+from worker.lab.stylometry import voice_matrix
+from worker.styles.catalog import Style
+from worker.styles.layout import FEATURES_FILE, HELDOUT_FILE, list_version_names, versions_dir
+
+BASE_LABEL = "base"
+EVAL_BRIEFS_FILE = "eval-briefs.yaml"
+
+
+@dataclass
+class HeldOut:
+    id: str
+    brief: Brief
+    article: str
+
+
+@dataclass(frozen=True)
+class EvalTopic:
+    id: str
+    title: str
+
+
+@dataclass
+class StyleData:
+    """A style's corpus as the profile distance sees it."""
+
+    name: str
+    source: str
+    features: np.ndarray
+    embeddings: np.ndarray
+    heldout: np.ndarray  # bool mask
+    ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VoiceCorpus:
+    """A style's corpus articles as the voice classifier sees them."""
+
+    name: str
+    source: str
+    ids: list[str]
+    voice: np.ndarray  # (articles, len(VOICE_FEATURE_NAMES))
+    heldout: np.ndarray  # bool mask: held out by the style's evaluated (else served, else newest) version
+    briefs: list[Brief] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """One style's evaluation between loading and reporting."""
+
+    style: Style
+    chosen: str
+    others: list[str]
+    directory: Path
+    heldout: list[HeldOut]
+    max_length: int
+    refs: dict[str, AdapterRef | None] = field(default_factory=dict)
+    house: dict[str, Any] = field(default_factory=dict)
+    briefs: list[Brief] = field(default_factory=list)
+    probe: list[Brief] = field(default_factory=list)  # briefs of articles the version trained on
+    perplexity: dict[str, float] = field(default_factory=dict)
+
+
+def read_heldout(directory: Path) -> list[HeldOut]:
+    path = directory / HELDOUT_FILE
+    if not path.is_file():
+        raise EvaluationError(f"{directory} has no {HELDOUT_FILE}: retrain the style to get held-out material")
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            items.append(HeldOut(record["id"], Brief.model_validate(record["brief"]), record["article"]))
+    if not items:
+        raise EvaluationError(f"{path} is empty: nothing was held out")
+    return items
+
+
+def read_features(directory: Path, name: str) -> StyleData | None:
+    from safetensors import safe_open
+
+    path = directory / FEATURES_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="numpy") as handle:
+        ids = json.loads((handle.metadata() or {}).get("ids", "[]"))
+        return StyleData(
+            name,
+            f"{directory.name} corpus features",
+            handle.get_tensor("features").astype(np.float64),
+            handle.get_tensor("embeddings").astype(np.float64),
+            handle.get_tensor("heldout").astype(bool),
+            ids,
+        )
+
+
+def read_eval_topics(path: Path) -> tuple[list[EvalTopic], int]:
+    """The shared evaluation briefs (``eval-briefs.yaml``): ``briefs: [{id, title}]`` and ``target_words``."""
+    if not path.is_file():
+        raise EvaluationError(f"no shared evaluation briefs at {path} (see docs/styles.md, Evaluation)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        topics = [EvalTopic(str(item["id"]), str(item["title"])) for item in data.get("briefs") or []]
+        target_words = int(data.get("target_words", 120))
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EvaluationError(f"{path} is not a list of evaluation briefs ({{id, title}}): {exc}") from exc
+    if not topics:
+        raise EvaluationError(f"{path} lists no evaluation briefs")
+    duplicates = sorted(i for i, n in Counter(t.id for t in topics).items() if n > 1)
+    if duplicates:
+        raise EvaluationError(f"{path}: duplicate brief id(s) {', '.join(duplicates)}")
+    return topics, target_words
+
+
+def house_metadata(briefs: Sequence[Brief]) -> dict[str, Any]:
+    """Content type, audience and tone most common among a style's corpus briefs (ties: the first seen)."""
+    if not briefs:
+        return {}
+
+    def most_common(values: Sequence[Any]) -> Any:
+        return Counter(values).most_common(1)[0][0]
+
+    return {
+        "content_type": most_common([b.content_type for b in briefs]),
+        "audience": most_common([b.audience for b in briefs]),
+        "tone": most_common([b.tone for b in briefs]),
+    }
+
+
+def eval_briefs(topics: Sequence[EvalTopic], style: str, house: dict[str, Any], target_words: int) -> list[Brief]:
+    """The shared topics as one style's briefs: same titles and length for every style, the style's metadata."""
+    return [
+        Brief(id=f"eval-{topic.id}", title=topic.title, target_words=target_words, style=style, **house)
+        for topic in topics
+    ]
+
+
+def heldout_ids(directory: Path) -> set[str]:
+    """Ids of the articles that a version's training held out."""
+    meta = directory / ADAPTER_META
+    if meta.is_file():
+        ids = json.loads(meta.read_text(encoding="utf-8")).get("heldout_ids")
+        if ids is not None:
+            return set(ids)
+    if (directory / HELDOUT_FILE).is_file():
+        return {item.id for item in read_heldout(directory)}
+    return set()
+
+
+def default_version(style: Style) -> str | None:
+    """The served version, else the newest, else None."""
+    versions = list_version_names(style)
+    return style.adapter if style.adapter in versions else (versions[-1] if versions else None)
+
+
+def voice_corpus(style: Style, language: str, version: str | None) -> VoiceCorpus | None:
+    """The voice features of the articles in ``style``'s ``corpus/`` folder, with ``version``'s held-out flags."""
+    folder = style.directory / "corpus"
+    if not folder.is_dir():
+        return None
+    from worker.lab.corpus import load_corpus
+
+    corpus = load_corpus(folder)
+    if not corpus.articles:
+        return None
+    held = heldout_ids(versions_dir(style) / version) if version else set()
+    ids = [article.id for article in corpus.articles]
+    return VoiceCorpus(
+        style.name,
+        f"corpus/ folder, {version} held-out articles" if version else "corpus/ folder",
+        ids,
+        voice_matrix([article.body for article in corpus.articles], language),
+        np.array([i in held for i in ids], dtype=bool),
+        [article.brief for article in corpus.articles],
+    )
+
+
+def training_briefs(corpus: VoiceCorpus | None, count: int) -> list[Brief]:
+    """Up to ``count`` briefs of corpus articles the evaluated version trained on (not held out)."""
+    if corpus is None:
+        return []
+    return [brief for brief, held in zip(corpus.briefs, corpus.heldout, strict=True) if not held][:count]
