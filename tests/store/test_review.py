@@ -16,6 +16,7 @@ from store_helpers import FakeClock
 
 from worker.errors import ConflictError, NotFoundError, ReviewError, TransitionError
 from worker.results import BriefStatus
+from worker.scoring.scorecard import Scorecard
 from worker.store import Store
 from worker.store.migrations import MIGRATIONS, latest_version
 from worker.store.schema import schema_migrations
@@ -206,6 +207,15 @@ def test_edit_refuses_empty_or_unchanged_text(store: Store) -> None:
     assert len(store.list_revisions(article.id)) == 1
 
 
+def test_edit_stores_the_quality_it_is_given_or_derives_it_from_the_scores(store: Store) -> None:
+    article = add_article(store, 1)
+    assert article.quality == scored_result(store.get_brief("rev-1").brief).quality
+    given = edit(store, article.id, EDITED, quality=0.125)
+    assert given.quality == 0.125
+    derived = edit(store, article.id, SHORT_BODY, revision=2)
+    assert derived.quality == Scorecard.from_dict(derived.scores).quality < article.quality
+
+
 # -- optimistic locking -------------------------------------------------------------------------------------
 
 
@@ -356,7 +366,7 @@ def test_rejected_article_can_be_sent_back(store: Store) -> None:
     assert store.send_back(article.id, actor="ed", feedback="More voice.").status == "regenerating"
 
 
-# -- publishing and the queue -------------------------------------------------------------------------------
+# -- publishing -------------------------------------------------------------------------------------------
 
 
 def test_mark_published_once(store: Store) -> None:
@@ -369,47 +379,6 @@ def test_mark_published_once(store: Store) -> None:
     kinds = [e.kind for e in store.list_events(article.id)]
     assert kinds == ["generated", "approved", "published"]
     assert store.list_events(article.id)[-1].details == {"slug": "x"}
-
-
-def test_review_queue_filters_and_orders(store: Store, clock: FakeClock) -> None:
-    add_article(store, 1)  # passes every gate
-    clock.advance(1)
-    add_article(store, 2, SHORT_BODY)  # fails two gates: the worst
-    clock.advance(1)
-    add_article(store, 3, GOOD_BODY.replace("## Tips", "## Notes"))
-    clock.advance(1)
-    approved = add_article(store, 4)
-    store.approve(approved.id, actor="ed")
-    job = store.create_job([(make_brief(1), None), (make_brief(2), None)], kind="submit")
-
-    def ids(found: list[Any]) -> list[str]:
-        return [a.brief_id for a in found]
-
-    assert ids(store.review_queue()) == ["rev-1", "rev-2", "rev-3"]
-    worst = store.review_queue(order="worst")
-    assert ids(worst)[0] == "rev-2"
-    from worker.store.review import quality_of
-
-    qualities = [quality_of(a) for a in worst]
-    assert qualities == sorted(qualities)
-    assert ids(store.review_queue(statuses=["approved"])) == ["rev-4"]
-    assert ids(store.review_queue(job_id=job.job_id)) == ["rev-1", "rev-2"]
-    assert store.review_queue(style="upbeat-lifestyle") == []
-    assert ids(store.review_queue(limit=1)) == ["rev-1"]
-    with pytest.raises(ReviewError, match="unknown order"):
-        store.review_queue(order="random")
-    with pytest.raises(NotFoundError, match="job"):
-        store.review_queue(job_id="job-missing")
-
-
-def test_iter_articles_reads_every_page(store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    import worker.store.review as review_module
-
-    monkeypatch.setattr(review_module, "_PAGE", 2)
-    for n in range(5):
-        add_article(store, n)
-        clock.advance(1)
-    assert [a.brief_id for a in store.iter_articles(["needs_review"])] == [f"rev-{n}" for n in range(5)]
 
 
 def test_revision_rows_survive_any_number_of_changes(store: Store) -> None:
