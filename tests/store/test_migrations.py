@@ -1,6 +1,6 @@
-"""Store migrations (:mod:`worker.store.migrations`): migration 5 adds ``articles.quality`` and backfills it
-with the number the review queue sorted by before (``Scorecard.quality`` of the stored scores), on SQLite
-and PostgreSQL."""
+"""Store migrations (:mod:`worker.store.migrations`) on SQLite and PostgreSQL: migration 3 keeps every article's
+history, migration 5 adds ``articles.quality`` and backfills it with the number the review queue sorted by
+before (``Scorecard.quality`` of the stored scores)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from store_helpers import FakeClock
 
 from worker.scoring.scorecard import Scorecard
 from worker.store import Store
-from worker.store.migrations import MIGRATIONS, v5_quality
+from worker.store.migrations import MIGRATIONS, latest_version, v5_quality
 from worker.store.schema import define_v1, define_v2, define_v3, define_v4, new_metadata, schema_migrations
 
 T = FakeClock().now
@@ -129,3 +129,59 @@ def test_migration_5_backfills_quality_and_keeps_the_worst_order(
     assert [(name, nullable) for name, _, nullable in columns(store_url)["articles"] if name == "quality"] == [
         ("quality", False)
     ]
+
+
+def _version_2_store(url: str) -> None:
+    """A store exactly as copydesk left it before migration 3, holding one brief and its article."""
+    Store(url).close()  # creates the SQLite file's directory
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            schema_migrations.create(conn)
+            for migration in MIGRATIONS[:2]:
+                migration.apply(conn)
+                conn.execute(
+                    sa.insert(schema_migrations).values(version=migration.version, name=migration.name, applied_at=T)
+                )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO briefs (id, payload, content_hash, status, attempts, created_at, updated_at) "
+                    "VALUES ('old', :payload, 'h', 'done', 1, :t, :t)"
+                ),
+                {"payload": '{"id": "old", "title": "An old brief"}', "t": T.replace(tzinfo=None)},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO articles (id, brief_id, status, title, body_markdown, style, scores, failing_gates,"
+                    " provenance, revision, created_at, updated_at) VALUES ('a-old', 'old', 'needs_review', 'Old',"
+                    " '# Old\n\nText.\n', 'plain-howto', '{}', '[]', '{}', 1, :t, :t)"
+                ),
+                {"t": T.replace(tzinfo=None)},
+            )
+    finally:
+        engine.dispose()
+
+
+def test_migration_3_from_version_2_matches_a_fresh_store_and_keeps_history(
+    store_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # store_url runs this on SQLite and on PostgreSQL; the fresh store to compare with is on the same backend
+    if store_url.startswith("postgresql"):
+        fresh_url = request.getfixturevalue("postgres_schema_url")
+    else:
+        fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    _version_2_store(store_url)
+    with Store(store_url) as old:
+        assert old.schema_version() == 2
+        applied = old.migrate()
+        assert applied[0] == 3 and applied == list(range(3, latest_version() + 1))
+        (revision,) = old.list_revisions("a-old")
+        assert (revision.revision, revision.body_markdown, revision.source) == (1, "# Old\n\nText.\n", "generated")
+        (event,) = old.list_events("a-old")
+        assert (event.kind, event.to_status, event.actor) == ("generated", "needs_review", "copydesk")
+        assert old.get_brief("old").feedback is None
+    with Store(fresh_url) as fresh:
+        fresh.migrate()
+    assert columns(store_url) == columns(fresh_url)
+    assert {"article_revisions", "article_events"} <= set(columns(store_url))
+    assert ("feedback", "TEXT", True) in columns(store_url)["briefs"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,6 @@ from worker.errors import ConflictError, NotFoundError, ReviewError, TransitionE
 from worker.results import BriefStatus
 from worker.scoring.scorecard import Scorecard
 from worker.store import Store
-from worker.store.migrations import MIGRATIONS, latest_version
-from worker.store.schema import schema_migrations
 
 EDITED = GOOD_BODY.replace("ten minutes", "about ten minutes")
 
@@ -62,78 +59,7 @@ def edit(store: Store, key: str, body: str, *, actor: str = "ed", revision: int 
     )
 
 
-# -- migration 3 ------------------------------------------------------------------------------------------
-
-
-def _version_2_store(url: str) -> None:
-    """A store exactly as copydesk left it before migration 3, holding one brief and its article."""
-    Store(url).close()  # creates the SQLite file's directory
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            schema_migrations.create(conn)
-            for migration in MIGRATIONS[:2]:
-                migration.apply(conn)
-                conn.execute(
-                    sa.insert(schema_migrations).values(version=migration.version, name=migration.name, applied_at=T)
-                )
-            conn.execute(
-                sa.text(
-                    "INSERT INTO briefs (id, payload, content_hash, status, attempts, created_at, updated_at) "
-                    "VALUES ('old', :payload, 'h', 'done', 1, :t, :t)"
-                ),
-                {"payload": '{"id": "old", "title": "An old brief"}', "t": T.replace(tzinfo=None)},
-            )
-            conn.execute(
-                sa.text(
-                    "INSERT INTO articles (id, brief_id, status, title, body_markdown, style, scores, failing_gates,"
-                    " provenance, revision, created_at, updated_at) VALUES ('a-old', 'old', 'needs_review', 'Old',"
-                    " '# Old\n\nText.\n', 'plain-howto', '{}', '[]', '{}', 1, :t, :t)"
-                ),
-                {"t": T.replace(tzinfo=None)},
-            )
-    finally:
-        engine.dispose()
-
-
-T = FakeClock().now
-
-
-def test_migration_3_from_version_2_matches_a_fresh_store_and_keeps_history(
-    store_url: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    # store_url runs this on SQLite and on PostgreSQL; the fresh store to compare with is on the same backend
-    if store_url.startswith("postgresql"):
-        fresh_url = request.getfixturevalue("postgres_schema_url")
-    else:
-        fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    _version_2_store(store_url)
-    with Store(store_url) as old:
-        assert old.schema_version() == 2
-        applied = old.migrate()
-        assert applied[0] == 3 and applied == list(range(3, latest_version() + 1))
-        (revision,) = old.list_revisions("a-old")
-        assert (revision.revision, revision.body_markdown, revision.source) == (1, "# Old\n\nText.\n", "generated")
-        (event,) = old.list_events("a-old")
-        assert (event.kind, event.to_status, event.actor) == ("generated", "needs_review", "copydesk")
-        assert old.get_brief("old").feedback is None
-    with Store(fresh_url) as fresh:
-        fresh.migrate()
-    assert columns(store_url) == columns(fresh_url)
-    assert {"article_revisions", "article_events"} <= set(columns(store_url))
-    assert ("feedback", "TEXT", True) in columns(store_url)["briefs"]
-
-
 # -- decisions ----------------------------------------------------------------------------------------------
-
-
-def test_first_save_records_revision_1_and_a_generated_event(store: Store) -> None:
-    article = add_article(store, 1)
-    (revision,) = store.list_revisions(article.id)
-    assert (revision.revision, revision.body_markdown, revision.author) == (1, GOOD_BODY, "copydesk")
-    assert revision.provenance == article.provenance
-    (event,) = store.list_events(article.brief_id)  # by brief id too
-    assert (event.kind, event.from_status, event.to_status, event.revision) == ("generated", None, "needs_review", 1)
 
 
 def test_approve_and_reject_record_who_when_and_why(store: Store, clock: FakeClock) -> None:
@@ -379,14 +305,3 @@ def test_mark_published_once(store: Store) -> None:
     kinds = [e.kind for e in store.list_events(article.id)]
     assert kinds == ["generated", "approved", "published"]
     assert store.list_events(article.id)[-1].details == {"slug": "x"}
-
-
-def test_revision_rows_survive_any_number_of_changes(store: Store) -> None:
-    article = add_article(store, 1)
-    texts = [GOOD_BODY]
-    for n in range(2, 5):
-        body = GOOD_BODY + f"\nChange {n}.\n"
-        edit(store, article.id, body, revision=n - 1)
-        texts.append(body)
-    assert [r.body_markdown for r in store.list_revisions(article.id)] == texts
-    assert store.get_article(article.id).revision == 4
