@@ -65,3 +65,9 @@ def test_worst_order_sorts_by_the_stored_quality_not_by_the_scores(store: Store,
     assert [a.brief_id for a in worst] == ["rev-2", "rev-1", "rev-3", "rev-4"]
     assert worst[-1].quality == scored_result(make_brief(4)).quality  # no quality given: derived from the scores
     assert [a.brief_id for a in store.review_queue(order="worst", limit=2)] == ["rev-2", "rev-1"]
+
+
+def test_a_quality_that_is_not_a_number_is_stored_as_zero(store: Store) -> None:
+    brief = make_brief(1)
+    store.add_brief(brief, source="test")
+    assert store.save_article(replace(scored_result(brief), quality=float("nan"))).quality == 0.0

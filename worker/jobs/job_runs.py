@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.errors import CopydeskError, QueueError
-from worker.intake.loading import BriefProblem
+from worker.intake.problems import BriefProblem
 from worker.jobs.expansion import RunContext, expand, run_stamp
 from worker.jobs.job_files import load_job_named
 from worker.jobs.job_spec import JobDefinition

@@ -26,6 +26,7 @@ How to add migration 2 (for example a ``briefs.priority`` column):
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -184,7 +185,7 @@ def _v5_article_quality(conn: Connection) -> None:
     arts = current.tables["articles"]
     for article_id, scores in conn.execute(select(arts.c.id, arts.c.scores)).all():
         quality = v5_quality(scores) if isinstance(scores, Mapping) else 0.0
-        if quality:
+        if quality and math.isfinite(quality):  # a NaN score ranked nowhere in particular; NULL is refused
             conn.execute(update(arts).where(arts.c.id == article_id).values(quality=quality))
 
 

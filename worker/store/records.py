@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -36,8 +37,10 @@ def article_id_for(brief_id: str) -> str:
 
 def article_quality(quality: float | None, scores: Mapping[str, Any]) -> float:
     """The number an article is stored with for the review queue's ``worst`` order: ``quality`` (the draft's
-    ``Scorecard.quality``) when the caller gives it, else the one migration 5 derives from ``scores``."""
-    return quality if quality is not None else v5_quality(scores)
+    ``Scorecard.quality``) when the caller gives it, else the one migration 5 derives from ``scores``; 0 for
+    a number that is not finite."""
+    number = quality if quality is not None else v5_quality(scores)
+    return number if math.isfinite(number) else 0.0  # the column is NOT NULL, and NaN is stored as NULL
 
 
 def content_hash(brief: Brief) -> str:
