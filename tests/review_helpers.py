@@ -80,6 +80,7 @@ def scored_result(
         failing_gates=failing,
         provenance={"model": {"id": "hand-made", "dtype": "float32", "device": "cpu"}, "seed": 11, "attempt": 1},
         candidates=candidates if candidates is not None else [candidate(1, 0, body)],
+        quality=card.quality,
     )
 
 

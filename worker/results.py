@@ -62,3 +62,4 @@ class ArticleResult:
     failing_gates: list[str]
     provenance: dict[str, Any]
     candidates: list[CandidateResult] = field(default_factory=list)
+    quality: float | None = None  # the chosen draft's Scorecard.quality (None: the store derives it from scores)

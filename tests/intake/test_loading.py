@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.intake import loading
+from worker.intake import readers, validation
 from worker.intake.briefs import MAX_TARGET_WORDS, Brief, ContentType
 from worker.intake.loading import (
     BriefProblem,
@@ -251,7 +251,12 @@ def test_csv_unknown_or_repeated_columns_are_a_file_problem(tmp_path: Path) -> N
 def test_csv_empty_file_and_header_only(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
-    assert [problem.message.startswith("no header row") for problem in load(empty)[1]] == [True]
+    assert [str(problem) for problem in load(empty)[1]] == [
+        f"{empty}: expected a header row naming the columns, found nothing (an empty file)"
+    ]
+    blank_first = tmp_path / "blank.csv"
+    blank_first.write_bytes(b"\nid,title\n")
+    assert [problem.message.startswith("no header row") for problem in load(blank_first)[1]] == [True]
     header_only = tmp_path / "header.csv"
     header_only.write_bytes(b"\xef\xbb\xbfid,title\r\n")
     assert load(header_only) == ([], [])
@@ -435,8 +440,8 @@ def test_problems_per_record_are_capped(tmp_path: Path) -> None:
     path.write_text(json.dumps(record) + "\n" + json.dumps({"title": "next"}) + "\n", encoding="utf-8")
     briefs, problems = load(path)
     assert [item.brief.title for item in briefs] == ["next"]
-    assert len(problems) == loading.MAX_PROBLEMS_PER_RECORD
-    assert problems[-1].message == f"and {100 - loading.MAX_PROBLEMS_PER_RECORD + 1} more problems in this record"
+    assert len(problems) == validation.MAX_PROBLEMS_PER_RECORD
+    assert problems[-1].message == f"and {100 - validation.MAX_PROBLEMS_PER_RECORD + 1} more problems in this record"
 
 
 def test_semicolon_separated_csv_gets_a_hint(tmp_path: Path) -> None:
@@ -507,8 +512,8 @@ def test_unreadable_file_is_a_problem(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_whole_file_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loading, "MAX_JSON_BYTES", 512 * 1024)
-    monkeypatch.setattr(loading, "MAX_YAML_BYTES", 512 * 1024)
+    monkeypatch.setattr(readers, "MAX_JSON_BYTES", 512 * 1024)
+    monkeypatch.setattr(readers, "MAX_YAML_BYTES", 512 * 1024)
     records = [{"title": f"x{n}", "notes": "y" * 1000} for n in range(600)]
     for suffix, dump in ((".json", json.dumps), (".yaml", yaml.safe_dump)):
         path = tmp_path / f"big{suffix}"
@@ -523,7 +528,7 @@ def test_whole_file_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_line_length_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
-    monkeypatch.setattr(loading, "MAX_LINE_BYTES", 200)
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 200)
     path = tmp_path / f"long{suffix}"
     if suffix == ".jsonl":
         lines = [json.dumps({"title": "before"}), json.dumps({"title": "x" * 5000}), json.dumps({"title": "after"})]

@@ -218,7 +218,7 @@ def test_build_plans_keeps_unchanged_jobs_and_restarts_changed_ones(tmp_path: Pa
 
 def test_catch_up_window_has_a_floor() -> None:
     with pytest.raises(ValueError, match="at least 60"):
-        from worker.jobs.job_files import ScheduleSpec
+        from worker.jobs.job_spec import ScheduleSpec
 
         ScheduleSpec(cron="* * * * *", timezone="UTC", catch_up="10s")
 

@@ -44,7 +44,8 @@ from worker.config import PROJECT_ROOT
 from worker.engine.adapters import ADAPTER_WEIGHTS, PICKLE_SUFFIXES, AdapterRef, check_adapter
 from worker.errors import AdapterError, PromptError
 from worker.intake.briefs import Brief
-from worker.jobs.job_files import RunContext, expand, load_job
+from worker.jobs.expansion import RunContext, expand
+from worker.jobs.job_files import load_job
 from worker.pipeline.prompts import PromptRenderer
 from worker.styles.catalog import Style
 

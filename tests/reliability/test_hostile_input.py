@@ -46,7 +46,9 @@ from worker.config import PROJECT_ROOT
 from worker.errors import StyleError
 from worker.intake.briefs import MAX_TARGET_WORDS, Brief, ContentType
 from worker.intake.loading import BriefProblem, SourcedBrief
-from worker.jobs.job_files import JobFileError, RunContext, expand, job_path, load_job
+from worker.jobs.expansion import RunContext, expand
+from worker.jobs.job_files import job_path, load_job
+from worker.jobs.job_spec import JobFileError
 from worker.pipeline.prompts import PromptRenderer
 from worker.queue.submit import FileBriefs
 from worker.styles.catalog import Style, StyleCatalog

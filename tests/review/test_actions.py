@@ -27,7 +27,8 @@ from typer.testing import CliRunner
 from worker.cli.main import app
 from worker.config import Settings
 from worker.errors import ReviewError
-from worker.review.actions import pick_revisions, reviewer_name
+from worker.review.actions import pick_revisions, rescore, reviewer_name
+from worker.scoring.scorecard import Scorecard
 from worker.store import Store
 from worker.store.article_files import read_article_file
 
@@ -198,12 +199,20 @@ def test_edit_saves_a_rescored_revision(desk: Desk, tmp_path: Path) -> None:
     assert updated.scores["length"]["passed"] is True
     assert updated.scores["style_rules"]["passed"] is True  # "utilize" is gone
     assert updated.scores["on_topic"]["detail"] == "not measured (no embedder)"
+    assert updated.quality == Scorecard.from_dict(updated.scores).quality > article.quality  # the worst order's key
     assert [(r.revision, r.author, r.note) for r in desk.store.list_revisions("rev-1")] == [
         (1, "copydesk", None),
         (2, "ed", "rewrote"),
     ]
     assert list((desk.home / "edits").iterdir()) == []  # the working file is removed once saved
     assert read_article_file(Path(updated.file_path or ""))[1] == GOOD_BODY
+
+
+def test_rescore_measures_an_edit_like_a_generated_draft(desk: Desk) -> None:
+    article = add_article(desk.store, 1, SHORT_BODY)
+    rescored = rescore(desk.store, desk.settings, article, GOOD_BODY, embedder=None)
+    assert rescored.failing_gates == []
+    assert rescored.quality == Scorecard.from_dict(rescored.scores).quality > article.quality
 
 
 def test_edit_without_changes_saves_nothing(desk: Desk) -> None:

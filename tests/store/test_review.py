@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +15,8 @@ from store_helpers import FakeClock
 
 from worker.errors import ConflictError, NotFoundError, ReviewError, TransitionError
 from worker.results import BriefStatus
+from worker.scoring.scorecard import Scorecard
 from worker.store import Store
-from worker.store.migrations import MIGRATIONS, latest_version
-from worker.store.schema import schema_migrations
 
 EDITED = GOOD_BODY.replace("ten minutes", "about ten minutes")
 
@@ -61,78 +59,7 @@ def edit(store: Store, key: str, body: str, *, actor: str = "ed", revision: int 
     )
 
 
-# -- migration 3 ------------------------------------------------------------------------------------------
-
-
-def _version_2_store(url: str) -> None:
-    """A store exactly as copydesk left it before migration 3, holding one brief and its article."""
-    Store(url).close()  # creates the SQLite file's directory
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            schema_migrations.create(conn)
-            for migration in MIGRATIONS[:2]:
-                migration.apply(conn)
-                conn.execute(
-                    sa.insert(schema_migrations).values(version=migration.version, name=migration.name, applied_at=T)
-                )
-            conn.execute(
-                sa.text(
-                    "INSERT INTO briefs (id, payload, content_hash, status, attempts, created_at, updated_at) "
-                    "VALUES ('old', :payload, 'h', 'done', 1, :t, :t)"
-                ),
-                {"payload": '{"id": "old", "title": "An old brief"}', "t": T.replace(tzinfo=None)},
-            )
-            conn.execute(
-                sa.text(
-                    "INSERT INTO articles (id, brief_id, status, title, body_markdown, style, scores, failing_gates,"
-                    " provenance, revision, created_at, updated_at) VALUES ('a-old', 'old', 'needs_review', 'Old',"
-                    " '# Old\n\nText.\n', 'plain-howto', '{}', '[]', '{}', 1, :t, :t)"
-                ),
-                {"t": T.replace(tzinfo=None)},
-            )
-    finally:
-        engine.dispose()
-
-
-T = FakeClock().now
-
-
-def test_migration_3_from_version_2_matches_a_fresh_store_and_keeps_history(
-    store_url: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    # store_url runs this on SQLite and on PostgreSQL; the fresh store to compare with is on the same backend
-    if store_url.startswith("postgresql"):
-        fresh_url = request.getfixturevalue("postgres_schema_url")
-    else:
-        fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    _version_2_store(store_url)
-    with Store(store_url) as old:
-        assert old.schema_version() == 2
-        applied = old.migrate()
-        assert applied[0] == 3 and applied == list(range(3, latest_version() + 1))
-        (revision,) = old.list_revisions("a-old")
-        assert (revision.revision, revision.body_markdown, revision.source) == (1, "# Old\n\nText.\n", "generated")
-        (event,) = old.list_events("a-old")
-        assert (event.kind, event.to_status, event.actor) == ("generated", "needs_review", "copydesk")
-        assert old.get_brief("old").feedback is None
-    with Store(fresh_url) as fresh:
-        fresh.migrate()
-    assert columns(store_url) == columns(fresh_url)
-    assert {"article_revisions", "article_events"} <= set(columns(store_url))
-    assert ("feedback", "TEXT", True) in columns(store_url)["briefs"]
-
-
 # -- decisions ----------------------------------------------------------------------------------------------
-
-
-def test_first_save_records_revision_1_and_a_generated_event(store: Store) -> None:
-    article = add_article(store, 1)
-    (revision,) = store.list_revisions(article.id)
-    assert (revision.revision, revision.body_markdown, revision.author) == (1, GOOD_BODY, "copydesk")
-    assert revision.provenance == article.provenance
-    (event,) = store.list_events(article.brief_id)  # by brief id too
-    assert (event.kind, event.from_status, event.to_status, event.revision) == ("generated", None, "needs_review", 1)
 
 
 def test_approve_and_reject_record_who_when_and_why(store: Store, clock: FakeClock) -> None:
@@ -204,6 +131,15 @@ def test_edit_refuses_empty_or_unchanged_text(store: Store) -> None:
     with pytest.raises(ReviewError, match="unchanged"):
         edit(store, article.id, GOOD_BODY)
     assert len(store.list_revisions(article.id)) == 1
+
+
+def test_edit_stores_the_quality_it_is_given_or_derives_it_from_the_scores(store: Store) -> None:
+    article = add_article(store, 1)
+    assert article.quality == scored_result(store.get_brief("rev-1").brief).quality
+    given = edit(store, article.id, EDITED, quality=0.125)
+    assert given.quality == 0.125
+    derived = edit(store, article.id, SHORT_BODY, revision=2)
+    assert derived.quality == Scorecard.from_dict(derived.scores).quality < article.quality
 
 
 # -- optimistic locking -------------------------------------------------------------------------------------
@@ -356,7 +292,7 @@ def test_rejected_article_can_be_sent_back(store: Store) -> None:
     assert store.send_back(article.id, actor="ed", feedback="More voice.").status == "regenerating"
 
 
-# -- publishing and the queue -------------------------------------------------------------------------------
+# -- publishing -------------------------------------------------------------------------------------------
 
 
 def test_mark_published_once(store: Store) -> None:
@@ -369,55 +305,3 @@ def test_mark_published_once(store: Store) -> None:
     kinds = [e.kind for e in store.list_events(article.id)]
     assert kinds == ["generated", "approved", "published"]
     assert store.list_events(article.id)[-1].details == {"slug": "x"}
-
-
-def test_review_queue_filters_and_orders(store: Store, clock: FakeClock) -> None:
-    add_article(store, 1)  # passes every gate
-    clock.advance(1)
-    add_article(store, 2, SHORT_BODY)  # fails two gates: the worst
-    clock.advance(1)
-    add_article(store, 3, GOOD_BODY.replace("## Tips", "## Notes"))
-    clock.advance(1)
-    approved = add_article(store, 4)
-    store.approve(approved.id, actor="ed")
-    job = store.create_job([(make_brief(1), None), (make_brief(2), None)], kind="submit")
-
-    def ids(found: list[Any]) -> list[str]:
-        return [a.brief_id for a in found]
-
-    assert ids(store.review_queue()) == ["rev-1", "rev-2", "rev-3"]
-    worst = store.review_queue(order="worst")
-    assert ids(worst)[0] == "rev-2"
-    from worker.store.review import quality_of
-
-    qualities = [quality_of(a) for a in worst]
-    assert qualities == sorted(qualities)
-    assert ids(store.review_queue(statuses=["approved"])) == ["rev-4"]
-    assert ids(store.review_queue(job_id=job.job_id)) == ["rev-1", "rev-2"]
-    assert store.review_queue(style="upbeat-lifestyle") == []
-    assert ids(store.review_queue(limit=1)) == ["rev-1"]
-    with pytest.raises(ReviewError, match="unknown order"):
-        store.review_queue(order="random")
-    with pytest.raises(NotFoundError, match="job"):
-        store.review_queue(job_id="job-missing")
-
-
-def test_iter_articles_reads_every_page(store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    import worker.store.review as review_module
-
-    monkeypatch.setattr(review_module, "_PAGE", 2)
-    for n in range(5):
-        add_article(store, n)
-        clock.advance(1)
-    assert [a.brief_id for a in store.iter_articles(["needs_review"])] == [f"rev-{n}" for n in range(5)]
-
-
-def test_revision_rows_survive_any_number_of_changes(store: Store) -> None:
-    article = add_article(store, 1)
-    texts = [GOOD_BODY]
-    for n in range(2, 5):
-        body = GOOD_BODY + f"\nChange {n}.\n"
-        edit(store, article.id, body, revision=n - 1)
-        texts.append(body)
-    assert [r.body_markdown for r in store.list_revisions(article.id)] == texts
-    assert store.get_article(article.id).revision == 4

@@ -43,8 +43,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from worker.config import Settings
 from worker.errors import CopydeskError
 from worker.jobs.cron import CronSchedule
-from worker.jobs.job_files import JobDefinition, job_files, read_job
+from worker.jobs.job_files import job_files, read_job
 from worker.jobs.job_runs import normalise_slot, settle_open_runs
+from worker.jobs.job_spec import JobDefinition
 from worker.queue.celery_app import GENERATE_QUEUE
 from worker.queue.reconciler import owner_is_dead_here
 from worker.store import Store, utc_now

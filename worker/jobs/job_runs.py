@@ -3,7 +3,7 @@ settle it (auto-approval, duration) once every brief is done.
 
 :func:`start_run` is what the ``copydesk.run_scheduled_job`` task (fired by ``copydesk beat``) and
 ``copydesk jobs run`` do. The run's idempotency key is the job name and the scheduled instant, and every
-brief of the run has a deterministic id (:func:`worker.jobs.job_files.run_brief_id`), so running the same slot
+brief of the run has a deterministic id (:func:`worker.jobs.expansion.run_brief_id`), so running the same slot
 again — a duplicated tick, a redelivered task, a restarted beat — finds the run recorded and adds nothing.
 
 :func:`settle_runs` is called after each batch a worker writes and periodically by beat: for a run whose
@@ -22,8 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.errors import CopydeskError, QueueError
-from worker.intake.loading import BriefProblem
-from worker.jobs.job_files import JobDefinition, RunContext, expand, load_job_named, run_stamp
+from worker.intake.problems import BriefProblem
+from worker.jobs.expansion import RunContext, expand, run_stamp
+from worker.jobs.job_files import load_job_named
+from worker.jobs.job_spec import JobDefinition
 from worker.results import ArticleStatus
 from worker.store import Store, Submission
 from worker.store.runs import RunRecord, run_id_for

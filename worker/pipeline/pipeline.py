@@ -223,6 +223,7 @@ class Pipeline:
             failing_gates=list(chosen.failing_gates),
             provenance=self._provenance(job, chosen),
             candidates=candidates,
+            quality=chosen.scorecard.quality,
         )
 
     def _candidate(self, job: _Job, scored: Scored, selected: bool) -> CandidateResult:

@@ -109,6 +109,7 @@ class Rescored:
     title: str
     scores: dict[str, Any]
     failing_gates: list[str]
+    quality: float  # Scorecard.quality, what the review queue's "worst" order sorts by
 
 
 def load_style(settings: Settings, name: str) -> Style:
@@ -132,7 +133,7 @@ def rescore(
     (card,) = score_drafts(
         [DraftToScore(markdown, brief, style.targets, style.rules)], language=settings.language, embedder=embedder
     )
-    return Rescored(extract_title(markdown, brief.title), card.to_dict(), card.failing(style.gates))
+    return Rescored(extract_title(markdown, brief.title), card.to_dict(), card.failing(style.gates), card.quality)
 
 
 def optional_embedder(enabled: bool) -> Embedder | None:

@@ -27,9 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from markupsafe import Markup
 
 from worker.errors import ReviewError, StoreError
+from worker.files import write_if_changed
 from worker.results import ArticleStatus
 from worker.store import ArticleRecord, Store
 from worker.store.records import EventRecord
@@ -128,26 +127,6 @@ class ExportReport:
     published: list[str] = field(default_factory=list)  # articles that became published now
     written: list[Path] = field(default_factory=list)  # files created or changed
     unchanged: list[Path] = field(default_factory=list)  # files that already had this content
-
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` atomically unless the file already holds exactly it; ``True`` when written."""
-    try:
-        if path.is_file() and path.read_text(encoding="utf-8") == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass  # unreadable: replace it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(tmp_name, FILE_MODE)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return True
 
 
 class Exporter:
@@ -341,7 +320,7 @@ class Exporter:
 
     def _write(self, path: Path, text: str, report: ExportReport) -> None:
         try:
-            written = _write_if_changed(path, text)
+            written = write_if_changed(path, text, mode=FILE_MODE)
         except OSError as exc:
             raise ReviewError(f"cannot write {path}: {exc}") from exc
         (report.written if written else report.unchanged).append(path)

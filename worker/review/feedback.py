@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from worker.errors import ReviewError
+from worker.files import write_atomic
 from worker.intake.briefs import Brief
 from worker.results import ArticleStatus
 from worker.store import ArticleRecord, Store
@@ -115,20 +114,10 @@ def _from_article(store: Store, article: ArticleRecord) -> tuple[FeedbackExample
     return example, pairs
 
 
-def _atomic_lines(path: Path, lines: Iterator[str]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for line in lines:
-                handle.write(line + "\n")
-                count += 1
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return count
+def _write_lines(path: Path, lines: list[str]) -> int:
+    """Replace ``path`` with one line per item (atomically, :func:`worker.files.write_atomic`); the count."""
+    write_atomic(path, "".join(line + "\n" for line in lines))
+    return len(lines)
 
 
 def export_feedback(
@@ -144,8 +133,8 @@ def export_feedback(
         examples.append(json.dumps(asdict(example), ensure_ascii=False, sort_keys=True))
         pairs.extend(json.dumps(asdict(pair), ensure_ascii=False, sort_keys=True) for pair in article_pairs)
     try:
-        written = _atomic_lines(path, iter(examples))
-        paired = _atomic_lines(pairs_path, iter(pairs))
+        written = _write_lines(path, examples)
+        paired = _write_lines(pairs_path, pairs)
     except OSError as exc:
         raise ReviewError(f"cannot write the feedback dataset: {exc}") from exc
     logger.info("feedback: %d example(s) to %s, %d pair(s) to %s", written, path, paired, pairs_path)

@@ -8,7 +8,9 @@ The database is the source of truth; queues only carry brief ids. Tables (see :m
   (:func:`article_id_for`).
 * ``candidates``: every generated candidate of a brief, unique per (brief, attempt, index).
 * ``article_revisions``, ``article_events``: every text an article had and every editorial decision
-  (:mod:`.review`); ``briefs.feedback`` carries an editor's feedback to the next draft.
+  (:mod:`.history`, written by the decisions of :mod:`.review`); ``briefs.feedback`` carries an editor's
+  feedback to the next draft; ``articles.quality`` is what the review queue's ``worst`` order sorts by
+  (:mod:`.review_queue`).
 
 Brief lifecycle: ``add_brief`` (queued) -> ``claim_brief`` (running, leased, attempt counted) ->
 ``save_article`` (done) or ``fail_brief`` (queued again or failed). A running brief whose lease expired

@@ -3,21 +3,20 @@
 ``<articles_dir>/<style>/<article id>.md`` starts with a ``---`` delimited YAML block (title, date, tags,
 categories, style, adapter_version, status, brief_id, article_id, scores, failing_gates, keywords and,
 when the provenance carries one, summary), then a blank line and the Markdown body, written with exactly
-one trailing newline. Files are replaced atomically (temporary file in the same directory, then
-``os.replace``), so a reader never sees half an article.
+one trailing newline. Files are replaced atomically and durably (:func:`worker.files.write_atomic`), so a
+reader never sees half an article.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from worker.errors import StoreError
+from worker.files import write_atomic
 from worker.intake.briefs import Brief
 from worker.names import check_safe_name
 from worker.store import ArticleRecord
@@ -81,28 +80,13 @@ def render_article(article: ArticleRecord, brief: Brief) -> str:
     return f"{DELIMITER}\n{header}{DELIMITER}\n\n{body}"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, FILE_MODE)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def write_article_file(articles_dir: Path, article: ArticleRecord, brief: Brief) -> Path:
     """Write ``article`` to ``articles_dir/<style>/<article id>.md`` atomically and return the path."""
     if article.brief_id != brief.brief_id:
         raise StoreError(f"article {article.id!r} belongs to brief {article.brief_id!r}, not {brief.brief_id!r}")
     path = article_path(articles_dir, article.style, article.id)
     try:
-        _atomic_write(path, render_article(article, brief))
+        write_atomic(path, render_article(article, brief), mode=FILE_MODE)
     except OSError as exc:
         raise StoreError(f"cannot write the article file {path}: {exc}") from exc
     logger.info("wrote article %s to %s", article.id, path)

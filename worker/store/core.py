@@ -38,6 +38,7 @@ from worker.intake.briefs import Brief
 from worker.results import ArticleResult, ArticleStatus, BriefStatus
 from worker.store import migrations
 from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, parse_url, safe_url, translate_errors
+from worker.store.history import draft_values
 from worker.store.jobs import JobStoreMixin
 from worker.store.records import (
     ArticleRecord,
@@ -372,23 +373,9 @@ class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin):
 
     @staticmethod
     def _insert_article(session: Session, result: ArticleResult, article_id: str, now: datetime) -> None:
-        values: dict[str, Any] = {
-            "id": article_id,
-            "brief_id": result.brief_id,
-            "status": str(result.status),
-            "title": result.title,
-            "body_markdown": result.body_markdown,
-            "style": result.style,
-            "adapter_version": result.adapter_version,
-            "scores": result.scores,
-            "failing_gates": list(result.failing_gates),
-            "provenance": result.provenance,
-            "revision": 1,
-            "created_at": now,
-            "updated_at": now,
-        }
+        values = {"id": article_id, "brief_id": result.brief_id, **draft_values(result, 1, str(result.status))}
         try:
-            session.execute(insert(articles).values(**values))
+            session.execute(insert(articles).values(**values, created_at=now, updated_at=now))
         except sa_exc.IntegrityError as exc:
             if is_unique_violation(exc):
                 raise ConflictError(

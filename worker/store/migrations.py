@@ -26,11 +26,13 @@ How to add migration 2 (for example a ``briefs.priority`` column):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, func, insert, inspect, literal, select, text
+from sqlalchemy import Connection, func, insert, inspect, literal, select, text, update
 
 from worker.errors import StoreError
 from worker.store.schema import (
@@ -39,9 +41,11 @@ from worker.store.schema import (
     define_v2,
     define_v3,
     define_v4,
+    define_v5,
     new_metadata,
     schema_migrations,
     v4_job_columns,
+    v5_quality_column,
 )
 
 logger = logging.getLogger(__name__)
@@ -137,11 +141,60 @@ def _v4_scheduled_runs(conn: Connection) -> None:
     current.tables["scheduler_locks"].create(conn)
 
 
+# The gate names when migration 5 was written (worker.styles.catalog.GATE_NAMES then), frozen.
+# fmt: off
+_V5_GATES = frozenset({
+    "readability", "grade", "sentiment", "formality", "structure", "length",
+    "repetition", "keywords", "on_topic", "style_rules", "memorisation",
+})
+# fmt: on
+_V5_ON_TOPIC_WEIGHT = 0.05
+
+
+def v5_quality(scores: Mapping[str, Any]) -> float:
+    """``Scorecard.quality`` of stored scores JSON as it was computed when migration 5 was written; 0 when the
+    scores cannot be read. A frozen copy, so that migration 5 always backfills the same numbers: the share of
+    gate-able scores that pass, weighted ``1 - w``, plus ``w`` times ``on_topic`` clamped to 0..1."""
+    passed: dict[str, bool] = {}
+    values: dict[str, float] = {}
+    try:
+        for name, item in scores.items():
+            values[name] = float(item["value"])
+            for bound in ("low", "high"):
+                if item.get(bound) is not None:
+                    float(item[bound])
+            passed[name] = bool(item["passed"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    gateable = [ok for name, ok in passed.items() if name in _V5_GATES]
+    if not gateable:
+        return 0.0
+    share = sum(gateable) / len(gateable)
+    topical = min(max(values["on_topic"], 0.0), 1.0) if "on_topic" in values else 0.0
+    return (1 - _V5_ON_TOPIC_WEIGHT) * share + _V5_ON_TOPIC_WEIGHT * topical
+
+
+def _v5_article_quality(conn: Connection) -> None:
+    """Add ``articles.quality`` and fill it for the stored articles from their scores (:func:`v5_quality`)."""
+    column = v5_quality_column()
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE articles ADD COLUMN {column.name} {kind} NOT NULL DEFAULT 0"))
+    current = new_metadata()
+    define_v1(current)
+    define_v5(current)
+    arts = current.tables["articles"]
+    for article_id, scores in conn.execute(select(arts.c.id, arts.c.scores)).all():
+        quality = v5_quality(scores) if isinstance(scores, Mapping) else 0.0
+        if quality and math.isfinite(quality):  # a NaN score ranked nowhere in particular; NULL is refused
+            conn.execute(update(arts).where(arts.c.id == article_id).values(quality=quality))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create briefs, articles and candidates", _v1_create_tables),
     Migration(2, "create jobs and job_items", _v2_create_jobs),
     Migration(3, "editorial review: article_revisions, article_events, briefs.feedback", _v3_review),
     Migration(4, "scheduled runs: jobs run columns and scheduler_locks", _v4_scheduled_runs),
+    Migration(5, "articles.quality, the number the review queue sorts by", _v5_article_quality),
 )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import Row
@@ -14,8 +16,10 @@ from sqlalchemy import Row
 from worker.errors import StoreError
 from worker.intake.briefs import Brief
 from worker.results import BriefStatus
+from worker.store.migrations import v5_quality
 
 ARTICLE_ID_PREFIX = "a-"
+_Record = TypeVar("_Record")
 _MAX_PLAIN_BRIEF_ID = 126  # "a-" + id stays within the 128 characters of a safe name
 
 
@@ -29,6 +33,14 @@ def article_id_for(brief_id: str) -> str:
     if len(brief_id) <= _MAX_PLAIN_BRIEF_ID:
         return ARTICLE_ID_PREFIX + brief_id
     return ARTICLE_ID_PREFIX + hashlib.sha256(brief_id.encode("utf-8")).hexdigest()[:32]
+
+
+def article_quality(quality: float | None, scores: Mapping[str, Any]) -> float:
+    """The number an article is stored with for the review queue's ``worst`` order: ``quality`` (the draft's
+    ``Scorecard.quality``) when the caller gives it, else the one migration 5 derives from ``scores``; 0 for
+    a number that is not finite."""
+    number = quality if quality is not None else v5_quality(scores)
+    return number if math.isfinite(number) else 0.0  # the column is NOT NULL, and NaN is stored as NULL
 
 
 def content_hash(brief: Brief) -> str:
@@ -73,6 +85,13 @@ class ArticleRecord:
     file_path: str | None
     created_at: datetime
     updated_at: datetime
+    quality: float = 0.0  # what the review queue's "worst" order sorts by (the draft's Scorecard.quality)
+
+
+def _from_row(kind: type[_Record], row: Row[Any], **converted: Any) -> _Record:
+    """A record of ``kind`` whose fields are the row's columns of the same names, ``converted`` ones excepted."""
+    names = [f.name for f in fields(kind)]  # type: ignore[arg-type]
+    return kind(**{name: getattr(row, name) for name in names if name not in converted}, **converted)
 
 
 def brief_record(row: Row[Any]) -> BriefRecord:
@@ -81,39 +100,17 @@ def brief_record(row: Row[Any]) -> BriefRecord:
         brief = Brief.model_validate(row.payload)
     except ValidationError as exc:
         raise StoreError(f"brief {row.id!r} in the store no longer validates: {exc}") from exc
-    return BriefRecord(
-        id=row.id,
-        brief=brief,
-        status=BriefStatus(row.status),
-        attempts=row.attempts,
-        lease_owner=row.lease_owner,
-        lease_expires_at=row.lease_expires_at,
-        last_error=row.last_error,
-        job_id=row.job_id,
-        source=row.source,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        feedback=row.feedback,
-    )
+    return _from_row(BriefRecord, row, brief=brief, status=BriefStatus(row.status))
 
 
 def article_record(row: Row[Any]) -> ArticleRecord:
     """Build an :class:`ArticleRecord` from an ``articles`` row."""
-    return ArticleRecord(
-        id=row.id,
-        brief_id=row.brief_id,
-        status=row.status,
-        title=row.title,
-        body_markdown=row.body_markdown,
-        style=row.style,
-        adapter_version=row.adapter_version,
+    return _from_row(
+        ArticleRecord,
+        row,
         scores=dict(row.scores),
         failing_gates=list(row.failing_gates),
         provenance=dict(row.provenance),
-        revision=row.revision,
-        file_path=row.file_path,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
     )
 
 
@@ -154,34 +151,15 @@ class EventRecord:
 
 def revision_record(row: Row[Any]) -> RevisionRecord:
     """Build a :class:`RevisionRecord` from an ``article_revisions`` row."""
-    return RevisionRecord(
-        article_id=row.article_id,
-        revision=row.revision,
-        title=row.title,
-        body_markdown=row.body_markdown,
+    return _from_row(
+        RevisionRecord,
+        row,
         scores=dict(row.scores),
         failing_gates=list(row.failing_gates),
-        status=row.status,
-        source=row.source,
-        author=row.author,
-        note=row.note,
         provenance=None if row.provenance is None else dict(row.provenance),
-        created_at=row.created_at,
     )
 
 
 def event_record(row: Row[Any]) -> EventRecord:
     """Build an :class:`EventRecord` from an ``article_events`` row."""
-    return EventRecord(
-        id=row.id,
-        article_id=row.article_id,
-        brief_id=row.brief_id,
-        kind=row.kind,
-        from_status=row.from_status,
-        to_status=row.to_status,
-        revision=row.revision,
-        actor=row.actor,
-        note=row.note,
-        details=dict(row.details),
-        created_at=row.created_at,
-    )
+    return _from_row(EventRecord, row, details=dict(row.details))

@@ -1,9 +1,8 @@
 """Editorial review in the store: decisions, revisions and send-backs, with optimistic locking.
 
-Tables (migration 3): ``article_revisions`` holds every text an article ever had, one row per revision,
-the current one included; ``article_events`` holds every decision and change (who, when, from which
-status to which, on which revision, with the reason, note or feedback). Nothing is ever deleted or
-overwritten there. ``briefs.feedback`` carries an editor's feedback to the worker that writes the next draft.
+Every change writes its revision and event rows (:mod:`worker.store.history`); the review queue is read
+by :mod:`worker.store.review_queue`. ``briefs.feedback`` carries an editor's feedback to the worker that
+writes the next draft.
 
 Optimistic locking: a reviewer acts on the revision and status they loaded (``expected_revision`` and
 ``expected_status``). If anyone changed the article since (a decision, an edit, a new draft), the action is
@@ -19,41 +18,22 @@ Allowed transitions are in :mod:`worker.workflow`; a refused one raises
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from worker.errors import ConflictError, NotFoundError, ReviewError, TransitionError
-from worker.results import ArticleResult, ArticleStatus, BriefStatus
-from worker.store.records import (
-    ArticleRecord,
-    EventRecord,
-    RevisionRecord,
-    article_record,
-    event_record,
-    revision_record,
-)
-from worker.store.schema import article_events, article_revisions, articles, briefs, job_items
-from worker.workflow import IN_REVIEW, Action, EventKind, check_transition, next_status
+from worker.results import ArticleStatus, BriefStatus
+from worker.store.history import SYSTEM_ACTOR, HistoryStoreMixin, record_event, record_revision
+from worker.store.records import ArticleRecord, article_quality, article_record
+from worker.store.review_queue import QUEUE_ORDERS, ReviewQueueStoreMixin, quality_of
+from worker.store.schema import article_events, articles, briefs
+from worker.workflow import Action, EventKind, check_transition, next_status
 
 logger = logging.getLogger(__name__)
-
-SYSTEM_ACTOR = "copydesk"
-QUEUE_ORDERS = ("oldest", "worst")
-_PAGE = 500
-
-
-def quality_of(article: ArticleRecord) -> float:
-    """The article's :attr:`Scorecard.quality` (0 when its scores cannot be read)."""
-    from worker.scoring.scorecard import Scorecard  # imported on use: scoring pulls in the text metrics
-
-    try:
-        return Scorecard.from_dict(article.scores).quality
-    except ValueError:
-        return 0.0
 
 
 def _clean(text: str | None) -> str | None:
@@ -61,163 +41,12 @@ def _clean(text: str | None) -> str | None:
     return text or None
 
 
-class ReviewStoreMixin:
+class ReviewStoreMixin(HistoryStoreMixin, ReviewQueueStoreMixin):
     """Review operations of :class:`worker.store.Store` (it provides ``_read``, ``_write`` and ``_now``)."""
 
     _read: Any
     _write: Any
     _now: Any
-
-    # -- rows written with every change ---------------------------------------------------------------
-
-    @staticmethod
-    def _record_revision(
-        session: Session,
-        *,
-        article_id: str,
-        revision: int,
-        title: str,
-        body_markdown: str,
-        scores: dict[str, Any],
-        failing_gates: Sequence[str],
-        status: str,
-        source: str,
-        author: str,
-        now: datetime,
-        note: str | None = None,
-        provenance: dict[str, Any] | None = None,
-    ) -> None:
-        session.execute(
-            insert(article_revisions).values(
-                article_id=article_id,
-                revision=revision,
-                title=title,
-                body_markdown=body_markdown,
-                scores=scores,
-                failing_gates=list(failing_gates),
-                status=str(status),
-                source=source,
-                author=author,
-                note=note,
-                provenance=provenance,
-                created_at=now,
-            )
-        )
-
-    @staticmethod
-    def _record_event(
-        session: Session,
-        *,
-        article_id: str,
-        brief_id: str,
-        kind: EventKind,
-        from_status: str | None,
-        to_status: str,
-        revision: int,
-        actor: str,
-        now: datetime,
-        note: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        session.execute(
-            insert(article_events).values(
-                article_id=article_id,
-                brief_id=brief_id,
-                kind=str(kind),
-                from_status=None if from_status is None else str(from_status),
-                to_status=str(to_status),
-                revision=revision,
-                actor=actor,
-                note=note,
-                details=details or {},
-                created_at=now,
-            )
-        )
-
-    def _record_generated(self, session: Session, result: ArticleResult, article_id: str, owner: str | None) -> None:
-        """Revision 1 and its ``generated`` event, inside ``save_article``'s transaction."""
-        now = self._now()
-        author = owner or SYSTEM_ACTOR
-        self._record_revision(
-            session,
-            article_id=article_id,
-            revision=1,
-            title=result.title,
-            body_markdown=result.body_markdown,
-            scores=result.scores,
-            failing_gates=result.failing_gates,
-            status=str(result.status),
-            source="generated",
-            author=author,
-            provenance=result.provenance,
-            now=now,
-        )
-        self._record_event(
-            session,
-            article_id=article_id,
-            brief_id=result.brief_id,
-            kind=EventKind.GENERATED,
-            from_status=None,
-            to_status=str(result.status),
-            revision=1,
-            actor=author,
-            now=now,
-        )
-
-    def _store_regenerated(self, session: Session, result: ArticleResult, current: Row[Any], owner: str | None) -> None:
-        """Replace a ``regenerating`` article's text with the new draft as its next revision (in place: one
-        article per brief), inside ``save_article``'s transaction. The previous text stays a revision row."""
-        now = self._now()
-        author = owner or SYSTEM_ACTOR
-        status = next_status(current.id, current.status, Action.REGENERATED, list(result.failing_gates))
-        feedback = session.execute(select(briefs.c.feedback).where(briefs.c.id == result.brief_id)).scalar()
-        revision = current.revision + 1
-        changed = session.execute(
-            update(articles)
-            .where(articles.c.id == current.id, articles.c.revision == current.revision)
-            .values(
-                status=str(status),
-                title=result.title,
-                body_markdown=result.body_markdown,
-                style=result.style,
-                adapter_version=result.adapter_version,
-                scores=result.scores,
-                failing_gates=list(result.failing_gates),
-                provenance=result.provenance,
-                revision=revision,
-                updated_at=now,
-            )
-        )
-        if changed.rowcount != 1:
-            raise ConflictError(f"article {current.id} changed while its new draft was being stored; nothing stored")
-        self._record_revision(
-            session,
-            article_id=current.id,
-            revision=revision,
-            title=result.title,
-            body_markdown=result.body_markdown,
-            scores=result.scores,
-            failing_gates=result.failing_gates,
-            status=str(status),
-            source="regenerated",
-            author=author,
-            note=feedback,
-            provenance=result.provenance,
-            now=now,
-        )
-        self._record_event(
-            session,
-            article_id=current.id,
-            brief_id=result.brief_id,
-            kind=EventKind.REGENERATED,
-            from_status=current.status,
-            to_status=str(status),
-            revision=revision,
-            actor=author,
-            note=feedback,
-            details={"previous_revision": current.revision},
-            now=now,
-        )
 
     # -- loading under the optimistic lock ------------------------------------------------------------
 
@@ -252,14 +81,19 @@ class ReviewStoreMixin:
         return row
 
     @staticmethod
-    def _set_status(session: Session, row: Row[Any], status: str, now: datetime) -> None:
+    def _change(session: Session, row: Row[Any], values: dict[str, Any], refused: str) -> None:
+        """Update the article only if it is still at the loaded revision and status (:class:`ConflictError`
+        ending with ``refused`` otherwise; under the row lock it cannot happen, but never overwrite silently)."""
         changed = session.execute(
             update(articles)
             .where(articles.c.id == row.id, articles.c.revision == row.revision, articles.c.status == row.status)
-            .values(status=str(status), updated_at=now)
+            .values(**values)
         )
-        if changed.rowcount != 1:  # cannot happen under the row lock; never overwrite silently all the same
-            raise ConflictError(f"article {row.id} changed since you loaded revision {row.revision}; nothing changed")
+        if changed.rowcount != 1:
+            raise ConflictError(f"article {row.id} changed since you loaded revision {row.revision}; {refused}")
+
+    def _set_status(self, session: Session, row: Row[Any], status: str, now: datetime) -> None:
+        self._change(session, row, {"status": str(status), "updated_at": now}, "nothing changed")
 
     @staticmethod
     def _get(session: Session, article_id: str) -> ArticleRecord:
@@ -283,18 +117,7 @@ class ReviewStoreMixin:
             row = self._load_for_change(session, key, expected_revision, expected_status)
             status = next_status(row.id, row.status, action)
             self._set_status(session, row, status, now)
-            self._record_event(
-                session,
-                article_id=row.id,
-                brief_id=row.brief_id,
-                kind=kind,
-                from_status=row.status,
-                to_status=str(status),
-                revision=row.revision,
-                actor=actor,
-                note=note,
-                now=now,
-            )
+            record_event(session, row, kind, str(status), actor=actor, note=note, now=now)
             return self._get(session, row.id)
 
     def approve(
@@ -352,9 +175,12 @@ class ReviewStoreMixin:
         expected_revision: int,
         expected_status: str | None = None,
         note: str | None = None,
+        quality: float | None = None,
     ) -> ArticleRecord:
-        """Store an editor's text as the next revision with its recomputed scores; the status follows the
-        gates (``needs_review`` or ``needs_attention``). :class:`ReviewError` for an empty or unchanged text."""
+        """Store an editor's text as the next revision with its recomputed scores and ``quality`` (the
+        draft's ``Scorecard.quality``; ``None``: derived from ``scores`` as migration 5 does); the status
+        follows the gates (``needs_review`` or ``needs_attention``). :class:`ReviewError` for an empty or
+        unchanged text."""
         if not body_markdown.strip():
             raise ReviewError(f"the edited text of article {key} is empty; nothing was saved")
         now = self._now()
@@ -363,47 +189,27 @@ class ReviewStoreMixin:
             status = next_status(row.id, row.status, Action.EDIT, list(failing_gates))
             if body_markdown == row.body_markdown:
                 raise ReviewError(f"the text of article {row.id} is unchanged; no new revision was saved")
-            revision = row.revision + 1
-            changed = session.execute(
-                update(articles)
-                .where(articles.c.id == row.id, articles.c.revision == row.revision, articles.c.status == row.status)
-                .values(
-                    status=str(status),
-                    title=title,
-                    body_markdown=body_markdown,
-                    scores=scores,
-                    failing_gates=list(failing_gates),
-                    revision=revision,
-                    updated_at=now,
-                )
-            )
-            if changed.rowcount != 1:
-                raise ConflictError(f"article {row.id} changed since you loaded revision {row.revision}; not saved")
-            self._record_revision(
+            text = {
+                "revision": row.revision + 1,
+                "status": str(status),
+                "title": title,
+                "body_markdown": body_markdown,
+                "scores": scores,
+                "quality": article_quality(quality, scores),
+                "failing_gates": list(failing_gates),
+            }
+            self._change(session, row, {**text, "updated_at": now}, "not saved")
+            record_revision(session, row.id, text, source="edit", author=actor, note=_clean(note), now=now)
+            details = {"previous_revision": row.revision, "failing_gates": list(failing_gates)}
+            record_event(
                 session,
-                article_id=row.id,
-                revision=revision,
-                title=title,
-                body_markdown=body_markdown,
-                scores=scores,
-                failing_gates=failing_gates,
-                status=str(status),
-                source="edit",
-                author=actor,
-                note=_clean(note),
-                now=now,
-            )
-            self._record_event(
-                session,
-                article_id=row.id,
-                brief_id=row.brief_id,
-                kind=EventKind.EDITED,
-                from_status=row.status,
-                to_status=str(status),
-                revision=revision,
+                row,
+                EventKind.EDITED,
+                str(status),
+                revision=text["revision"],
                 actor=actor,
                 note=_clean(note),
-                details={"previous_revision": row.revision, "failing_gates": list(failing_gates)},
+                details=details,
                 now=now,
             )
             return self._get(session, row.id)
@@ -451,18 +257,8 @@ class ReviewStoreMixin:
                     updated_at=now,
                 )
             )
-            self._record_event(
-                session,
-                article_id=row.id,
-                brief_id=row.brief_id,
-                kind=EventKind.SENT_BACK,
-                from_status=row.status,
-                to_status=ArticleStatus.REGENERATING.value,
-                revision=row.revision,
-                actor=actor,
-                note=feedback_text,
-                now=now,
-            )
+            regenerating = ArticleStatus.REGENERATING.value
+            record_event(session, row, EventKind.SENT_BACK, regenerating, actor=actor, note=feedback_text, now=now)
             return self._get(session, row.id)
 
     def mark_published(self, key: str, *, actor: str, details: dict[str, Any] | None = None) -> bool:
@@ -475,107 +271,8 @@ class ReviewStoreMixin:
                 return False
             status = next_status(row.id, row.status, Action.PUBLISH)
             self._set_status(session, row, status, now)
-            self._record_event(
-                session,
-                article_id=row.id,
-                brief_id=row.brief_id,
-                kind=EventKind.PUBLISHED,
-                from_status=row.status,
-                to_status=str(status),
-                revision=row.revision,
-                actor=actor,
-                details=details,
-                now=now,
-            )
+            record_event(session, row, EventKind.PUBLISHED, str(status), actor=actor, details=details, now=now)
         return True
-
-    # -- reading --------------------------------------------------------------------------------------
-
-    def review_queue(
-        self,
-        *,
-        statuses: Sequence[str] = IN_REVIEW,
-        style: str | None = None,
-        job_id: str | None = None,
-        order: str = "oldest",
-        limit: int | None = None,
-    ) -> list[ArticleRecord]:
-        """Articles waiting for a decision: ``oldest`` first (created), or ``worst`` first (lowest
-        :attr:`Scorecard.quality`, then oldest). Filters: statuses, style, job."""
-        if order not in QUEUE_ORDERS:
-            raise ReviewError(f"unknown order {order!r}: use {' or '.join(QUEUE_ORDERS)}")
-        statement = select(articles).where(articles.c.status.in_([str(s) for s in statuses]))
-        if style is not None:
-            statement = statement.where(articles.c.style == style)
-        if job_id is not None:
-            self.get_job(job_id)  # type: ignore[attr-defined]  # NotFoundError with a hint
-            members = select(job_items.c.brief_id).where(job_items.c.job_id == job_id)
-            statement = statement.where(articles.c.brief_id.in_(members))
-        statement = statement.order_by(articles.c.created_at, articles.c.id)
-        with self._read() as session:
-            found = [article_record(row) for row in session.execute(statement)]
-        if order == "worst":
-            found.sort(key=quality_of)  # stable: ties stay oldest first
-        return found[:limit] if limit is not None else found
-
-    def iter_articles(self, statuses: Sequence[str]) -> Iterator[ArticleRecord]:
-        """Every article with one of ``statuses``, oldest first, read in pages."""
-        after: tuple[datetime, str] | None = None
-        while True:
-            statement = (
-                select(articles)
-                .where(articles.c.status.in_([str(s) for s in statuses]))
-                .order_by(articles.c.created_at, articles.c.id)
-                .limit(_PAGE)
-            )
-            if after is not None:
-                statement = statement.where(
-                    (articles.c.created_at > after[0])
-                    | ((articles.c.created_at == after[0]) & (articles.c.id > after[1]))
-                )
-            with self._read() as session:
-                page = [article_record(row) for row in session.execute(statement)]
-            yield from page
-            if len(page) < _PAGE:
-                return
-            after = (page[-1].created_at, page[-1].id)
-
-    def list_revisions(self, key: str) -> list[RevisionRecord]:
-        """Every revision of the article, oldest first."""
-        article_id = self.get_article(key).id  # type: ignore[attr-defined]
-        with self._read() as session:
-            rows = session.execute(
-                select(article_revisions)
-                .where(article_revisions.c.article_id == article_id)
-                .order_by(article_revisions.c.revision)
-            )
-            return [revision_record(row) for row in rows]
-
-    def get_revision(self, key: str, revision: int) -> RevisionRecord:
-        """One revision of the article; :class:`NotFoundError` naming the revisions there are."""
-        revisions = self.list_revisions(key)
-        for record in revisions:
-            if record.revision == revision:
-                return record
-        have = ", ".join(str(r.revision) for r in revisions) or "none"
-        raise NotFoundError(f"article {key} has no revision {revision} (revisions: {have})")
-
-    def events_of_kind(self, kind: str) -> list[EventRecord]:
-        """Every event of one kind (e.g. ``published``) across articles, oldest first, in one query."""
-        with self._read() as session:
-            rows = session.execute(
-                select(article_events).where(article_events.c.kind == str(kind)).order_by(article_events.c.id)
-            )
-            return [event_record(row) for row in rows]
-
-    def list_events(self, key: str) -> list[EventRecord]:
-        """Every decision and change of the article, oldest first."""
-        article_id = self.get_article(key).id  # type: ignore[attr-defined]
-        with self._read() as session:
-            rows = session.execute(
-                select(article_events).where(article_events.c.article_id == article_id).order_by(article_events.c.id)
-            )
-            return [event_record(row) for row in rows]
 
 
 __all__ = ["QUEUE_ORDERS", "SYSTEM_ACTOR", "ReviewStoreMixin", "quality_of"]

@@ -39,7 +39,7 @@ SETTLED = (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED)
 
 
 def run_id_for(job_name: str, stamp: str) -> str:
-    """``run-<job>-<stamp>`` (``stamp`` as :func:`worker.jobs.job_files.run_stamp` writes it)."""
+    """``run-<job>-<stamp>`` (``stamp`` as :func:`worker.jobs.expansion.run_stamp` writes it)."""
     return f"run-{job_name}-{stamp}"
 
 

@@ -83,6 +83,11 @@ def _timestamps() -> list[Column[Any]]:
     ]
 
 
+def _required(*columns: tuple[str, Any]) -> list[Column[Any]]:
+    """``NOT NULL`` columns from ``(name, type)`` pairs, in the order given."""
+    return [Column(name, kind, nullable=False) for name, kind in columns]
+
+
 def define_schema_migrations(metadata: MetaData) -> Table:
     """The bookkeeping table, created before any migration runs."""
     return Table(
@@ -187,14 +192,16 @@ def define_v3(metadata: MetaData) -> None:
         metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("article_id", String(ID_LENGTH), ForeignKey("articles.id"), nullable=False),
-        Column("revision", Integer, nullable=False),
-        Column("title", Text, nullable=False),
-        Column("body_markdown", Text, nullable=False),
-        Column("scores", JSONType, nullable=False),
-        Column("failing_gates", JSONType, nullable=False),
-        Column("status", String(STATUS_LENGTH), nullable=False),
-        Column("source", String(STATUS_LENGTH), nullable=False),
-        Column("author", String(200), nullable=False),
+        *_required(
+            ("revision", Integer),
+            ("title", Text),
+            ("body_markdown", Text),
+            ("scores", JSONType),
+            ("failing_gates", JSONType),
+            ("status", String(STATUS_LENGTH)),
+            ("source", String(STATUS_LENGTH)),
+            ("author", String(200)),
+        ),
         Column("note", Text, nullable=True),
         Column("provenance", JSONType, nullable=True),
         Column("created_at", UTCDateTime(), nullable=False),
@@ -250,6 +257,17 @@ def v4_job_columns() -> list[Column[Any]]:
     ]
 
 
+def define_v5(metadata: MetaData) -> None:
+    """Version 5: ``articles.quality``, the number the review queue's ``worst`` order sorts by (the chosen
+    draft's :attr:`~worker.scoring.scorecard.Scorecard.quality`, written when the article is saved)."""
+    metadata.tables["articles"].append_column(v5_quality_column())
+
+
+def v5_quality_column() -> Column[float]:
+    """The column migration 5 adds to ``articles`` (a new object on each call)."""
+    return Column("quality", Float, nullable=False, server_default="0")
+
+
 def new_metadata() -> MetaData:
     """An empty :class:`MetaData` with the store's constraint naming convention."""
     return MetaData(naming_convention=NAMING_CONVENTION)
@@ -261,6 +279,7 @@ define_v1(metadata)
 define_v2(metadata)
 define_v3(metadata)
 define_v4(metadata)
+define_v5(metadata)
 
 briefs = metadata.tables["briefs"]
 articles = metadata.tables["articles"]

@@ -3,15 +3,15 @@
 A style's versions are the folders ``styles/<name>/adapters/vN/`` written by training
 (:mod:`worker.lab.training`). ``style.yaml``'s ``adapter:`` line pins the served version; :func:`promote`
 rewrites that one line (comments and the rest of the file are kept), validates the result as a style
-and replaces the file atomically. A version is only promoted after :func:`worker.engine.adapters.check_adapter`
-accepts it for the configured base model, so an adapter trained for another base model is refused.
+and replaces the file atomically (:func:`worker.files.write_atomic`). A version is only promoted after
+:func:`worker.engine.adapters.check_adapter` accepts it for the configured base model, so an adapter
+trained for another base model is refused.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 
 from worker.engine.adapters import ADAPTER_META, check_adapter
 from worker.errors import AdapterError, StyleError
+from worker.files import write_atomic
 from worker.styles.catalog import STYLE_FILE, Style, load_style
 from worker.styles.layout import METRICS_FILE, PROFILE_FILE, adapter_ref, list_version_names, versions_dir
 
@@ -99,6 +100,18 @@ def set_adapter_line(text: str, value: str | None) -> str:
     return text[: match.start()] + line + text[match.end() :]
 
 
+def _check_rewritten(path: Path, text: str, target: str | None) -> None:
+    """Validate the rewritten ``style.yaml`` (loaded from a scratch copy beside it) before it replaces the file."""
+    scratch = path.with_name(f".{STYLE_FILE}.promote")
+    scratch.write_text(text, encoding="utf-8")
+    try:
+        promoted = load_style(scratch)
+    finally:
+        scratch.unlink(missing_ok=True)
+    if promoted.adapter != target:
+        raise StyleError(f"{path}: rewriting `adapter:` did not take effect; edit the file by hand")
+
+
 def promote(style: Style, version: str, base_model_id: str) -> Style:
     """Serve ``version`` (or the base model alone for ``none``): check it, rewrite style.yaml, reload."""
     target: str | None = None if version.lower() in UNPIN else version
@@ -110,14 +123,7 @@ def promote(style: Style, version: str, base_model_id: str) -> Style:
     path = style.directory / STYLE_FILE
     text = path.read_text(encoding="utf-8")
     new_text = set_adapter_line(text, target)
-    temporary = path.with_name(f".{STYLE_FILE}.promote")
-    temporary.write_text(new_text, encoding="utf-8")
-    try:
-        promoted = load_style(temporary)
-        if promoted.adapter != target:
-            raise StyleError(f"{path}: rewriting `adapter:` did not take effect; edit the file by hand")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    _check_rewritten(path, new_text, target)
+    write_atomic(path, new_text)
     logger.info("style %s now serves %s", style.name, target or "the base model only")
     return load_style(path)
