@@ -27,6 +27,7 @@ import torch
 from worker.config import Settings
 from worker.engine.adapters import BASE, AdapterRef, AdapterRegistry
 from worker.engine.base_model import BaseModelSource, resolve_base_model
+from worker.engine.families import check_family, probe_cached_decoding
 from worker.engine.lora_batch import GroupedLora, grouped_lora
 from worker.engine.packed_linear import pack_linears
 from worker.engine.prefix_sharing import PrefixPlan, plan_prefixes
@@ -168,9 +169,25 @@ class Engine:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.adapters = AdapterRegistry(source.model_id, adapter_capacity)
+        self._check_family()
+        self.adapters = AdapterRegistry(source.model_id, adapter_capacity, source.weights_hash)
         self.load_seconds = time.perf_counter() - started
         logger.info("loaded base model %s on %s (%s) in %.2f s", source.model_id, device, dtype, self.load_seconds)
+
+    def _check_family(self) -> None:
+        """Refuse at load, with the reason, a model this engine would decode wrongly (:mod:`worker.engine.families`)."""
+        check_family(self.model, self.tokenizer)
+        try:
+            with self._attention_kernels():
+                error = probe_cached_decoding(self.model, self._cache_argument)
+        except ModelError:
+            raise
+        except Exception as exc:  # a model's forward raises many types on inputs it cannot take
+            family = getattr(self.model.config, "model_type", "?")
+            raise ModelError(
+                f"the engine cannot serve this {family!r} model: decoding through its KV cache failed: {exc}"
+            ) from exc
+        logger.debug("cached decoding probe of %s: relative difference %.2g", self.source.model_id, error)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
