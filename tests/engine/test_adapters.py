@@ -203,12 +203,16 @@ def test_a_same_named_model_with_other_weights_is_refused_naming_both_hashes(
     assert not engine.adapters.loaded
 
 
-def test_the_same_weights_under_another_name_are_accepted(adapter: Path, tiny_model_dir: Path) -> None:
+def test_the_same_weights_under_another_name_are_refused_by_name_with_a_hint(
+    adapter: Path, tiny_model_dir: Path
+) -> None:
     digest = weights_hash(tiny_model_dir)
     edit_json(adapter / ADAPTER_META, base_model_id="renamed-copy", base_model_weights_sha256=digest)
-    assert check_adapter(ref(adapter), TINY_MODEL_ID, digest)["peft_type"] == "LORA"
-    with pytest.raises(AdapterError, match="renamed-copy"):  # without the loaded model's hash: the name decides
+    with pytest.raises(AdapterError, match=r"'renamed-copy'.*the weights are the same"):
+        check_adapter(ref(adapter), TINY_MODEL_ID, digest)
+    with pytest.raises(AdapterError, match="'renamed-copy'") as exc:  # without the loaded model's hash: no hint
         check_adapter(ref(adapter), TINY_MODEL_ID)
+    assert "the weights are the same" not in str(exc.value)
 
 
 def test_an_adapter_without_a_recorded_hash_is_checked_by_name(adapter: Path) -> None:

@@ -4,9 +4,9 @@ An adapter directory must hold ``adapter_config.json`` and ``adapter_model.safet
 layout, loadable by vLLM and LoRAX too). Pickle formats (``.bin``, ``.pt``, ``.pkl``) are refused outright.
 An adapter records the base model it was trained for (``copydesk-adapter.json`` written by training, or
 ``base_model_name_or_path``); one trained for another base model is refused with a clear error. Lineage is
-by weights: when the adapter records the SHA-256 of its base model's weights (``base_model_weights_sha256``)
+by weights too: when the adapter records the SHA-256 of its base model's weights (``base_model_weights_sha256``)
 and the loaded model's is known, the two must be equal (a same-named model with other weights is refused,
-naming both hashes); an adapter that records no hash falls back to the base model's name.
+naming both hashes); the base model's name must match as well.
 
 Each loaded adapter's own SHA-256 (:func:`adapter_sha256`, over its config and weights) is computed once at
 load and kept in the registry, so that an article's provenance names the exact adapter bytes it came from.
@@ -25,6 +25,7 @@ from typing import Any
 
 from safetensors import safe_open
 
+from worker.engine.base_model import ID_FILE
 from worker.errors import AdapterError
 
 logger = logging.getLogger(__name__)
@@ -97,20 +98,20 @@ def _check_base_model(
     meta = _read_json(meta_path, where) if meta_path.is_file() else {}
     trained_for = meta.get("base_model_id") if meta_path.is_file() else config.get("base_model_name_or_path")
     trained_on = meta.get("base_model_weights_sha256")
-    if trained_on and base_weights_sha256:
-        if trained_on != base_weights_sha256:
-            raise AdapterError(
-                f"{where} was trained on base model {trained_for!r} with weights sha256 {trained_on}, but the "
-                f"configured base model {base_model_id!r} has weights sha256 {base_weights_sha256}: other weights "
-                "(even under the same name); retrain the style on this model or set COPYDESK_MODEL to its base model"
-            )
-        if trained_for != base_model_id:
-            logger.info("%s: %r has the weights it was trained on (as %r)", where, base_model_id, trained_for)
-        return
+    if trained_on and base_weights_sha256 and trained_on != base_weights_sha256:
+        raise AdapterError(
+            f"{where} was trained on base model {trained_for!r} with weights sha256 {trained_on}, but the "
+            f"configured base model {base_model_id!r} has weights sha256 {base_weights_sha256}: other weights "
+            "(even under the same name); retrain the style on this model or set COPYDESK_MODEL to its base model"
+        )
     if trained_for and trained_for != base_model_id:
+        same_weights = bool(trained_on and trained_on == base_weights_sha256)
+        hint = (
+            f" (the weights are the same: name the model {trained_for!r} in its {ID_FILE} file)" if same_weights else ""
+        )
         raise AdapterError(
             f"{where} was trained for base model {trained_for!r}, but the configured base model is "
-            f"{base_model_id!r}: retrain the style or set COPYDESK_MODEL to its base model"
+            f"{base_model_id!r}: retrain the style or set COPYDESK_MODEL to its base model{hint}"
         )
 
 
