@@ -132,7 +132,11 @@ def test_a_model_the_cache_decodes_wrongly_is_refused_at_load(
         layers = model.config.get_text_config(decoder=True).num_hidden_layers
         return Cache(layers=[OffByOneLayer(capacity) for _ in range(layers)])
 
+    load(family.model_dir)  # passes the probe, and is remembered as passed in this process
+    load(family.model_dir)
     monkeypatch.setattr(families, "preallocated_cache", off_by_one_cache)
+    load(family.model_dir)  # the same model in the same process: not probed again
+    monkeypatch.setattr(families, "_PROBED", set())
     with pytest.raises(ModelError, match="decoding through its KV cache gives other logits"):
         load(family.model_dir)
 

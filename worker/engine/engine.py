@@ -27,7 +27,7 @@ import torch
 from worker.config import Settings
 from worker.engine.adapters import BASE, AdapterRef, AdapterRegistry
 from worker.engine.base_model import BaseModelSource, resolve_base_model
-from worker.engine.families import check_family, probe_cached_decoding
+from worker.engine.families import check_family, probe_once
 from worker.engine.lora_batch import GroupedLora, grouped_lora
 from worker.engine.packed_linear import pack_linears
 from worker.engine.prefix_sharing import PrefixPlan, plan_prefixes
@@ -179,7 +179,7 @@ class Engine:
         check_family(self.model, self.tokenizer)
         try:
             with self._attention_kernels():
-                error = probe_cached_decoding(self.model, self._cache_argument)
+                error = probe_once(self.model, self._cache_argument)
         except ModelError:
             raise
         except Exception as exc:  # a model's forward raises many types on inputs it cannot take
@@ -187,7 +187,8 @@ class Engine:
             raise ModelError(
                 f"the engine cannot serve this {family!r} model: decoding through its KV cache failed: {exc}"
             ) from exc
-        logger.debug("cached decoding probe of %s: relative difference %.2g", self.source.model_id, error)
+        if error is not None:
+            logger.debug("cached decoding probe of %s: relative difference %.2g", self.source.model_id, error)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:

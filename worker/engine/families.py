@@ -10,9 +10,9 @@ What the engine cannot serve is refused at load with the reason (:func:`check_fa
 wrong text: encoder-decoder models, layers that keep state other than attention keys and values (Mamba, linear
 attention, convolutions: the engine's cache holds keys and values only), a forward without ``logits_to_keep``,
 a tokenizer without a chat template or an end-of-sequence token. Then :func:`probe_cached_decoding` runs the
-engine's way of decoding (left padding, position ids, the preallocated cache, one token at a time) against the
-model's own full forward on a short sequence, with any sliding window narrowed so that the sequence crosses it,
-and refuses the model when the two disagree or its forward cannot take the engine's arguments.
+engine's way of decoding (left padding, position ids, the preallocated cache, a token after the prefill) against
+the model's own forward without a cache on a short sequence, with any sliding window narrowed so that the sequence
+crosses it, and refuses the model when the two disagree or its forward cannot take the engine's arguments.
 """
 
 from __future__ import annotations
@@ -80,31 +80,52 @@ def check_family(model: Any, tokenizer: Any) -> None:
         )
 
 
+# What passed the probe in this process: its verdict depends on the model's code, config, dtype and device, not on
+# its weights, so a process that loads the same model again (evaluation, a reload) does not probe it again.
+_PROBED: set[tuple[str, str, str, str]] = set()
+
+
+def probe_once(model: Any, cache_argument: str) -> float | None:
+    """:func:`probe_cached_decoding` unless a model of the same class, config, dtype and device passed it in this
+    process (then ``None``)."""
+    parameter = next(model.parameters())
+    key = (type(model).__qualname__, model.config.to_json_string(), str(parameter.dtype), str(parameter.device))
+    if key in _PROBED:
+        return None
+    error = probe_cached_decoding(model, cache_argument)
+    _PROBED.add(key)
+    return error
+
+
 def probe_cached_decoding(model: Any, cache_argument: str) -> float:
     """Decode a short sequence the engine's way and compare with the model's full forward; returns the largest
     difference of the last logits relative to their magnitude, raising ModelError when it is beyond rounding.
 
     Two rows, the second left-padded by :data:`PROBE_PADDING` columns: the prompt is prefilled into the
-    preallocated cache but for its last two tokens, which then go in one at a time, as decoding does. Sliding
-    windows are narrowed to :data:`PROBE_WINDOW` tokens for the probe, so that a wrong window shows.
+    preallocated cache but for its last token, which then goes in alone, as decoding does; the reference is one
+    forward over the whole padded batch without a cache. Sliding windows are narrowed to :data:`PROBE_WINDOW`
+    tokens for the probe, so that a wrong window shows. Three forwards of a few tokens. A model on the ``meta``
+    device (no data) is not probed.
     """
-    device = next(model.parameters()).device
+    parameter = next(model.parameters())
+    if parameter.is_meta:
+        return 0.0
     vocab = int(model.config.get_text_config(decoder=True).vocab_size)
     generator = torch.Generator().manual_seed(0)
-    tokens = torch.randint(1, vocab, (2, PROBE_TOKENS), generator=generator).to(device)
+    tokens = torch.randint(1, vocab, (2, PROBE_TOKENS), generator=generator).to(parameter.device)
     tokens[1, :PROBE_PADDING] = 0
     mask = torch.ones_like(tokens)
     mask[1, :PROBE_PADDING] = 0
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    last = PROBE_TOKENS - 1
     with torch.inference_mode(), _narrow_sliding_window(model):
-        expected = [
-            model(input_ids=tokens[row : row + 1, begin:], use_cache=False).logits[0, -1].float()
-            for row, begin in ((0, 0), (1, PROBE_PADDING))
-        ]
+        expected = (
+            model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
+            .logits[:, -1]
+            .float()
+        )
         cache = preallocated_cache(model, PROBE_TOKENS)
-        split = PROBE_TOKENS - 2
-        for end in (split, split + 1, split + 2):
-            start = 0 if end == split else end - 1
+        for start, end in ((0, last), (last, PROBE_TOKENS)):
             logits = (
                 model(
                     input_ids=tokens[:, start:end],
@@ -118,8 +139,7 @@ def probe_cached_decoding(model: Any, cache_argument: str) -> float:
                 .float()
             )
     error = max(_relative_error(logits[row], expected[row]) for row in range(2))
-    dtype = next(model.parameters()).dtype
-    if not error <= _PROBE_TOLERANCE.get(dtype, 0.1):
+    if not error <= _PROBE_TOLERANCE.get(parameter.dtype, 0.1):
         family = getattr(model.config, "model_type", "?")
         raise ModelError(
             f"the engine cannot serve this {family!r} model: decoding through its KV cache gives other logits than "
