@@ -173,7 +173,7 @@ class AdapterRegistry:
             return model
         try:
             check_adapter(ref, self.base_model_id, self.base_weights_sha256)
-            digest = adapter_sha256(ref.directory)
+            digest = self._digest(ref)
             loaded = self._load(model, ref)
             self._probe(model, loaded, ref)
             model = loaded
@@ -185,6 +185,13 @@ class AdapterRegistry:
         logger.info("loaded adapter %s %s from %s (sha256 %s)", ref.style, ref.version, ref.directory, digest[:12])
         self._evict(model, keep=ref.name)
         return model
+
+    @staticmethod
+    def _digest(ref: AdapterRef) -> str:
+        try:
+            return adapter_sha256(ref.directory)
+        except OSError as exc:  # the files went away or became unreadable after the checks
+            raise AdapterError(f"adapter {ref.style} {ref.version} ({ref.directory}) cannot be read: {exc}") from exc
 
     def _load(self, model: Any, ref: AdapterRef) -> Any:
         from peft import PeftModel

@@ -9,6 +9,9 @@ In fp32 a row's text does not depend on the other rows of its batch ("exact rows
 per-adapter sub-batches, linear layers run as packed oneDNN matmuls on the CPU (:mod:`worker.engine.packed_linear`),
 and attention runs on SDPA's math kernel, each chosen because its results for a row do not depend on the batch
 size or padding on the CPUs measured (MKL's and the flash kernel's do on AVX2). Under bf16 the fast paths serve.
+
+Nothing here is specific to one model family: Llama/SmolLM, Qwen2, Gemma 3 and Phi-3 are tested, and a model the
+engine would decode wrongly is refused at load with the reason (:mod:`worker.engine.families`, docs/models.md).
 """
 
 from __future__ import annotations
