@@ -201,4 +201,7 @@ def test_lora_target_modules_follow_the_family(tmp_path_factory: pytest.TempPath
         config = load(tiny_family(name, tmp_path_factory).model_dir).model.config
         targets = families.lora_target_modules(config)
         assert set(family.lora_targets) <= set(targets)
-    assert "qkv_proj" in families.lora_target_modules(type("C", (), {"model_type": "phi3"})())
+    from transformers import LlamaConfig, Phi3Config
+
+    assert families.lora_target_modules(Phi3Config()) == ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+    assert {"q_proj", "v_proj", "gate_proj"} <= set(families.lora_target_modules(LlamaConfig()))
