@@ -1,4 +1,5 @@
-"""Session-wide fixtures for the model tests: the tiny random llama and two real LoRA adapters for it.
+"""Session-wide fixtures for the model tests: the tiny random llama and two real LoRA adapters for it, and the
+same for one tiny model of each family of the engine's matrix (:func:`tiny_family`).
 
 Import the fixtures into a test module (``from model_fixtures import tiny_model_dir``). The builds are
 cached in this module, so that several test modules importing the fixtures still build each thing once.
@@ -8,13 +9,17 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_model import TINY_MODEL_ID, build_lora_adapter, build_tiny_model
+from tiny_model import FAMILIES, TINY_MODEL_ID, build_family_model, build_lora_adapter, build_tiny_model
 
 _BUILT: dict[str, Path] = {}
+# The family matrix of the engine tests: the tiny llama with the real SmolLM2 tokenizer, then one tiny model per family.
+SMOLLM2 = "smollm2"
+FAMILY_NAMES = (SMOLLM2, *FAMILIES)
 
 
 def _once(key: str, factory: pytest.TempPathFactory, build: object) -> Path:
@@ -61,4 +66,51 @@ def copy_dir(source: Path, destination: Path) -> Path:
     return destination
 
 
-__all__ = ["TINY_MODEL_ID", "adapter_a_dir", "adapter_b_dir", "copy_dir", "one_torch_thread", "tiny_model_dir"]
+@dataclass(frozen=True)
+class TinyModel:
+    """A tiny model of one family and two real LoRA adapters for it (seeds 1 and 2), on the family's targets."""
+
+    family: str
+    model_id: str
+    model_dir: Path
+    adapter_a_dir: Path
+    adapter_b_dir: Path
+    lora_targets: tuple[str, ...]
+
+
+def tiny_family(name: str, factory: pytest.TempPathFactory) -> TinyModel:
+    """The tiny model of family ``name`` (a key of ``tiny_model.FAMILIES``, or ``"smollm2"``: the tiny llama with
+    the real SmolLM2 tokenizer of :func:`tiny_model_dir`) and its adapters, built once per session. Read-only."""
+    keys = ("adapter-a", "adapter-b") if name == SMOLLM2 else (f"{name}-adapter-a", f"{name}-adapter-b")
+    if name == SMOLLM2:
+        model_dir = _once("tiny-model", factory, build_tiny_model)
+        model_id, targets = TINY_MODEL_ID, ("q_proj", "v_proj")
+    else:
+        family = FAMILIES[name]
+        model_dir = _once(f"family-{name}", factory, lambda d: build_family_model(family, d))
+        model_id, targets = family.model_id, family.lora_targets
+    adapters = [
+        _once(
+            key,
+            factory,
+            lambda d, seed=seed: build_lora_adapter(  # type: ignore[misc]
+                model_dir, d, base_model_id=model_id, seed=seed, target_modules=targets
+            ),
+        )
+        for seed, key in zip((1, 2), keys, strict=True)
+    ]
+    return TinyModel(name, model_id, model_dir, adapters[0], adapters[1], targets)
+
+
+__all__ = [
+    "FAMILY_NAMES",
+    "SMOLLM2",
+    "TINY_MODEL_ID",
+    "TinyModel",
+    "adapter_a_dir",
+    "adapter_b_dir",
+    "copy_dir",
+    "one_torch_thread",
+    "tiny_family",
+    "tiny_model_dir",
+]

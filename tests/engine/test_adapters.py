@@ -18,8 +18,10 @@ from worker.engine.adapters import (
     ADAPTER_WEIGHTS,
     AdapterRef,
     AdapterRegistry,
+    adapter_sha256,
     check_adapter,
 )
+from worker.engine.base_model import weights_hash
 from worker.errors import AdapterError, ModelError
 
 __all__ = ["adapter_a_dir", "adapter_b_dir", "one_torch_thread", "tiny_model_dir"]  # fixtures used by name
@@ -162,6 +164,77 @@ def test_malformed_metadata_is_refused(adapter: Path) -> None:
         check_adapter(ref(adapter), TINY_MODEL_ID)
 
 
+# ------------------------------------------------------------------------------------ lineage by weights
+
+
+@pytest.fixture
+def other_weights_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """The tiny model under its own name with one weight changed: a same-named model with other weights."""
+    from safetensors.torch import load_file
+
+    directory = copy_dir(tiny_model_dir, tmp_path / "same-name-other-weights")
+    weights = directory / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = next(key for key in sorted(tensors) if key.endswith("v_proj.weight"))
+    tensors[name] = tensors[name] + 0.01
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    assert (directory / "copydesk-model-id").read_text().strip() == TINY_MODEL_ID
+    return directory
+
+
+def test_a_same_named_model_with_other_weights_is_refused_naming_both_hashes(
+    adapter: Path, tiny_model_dir: Path, other_weights_dir: Path
+) -> None:
+    trained_on, loaded = weights_hash(tiny_model_dir), weights_hash(other_weights_dir)
+    assert trained_on != loaded
+    edit_json(adapter / ADAPTER_META, base_model_weights_sha256=trained_on)
+    assert check_adapter(ref(adapter), TINY_MODEL_ID, trained_on)["peft_type"] == "LORA"
+    with pytest.raises(AdapterError) as exc:
+        check_adapter(ref(adapter), TINY_MODEL_ID, loaded)
+    assert trained_on in str(exc.value) and loaded in str(exc.value)
+    assert "other weights" in str(exc.value)
+    # The engine refuses it at load, from the weights it loaded.
+    from worker.engine.base_model import BaseModelSource
+    from worker.engine.engine import Engine
+
+    engine = Engine(BaseModelSource(TINY_MODEL_ID, other_weights_dir, loaded), device="cpu", batch_size=2)
+    with pytest.raises(AdapterError, match=loaded):
+        engine.load_adapter(ref(adapter))
+    assert not engine.adapters.loaded
+
+
+def test_the_same_weights_under_another_name_are_refused_by_name_with_a_hint(
+    adapter: Path, tiny_model_dir: Path
+) -> None:
+    digest = weights_hash(tiny_model_dir)
+    edit_json(adapter / ADAPTER_META, base_model_id="renamed-copy", base_model_weights_sha256=digest)
+    with pytest.raises(AdapterError, match=r"'renamed-copy'.*the weights are the same"):
+        check_adapter(ref(adapter), TINY_MODEL_ID, digest)
+    with pytest.raises(AdapterError, match="'renamed-copy'") as exc:  # without the loaded model's hash: no hint
+        check_adapter(ref(adapter), TINY_MODEL_ID)
+    assert "the weights are the same" not in str(exc.value)
+
+
+def test_an_adapter_without_a_recorded_hash_is_checked_by_name(adapter: Path) -> None:
+    assert "base_model_weights_sha256" not in json.loads((adapter / ADAPTER_META).read_text())
+    assert check_adapter(ref(adapter), TINY_MODEL_ID, "0" * 64)["peft_type"] == "LORA"
+    edit_json(adapter / ADAPTER_META, base_model_id="llama-3-8b")
+    with pytest.raises(AdapterError, match="llama-3-8b"):
+        check_adapter(ref(adapter), TINY_MODEL_ID, "0" * 64)
+
+
+def test_adapter_sha256_covers_config_and_weights(adapter: Path, adapter_b_dir: Path) -> None:
+    before = adapter_sha256(adapter)
+    assert len(before) == 64 and before == adapter_sha256(adapter)
+    (adapter / ADAPTER_META).write_text("{}")  # copydesk's own metadata is not part of the adapter's bytes
+    assert adapter_sha256(adapter) == before
+    edit_json(adapter / ADAPTER_CONFIG, lora_dropout=0.5)
+    changed_config = adapter_sha256(adapter)
+    assert changed_config != before
+    (adapter / ADAPTER_WEIGHTS).write_bytes((adapter_b_dir / ADAPTER_WEIGHTS).read_bytes())
+    assert adapter_sha256(adapter) not in (before, changed_config)
+
+
 # ------------------------------------------------------------------------------------------------ registry
 
 
@@ -169,9 +242,11 @@ def test_registry_loads_once_and_remembers_refusals(
     tmp_path: Path, tiny_model_dir: Path, adapter_a_dir: Path, adapter_b_dir: Path
 ) -> None:
     registry = AdapterRegistry(TINY_MODEL_ID, capacity=4)
+    assert registry.sha256(ref(adapter_a_dir, "alpha")) is None
     model = registry.ensure(load_tiny_model(tiny_model_dir), ref(adapter_a_dir, "alpha"))
     assert type(model).__name__ == "PeftModel"
     assert list(registry.loaded) == ["alpha__v1"]
+    assert registry.sha256(ref(adapter_a_dir, "alpha")) == adapter_sha256(adapter_a_dir)  # computed once, at load
     assert registry.ensure(model, ref(adapter_a_dir, "alpha")) is model  # already loaded: a no-op
 
     broken = copy_dir(adapter_b_dir, tmp_path / "broken")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -60,9 +61,10 @@ def test_tilde_in_model_directory_is_expanded(model_dir: Path, tmp_path: Path, m
 
 def test_weights_hash_is_stable_and_cached_in_the_sidecar(model_dir: Path) -> None:
     first = weights_hash(model_dir)
-    sidecar = model_dir / HASH_FILE
-    assert sidecar.read_text().strip() == first
+    cached = json.loads((model_dir / HASH_FILE).read_text())
+    assert cached["sha256"] == first
     weights = sorted(model_dir.glob("*.safetensors"))
+    assert set(cached["files"]) == {path.name for path in weights}
     expected = hashlib.sha256()
     for path in weights:
         expected.update(path.name.encode() + b"\0" + file_sha256(path).encode())
@@ -70,20 +72,62 @@ def test_weights_hash_is_stable_and_cached_in_the_sidecar(model_dir: Path) -> No
     # A fresh copy of the same weights hashes the same, cache or no cache.
     other = model_dir.parent / "again"
     shutil.copytree(model_dir, other)
+    assert weights_hash(other) == first  # the copied sidecar names other inodes: recomputed, same value
     (other / HASH_FILE).unlink()
     assert weights_hash(other) == first
     assert weights_hash(model_dir) == first
 
 
-def test_weights_hash_comes_from_the_sidecar_while_it_is_fresh(model_dir: Path) -> None:
+def forge_sidecar(model_dir: Path, value: str) -> None:
+    """Replace the cached hash by ``value``, keeping what it was computed from: a cache hit returns ``value``."""
+    sidecar = model_dir / HASH_FILE
+    cached = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**cached, "sha256": value}))
+
+
+def test_weights_hash_comes_from_the_sidecar_while_the_files_are_the_same(model_dir: Path) -> None:
     real = weights_hash(model_dir)
-    (model_dir / HASH_FILE).write_text("f" * 64 + "\n")
-    assert weights_hash(model_dir) == "f" * 64  # the cached value is trusted, not recomputed
+    forge_sidecar(model_dir, "f" * 64)
+    assert weights_hash(model_dir) == "f" * 64  # the cached value is used, not recomputed
     weights = next(model_dir.glob("*.safetensors"))
-    later = (model_dir / HASH_FILE).stat().st_mtime + 10
-    os.utime(weights, (later, later))  # weights newer than the sidecar: recompute
+    later = weights.stat().st_mtime + 10
+    os.utime(weights, (later, later))  # another mtime: recompute
     assert weights_hash(model_dir) == real
-    assert (model_dir / HASH_FILE).read_text().strip() == real
+    assert json.loads((model_dir / HASH_FILE).read_text())["sha256"] == real
+
+
+def test_weights_rewritten_in_place_with_the_old_size_and_mtime_are_hashed_again(model_dir: Path) -> None:
+    """Not trusted by mtime alone: same size, mtime restored, same inode (written in place), and still recomputed."""
+    before = weights_hash(model_dir)
+    weights = next(model_dir.glob("*.safetensors"))
+    stat = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    with weights.open("r+b") as handle:
+        handle.write(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = weights.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    assert weights_hash(model_dir) != before
+
+
+def test_weights_replaced_by_another_file_are_hashed_again(model_dir: Path) -> None:
+    before = weights_hash(model_dir)
+    forge_sidecar(model_dir, "f" * 64)
+    weights = next(model_dir.glob("*.safetensors"))
+    stat = weights.stat()
+    replacement = weights.with_name("replacement.tmp")
+    shutil.copy2(weights, replacement)  # the same bytes and mtime, another inode
+    replacement.replace(weights)
+    assert weights.stat().st_mtime_ns == stat.st_mtime_ns
+    assert weights_hash(model_dir) == before  # recomputed (not the forged value): same bytes, same hash
+
+
+def test_an_older_bare_sidecar_is_not_trusted(model_dir: Path) -> None:
+    real = weights_hash(model_dir)
+    (model_dir / HASH_FILE).write_text("f" * 64 + "\n")  # a bare hash, as an older copydesk cached it
+    (model_dir / "copydesk-weights.sha256").write_text("e" * 64 + "\n")
+    assert weights_hash(model_dir) == real
 
 
 def test_weights_hash_changes_with_the_weights(model_dir: Path) -> None:
@@ -92,8 +136,6 @@ def test_weights_hash_changes_with_the_weights(model_dir: Path) -> None:
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    later = (model_dir / HASH_FILE).stat().st_mtime + 10
-    os.utime(weights, (later, later))
     assert weights_hash(model_dir) != before
 
 
@@ -135,3 +177,23 @@ def test_pickle_only_model_is_refused(model_dir: Path, tmp_path: Path) -> None:
 def test_default_model_name_is_the_packaged_gguf() -> None:
     assert DEFAULT_MODEL == "smollm2-135m-instruct"
     assert Settings.model_fields["model"].default == DEFAULT_MODEL
+
+
+def test_a_local_gguf_file_is_converted_once_into_the_model_cache(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """COPYDESK_MODEL may name a .gguf file: its model id is the file's name, its directory the converted copy.
+
+    The conversion itself (~25 s for the packaged file) is the default model's, tested in tests/test_real_model.py;
+    here the cache already holds a converted copy (the tiny model), as it does from the second start on."""
+    gguf = packaged_gguf()
+    settings = settings_for(gguf, tmp_path)
+    converted = tmp_path / "cache" / f"{gguf.stem}-{file_sha256(gguf)[:12]}"
+    copy_dir(tiny_model_dir, converted)
+    source = resolve_base_model(settings)
+    assert source.model_id == gguf.stem
+    assert source.directory == converted
+    assert source.weights_hash == weights_hash(tiny_model_dir)
+
+
+def test_a_missing_gguf_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no such GGUF file"):
+        resolve_base_model(settings_for(tmp_path / "absent.gguf", tmp_path))

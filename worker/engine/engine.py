@@ -9,6 +9,9 @@ In fp32 a row's text does not depend on the other rows of its batch ("exact rows
 per-adapter sub-batches, linear layers run as packed oneDNN matmuls on the CPU (:mod:`worker.engine.packed_linear`),
 and attention runs on SDPA's math kernel, each chosen because its results for a row do not depend on the batch
 size or padding on the CPUs measured (MKL's and the flash kernel's do on AVX2). Under bf16 the fast paths serve.
+
+Nothing here is specific to one model family: Llama/SmolLM, Qwen2, Gemma 3 and Phi-3 are tested, and a model the
+engine would decode wrongly is refused at load with the reason (:mod:`worker.engine.families`, docs/models.md).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from worker.config import Settings
 from worker.engine.adapters import BASE, AdapterRef, AdapterRegistry
 from worker.engine.base_model import BaseModelSource, resolve_base_model
+from worker.engine.families import check_family, probe_once
 from worker.engine.lora_batch import GroupedLora, grouped_lora
 from worker.engine.packed_linear import pack_linears
 from worker.engine.prefix_sharing import PrefixPlan, plan_prefixes
@@ -168,9 +172,26 @@ class Engine:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.adapters = AdapterRegistry(source.model_id, adapter_capacity)
+        self._check_family()
+        self.adapters = AdapterRegistry(source.model_id, adapter_capacity, source.weights_hash)
         self.load_seconds = time.perf_counter() - started
         logger.info("loaded base model %s on %s (%s) in %.2f s", source.model_id, device, dtype, self.load_seconds)
+
+    def _check_family(self) -> None:
+        """Refuse at load, with the reason, a model this engine would decode wrongly (:mod:`worker.engine.families`)."""
+        check_family(self.model, self.tokenizer)
+        try:
+            with self._attention_kernels():
+                error = probe_once(self.model, self._cache_argument)
+        except ModelError:
+            raise
+        except Exception as exc:  # a model's forward raises many types on inputs it cannot take
+            family = getattr(self.model.config, "model_type", "?")
+            raise ModelError(
+                f"the engine cannot serve this {family!r} model: decoding through its KV cache failed: {exc}"
+            ) from exc
+        if error is not None:
+            logger.debug("cached decoding probe of %s: relative difference %.2g", self.source.model_id, error)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:

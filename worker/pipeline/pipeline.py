@@ -254,7 +254,12 @@ class Pipeline:
                 "device": self.engine.device,
             },
             "adapter": (
-                {"style": job.style.name, "version": job.adapter.version, "path": str(job.adapter.directory)}
+                {
+                    "style": job.style.name,
+                    "version": job.adapter.version,
+                    "path": str(job.adapter.directory),
+                    "sha256": self.engine.adapters.sha256(job.adapter),  # its config and weights, as loaded
+                }
                 if job.adapter
                 else {"style": job.style.name, "version": None, "note": "no adapter: base model only"}
             ),
