@@ -170,7 +170,7 @@ def test_config_error_is_not_a_validation_error_for_the_cli(monkeypatch: pytest.
     monkeypatch.setenv("COPYDESK_SEED", "not-a-number")
     with pytest.raises(ConfigError) as exc:
         load_settings()
-    assert exc.value.exit_code == 2
+    assert exc.value.exit_code == 16  # its own code: 2 is a usage error (a bad option)
 
 
 def test_effective_store_url_defaults_to_sqlite_under_home(tmp_path: Path) -> None:

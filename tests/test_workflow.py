@@ -57,7 +57,7 @@ def test_refused_transitions_say_what_is_allowed(current: S, action: Action) -> 
     assert message.startswith(f"cannot {action} article a-x: it is {current}")
     assert "needs" in message
     assert isinstance(info.value, CopydeskError)
-    assert info.value.exit_code == 9
+    assert info.value.exit_code == 21  # TransitionError: its own exit code
 
 
 def test_review_status_follows_the_gates() -> None:

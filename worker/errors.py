@@ -3,9 +3,15 @@
 Every error raised on purpose by copydesk derives from :class:`CopydeskError`. Its message is written for
 the person running the command: it says what went wrong and, where it can, how to fix it. Only the CLI
 turns these errors into printed messages and exit codes.
+
+Every class has its own exit code, so a script can tell the errors apart (docs/cli.md lists them; a test
+checks that table against this module). Codes 0, 1, 2 and 124 are kept for the CLI itself: success, a
+command that reports failed records, a usage error (Typer/Click) and a ``--wait`` that timed out.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class CopydeskError(Exception):
@@ -17,7 +23,7 @@ class CopydeskError(Exception):
 class ConfigError(CopydeskError):
     """The configuration (environment, config file) is invalid."""
 
-    exit_code = 2
+    exit_code = 16
 
 
 class BriefError(CopydeskError):
@@ -53,6 +59,8 @@ class ModelError(CopydeskError):
 class AdapterError(ModelError):
     """A style's LoRA adapter is missing, unsafe (not safetensors), corrupt or for another base model."""
 
+    exit_code = 17
+
 
 class StoreError(CopydeskError):
     """The store (database or article files) refused an operation."""
@@ -63,13 +71,19 @@ class StoreError(CopydeskError):
 class TransientStoreError(StoreError):
     """The store is temporarily unavailable (locked, connection lost); retrying may succeed."""
 
+    exit_code = 18
+
 
 class NotFoundError(StoreError):
     """A brief, article or job id does not exist in the store."""
 
+    exit_code = 19
+
 
 class ConflictError(StoreError):
     """Someone else changed the record first (optimistic locking); reload and try again."""
+
+    exit_code = 20
 
 
 class QueueError(CopydeskError):
@@ -86,3 +100,54 @@ class ReviewError(CopydeskError):
 
 class TransitionError(ReviewError):
     """The article's status does not allow this action (e.g. approving a rejected article)."""
+
+    exit_code = 21
+
+
+class CorpusError(CopydeskError):
+    """The corpus folder cannot be read, or holds no usable article."""
+
+    exit_code = 10
+
+
+class TrainingError(CopydeskError):
+    """A training run cannot start, resume or finish."""
+
+    exit_code = 11
+
+
+class EvaluationError(CopydeskError):
+    """A style version cannot be evaluated (no version, no held-out material, unusable adapter)."""
+
+    exit_code = 12
+
+
+class JobFileError(CopydeskError):
+    """A job file cannot be used; ``problems`` lists every reason (file, record, field)."""
+
+    exit_code = 13
+
+    def __init__(self, message: str, problems: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[Any] = problems or []
+
+
+class CronError(CopydeskError, ValueError):
+    """A cron expression, a time zone or a duration is not valid; the message says which and why.
+
+    Also a ``ValueError``, so that pydantic validators report it as a field problem of the job file.
+    """
+
+    exit_code = 14
+
+
+class BeatLockedError(CopydeskError):
+    """Another scheduler holds the single-scheduler lock (or this one lost it)."""
+
+    exit_code = 15
+
+
+def error_classes() -> list[type[CopydeskError]]:
+    """Every error class of this module, the base first, ordered by exit code."""
+    found = [value for value in globals().values() if isinstance(value, type) and issubclass(value, CopydeskError)]
+    return sorted(found, key=lambda cls: cls.exit_code)

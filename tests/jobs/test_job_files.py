@@ -116,7 +116,7 @@ def test_jobs_validate_command(tmp_path: Path) -> None:
         {"file": str(jobs / "good.yaml"), "job": "good", "briefs": 2, "over_limit": 0, "problems": []}
     ]
     result = CliRunner().invoke(app, ["jobs", "validate", "nope"], env=env)
-    assert result.exit_code == 3 and "no job file nope.yaml" in result.output
+    assert result.exit_code == JobFileError.exit_code and "no job file nope.yaml" in result.output
 
 
 def test_jobs_schedule_command(tmp_path: Path) -> None:

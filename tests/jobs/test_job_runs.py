@@ -21,6 +21,7 @@ from store_helpers import FakeClock
 from typer.testing import CliRunner
 
 from worker.cli.main import app
+from worker.errors import JobFileError, NotFoundError
 from worker.jobs.beat import BeatLockedError, RedisLock, StoreLock
 from worker.jobs.job_files import load_job
 from worker.jobs.job_runs import TRIGGER_MANUAL, TRIGGER_SCHEDULE, settle_run, start_run
@@ -342,7 +343,7 @@ def test_jobs_run_history_and_show_commands(tmp_path: Path) -> None:
     result = runner.invoke(app, ["jobs", "run", "daily", "--at", "2026-03-02T07:00"], env=env)
     assert result.exit_code == 2 and "no UTC offset" in result.output
     result = runner.invoke(app, ["jobs", "run", "nope"], env=env)
-    assert result.exit_code == 3 and "no job file nope.yaml" in result.output
+    assert result.exit_code == JobFileError.exit_code and "no job file nope.yaml" in result.output
 
     result = runner.invoke(app, ["jobs", "history", "daily", "--json"], env=env)
     assert result.exit_code == 0, result.output
@@ -361,6 +362,6 @@ def test_jobs_run_history_and_show_commands(tmp_path: Path) -> None:
     assert "rows record 2, field 'target_words': must be a whole number" in result.output
     assert "daily-20260302T070000Z-a" in result.output
     result = runner.invoke(app, ["jobs", "show", "run-nope"], env=env)
-    assert result.exit_code == 7 and "does not exist" in result.output
+    assert result.exit_code == NotFoundError.exit_code and "does not exist" in result.output
     result = runner.invoke(app, ["jobs", "list", "--json"], env=env)
     assert result.exit_code == 0 and json.loads(result.stdout)[0]["kind"] == "scheduled"

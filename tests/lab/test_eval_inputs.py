@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from worker.errors import EvaluationError
 from worker.intake.briefs import Brief, ContentType
-from worker.lab.errors import EvaluationError
 from worker.lab.eval_inputs import EVAL_BRIEFS_FILE, EvalTopic, eval_briefs, house_metadata, read_eval_topics
 
 EVAL_BRIEFS = """\

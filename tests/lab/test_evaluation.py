@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from worker.cli.main import app
 from worker.engine.adapters import ADAPTER_META
 from worker.engine.engine import Engine
+from worker.errors import EvaluationError
 from worker.intake.briefs import Brief
-from worker.lab.errors import EvaluationError
 from worker.lab.eval_inputs import (
     EVAL_BRIEFS_FILE,
 )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from worker.errors import TrainingError
 from worker.intake.briefs import Brief
-from worker.lab.errors import TrainingError
 from worker.lab.examples import Example, split_examples
 
 

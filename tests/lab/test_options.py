@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from worker.cli.common import handle_errors
 from worker.cli.main import app
 from worker.cli.model_options import flag, options_from
-from worker.lab.errors import EvaluationError, TrainingError
+from worker.errors import EvaluationError, TrainingError
 from worker.lab.options import EvalOptions, TrainingOptions
 
 runner = CliRunner()

@@ -27,8 +27,8 @@ from worker.engine.adapters import (
     check_adapter,
 )
 from worker.engine.base_model import weights_hash
+from worker.errors import TrainingError
 from worker.lab.corpus import load_corpus
-from worker.lab.errors import TrainingError
 from worker.lab.examples import corpus_examples, to_records
 from worker.lab.options import TrainingOptions
 from worker.lab.training import train_style

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from worker.cli.main import app
 from worker.config import Settings
-from worker.errors import ReviewError
+from worker.errors import ConflictError, NotFoundError, ReviewError, TransitionError
 from worker.review.actions import pick_revisions, rescore, reviewer_name
 from worker.scoring.scorecard import Scorecard
 from worker.store import Store
@@ -159,7 +159,7 @@ def test_invalid_transition_is_one_clear_line_and_exit_9(desk: Desk) -> None:
     add_article(desk.store, 1)
     assert desk("approve", "rev-1").exit_code == 0
     again = desk("reject", "rev-1", "--reason", "changed my mind")
-    assert again.exit_code == 9
+    assert again.exit_code == TransitionError.exit_code
     assert one_line_error(again) == (
         "error: cannot reject article a-rev-1: it is approved, and reject needs needs_review or needs_attention"
     )
@@ -171,7 +171,7 @@ def test_decision_on_a_stale_revision_is_a_conflict(desk: Desk, tmp_path: Path) 
     edited = desk("edit", "rev-1", "--no-embed", EDITOR=editor_script(tmp_path, "ten minutes", "a quarter hour"))
     assert edited.exit_code == 0, edited.output
     stale = desk("approve", "rev-1", "--rev", "1")
-    assert stale.exit_code == 7
+    assert stale.exit_code == ConflictError.exit_code
     assert "article a-rev-1 changed since you loaded revision 1: it is now revision 2" in one_line_error(stale)
     assert desk.store.get_article("rev-1").status == "needs_review"
     assert desk("approve", "rev-1", "--rev", "2").exit_code == 0
@@ -179,7 +179,7 @@ def test_decision_on_a_stale_revision_is_a_conflict(desk: Desk, tmp_path: Path) 
 
 def test_unknown_article_exit_7(desk: Desk) -> None:
     result = desk("approve", "nothing-here")
-    assert result.exit_code == 7
+    assert result.exit_code == NotFoundError.exit_code
     assert "no article with id or brief id 'nothing-here'" in one_line_error(result)
 
 
@@ -238,7 +238,7 @@ def test_edit_of_an_approved_article_is_refused_before_the_editor_opens(desk: De
     desk.store.approve("rev-1", actor="a")
     marker = tmp_path / "editor-ran"
     result = desk("edit", "rev-1", EDITOR=f"touch {marker}")
-    assert result.exit_code == 9
+    assert result.exit_code == TransitionError.exit_code
     assert "cannot edit article a-rev-1: it is approved" in one_line_error(result)
     assert not marker.exists()
 
@@ -261,7 +261,7 @@ def test_regenerate_queues_the_brief_and_publishes_it(desk: Desk) -> None:
     assert desk.store.get_article("rev-1").status == "regenerating"
     assert broker_messages(desk.home) == 1
     again = desk("regenerate", "rev-1", "--feedback", "More.")
-    assert again.exit_code == 9
+    assert again.exit_code == TransitionError.exit_code
     assert "already being regenerated" in one_line_error(again)
 
 
@@ -296,7 +296,7 @@ def test_articles_diff_between_revisions(desk: Desk, tmp_path: Path) -> None:
     same = desk("articles", "diff", "rev-1", "--rev", "2", "--rev", "2")
     assert "have the same text" in same.stdout
     missing = desk("articles", "diff", "rev-1", "--rev", "1", "--rev", "5")
-    assert missing.exit_code == 7
+    assert missing.exit_code == NotFoundError.exit_code
     assert "has no revision 5 (revisions: 1, 2)" in one_line_error(missing)
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from worker.cli.common import JsonOpt, console, err_console, handle_errors, open_store, print_json
 from worker.config import load_settings
-from worker.errors import QueueError
+from worker.errors import BeatLockedError, QueueError
 
 
 def _local(moment: datetime | None, timezone: str, *, short: bool = False) -> str:
@@ -359,7 +359,7 @@ def beat_command(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run Celery beat with the schedule of jobs/ (one beat per store; see docs/scheduling.md)."""
-    from worker.jobs.beat import BeatLockedError, make_lock
+    from worker.jobs.beat import make_lock
     from worker.pipeline.runner import worker_identity
     from worker.queue.celery_app import app as celery
 

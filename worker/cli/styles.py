@@ -12,7 +12,7 @@ from rich.table import Table
 from worker.cli.common import JsonOpt, console, err_console, handle_errors, print_json
 from worker.cli.model_options import options_from
 from worker.config import DEFAULT_MODEL, Settings, load_settings
-from worker.lab.errors import EvaluationError, TrainingError
+from worker.errors import EvaluationError, TrainingError
 from worker.lab.options import EvalOptions, TrainingOptions
 
 corpus_app = typer.Typer(help="Article archives used to train styles.", no_args_is_help=True)

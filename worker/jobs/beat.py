@@ -41,7 +41,7 @@ from celery.beat import Scheduler
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from worker.config import Settings
-from worker.errors import CopydeskError
+from worker.errors import BeatLockedError, CopydeskError
 from worker.jobs.cron import CronSchedule
 from worker.jobs.job_files import job_files, read_job
 from worker.jobs.job_runs import normalise_slot, settle_open_runs
@@ -59,12 +59,6 @@ SETTLE_INTERVAL = 30.0
 DEFAULT_MAX_INTERVAL = 5.0
 RETRY_DELAY = 5.0
 _EPSILON = timedelta(microseconds=1)
-
-
-class BeatLockedError(CopydeskError):
-    """Another scheduler holds the single-scheduler lock (or this one lost it)."""
-
-    exit_code = 10
 
 
 # -------------------------------------------------------------------------------------------------- locks

@@ -25,12 +25,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from croniter.croniter import CroniterError
 
+from worker.errors import CronError
+
 ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 _TRANSITION_WINDOW = timedelta(days=1)
-
-
-class CronError(ValueError):
-    """A cron expression or a time zone is not valid; the message says which and why."""
 
 
 def parse_timezone(name: str) -> ZoneInfo:

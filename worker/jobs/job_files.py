@@ -34,12 +34,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.errors import JobFileError
 from worker.intake.briefs import Brief
 from worker.intake.problems import BriefProblem, file_problem, kind_of
 from worker.intake.readers import MAX_YAML_BYTES, check_regular_file, parse_yaml, read_text
 from worker.intake.validation import validation_problems
 from worker.jobs.expansion import RunContext, expand
-from worker.jobs.job_spec import MAX_JOB_NAME, JobDefinition, JobFileError, JobSpec
+from worker.jobs.job_spec import MAX_JOB_NAME, JobDefinition, JobSpec
 from worker.jobs.templates import template_problems
 from worker.names import is_safe_name
 

@@ -10,9 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from worker.errors import CopydeskError
+from worker.errors import JobFileError
 from worker.intake.briefs import Brief
-from worker.intake.problems import BriefProblem
 from worker.jobs.cron import CronSchedule, parse_duration
 
 logger = logging.getLogger(__name__)
@@ -24,16 +23,6 @@ DEFAULT_MAX_BRIEFS = 200
 DEFAULT_CATCH_UP = 3600.0
 MIN_CATCH_UP = 60.0
 BRIEF_FIELDS = tuple(Brief.model_fields)
-
-
-class JobFileError(CopydeskError):
-    """A job file cannot be used; ``problems`` lists every reason (file, record, field)."""
-
-    exit_code = 3
-
-    def __init__(self, message: str, problems: list[BriefProblem] | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems or []
 
 
 class ScheduleSpec(BaseModel):

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from worker.errors import CopydeskError
+from worker.errors import CorpusError
 from worker.intake.briefs import Brief
 from worker.lab.front_matter import FrontMatterError, FrontMatterLoader, one_line, split_front_matter
 from worker.lab.page_body import clean_body, first_heading, with_title_heading
@@ -64,12 +64,6 @@ NEAR_DUPLICATE = 0.8
 SHINGLE = 5
 _DATED_NAME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[-_](.+)$")
 IGNORED_DIRS = frozenset({"node_modules", "public", "_site", "resources", "static", "assets", "themes", "vendor"})
-
-
-class CorpusError(CopydeskError):
-    """The corpus folder cannot be read, or holds no usable article."""
-
-    exit_code = 10
 
 
 class _FrontMatterError(ValueError):

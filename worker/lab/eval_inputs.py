@@ -14,8 +14,8 @@ import numpy as np
 import yaml
 
 from worker.engine.adapters import ADAPTER_META, AdapterRef
+from worker.errors import EvaluationError
 from worker.intake.briefs import Brief
-from worker.lab.errors import EvaluationError
 from worker.lab.stylometry import voice_matrix
 from worker.styles.catalog import Style
 from worker.styles.layout import FEATURES_FILE, HELDOUT_FILE, list_version_names, versions_dir

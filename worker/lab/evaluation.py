@@ -37,7 +37,7 @@ from typing import Any
 
 from worker.config import Settings
 from worker.engine.adapters import BASE, check_adapter
-from worker.lab.errors import EvaluationError
+from worker.errors import EvaluationError
 from worker.lab.eval_inputs import (
     BASE_LABEL,
     EVAL_BRIEFS_FILE,

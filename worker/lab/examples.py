@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.errors import TrainingError
 from worker.intake.briefs import Brief
 from worker.lab.corpus import Corpus
-from worker.lab.errors import TrainingError
 from worker.pipeline.prompts import PromptRenderer
 from worker.styles.catalog import Style
 

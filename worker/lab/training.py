@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import Settings
-from worker.lab.errors import TrainingError
+from worker.errors import TrainingError
 from worker.lab.examples import to_records
 from worker.lab.options import TrainingOptions
 from worker.lab.training_runs import Run, last_checkpoint, new_run, resume_run, style_lock, unfinished_run, write_json

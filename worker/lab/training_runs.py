@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import Settings
+from worker.errors import CorpusError, TrainingError
 from worker.files import write_atomic
-from worker.lab.corpus import Corpus, CorpusError, load_corpus, require_articles
-from worker.lab.errors import TrainingError
+from worker.lab.corpus import Corpus, load_corpus, require_articles
 from worker.lab.examples import Example, corpus_examples, read_feedback, split_examples
 from worker.lab.options import TrainingOptions
 from worker.names import check_safe_name

@@ -13,9 +13,9 @@ from typing import Any
 
 from worker import __version__
 from worker.config import PROJECT_ROOT, Settings
+from worker.errors import TrainingError
 from worker.files import write_atomic
 from worker.lab.corpus import Corpus
-from worker.lab.errors import TrainingError
 from worker.lab.training_runs import Run, read_json, write_json
 from worker.scoring.memorisation import CorpusIndex
 from worker.scoring.topicality import embed_texts
