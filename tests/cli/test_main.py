@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from worker.cli.main import app
 from worker.config import PROJECT_ROOT
+from worker.errors import ConfigError, NotFoundError
 from worker.store.article_files import read_article_file
 
 __all__ = ["adapter_a_dir", "one_torch_thread", "tiny_model_dir"]  # fixtures used by name
@@ -141,6 +142,11 @@ def after_generate(tmp_path: Path, generated: Generated, files: Files, tiny_mode
     return Cli(environment(home, files, tiny_model_dir))
 
 
+def plain(output: str) -> str:
+    """A usage-error box's text on one line, without the box."""
+    return " ".join(output.replace("│", " ").split())
+
+
 def one_line_error(result: Result) -> str:
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
@@ -175,9 +181,11 @@ def test_config_table_lists_settings_with_their_variables(cli: Cli) -> None:
     assert "77" in seed_row
 
 
-def test_invalid_configuration_is_one_line_and_exit_2(tmp_path: Path, files: Files, tiny_model_dir: Path) -> None:
+def test_invalid_configuration_is_one_line_and_its_own_exit_code(
+    tmp_path: Path, files: Files, tiny_model_dir: Path
+) -> None:
     result = Cli(environment(tmp_path, files, tiny_model_dir, COPYDESK_DTYPE="float64"))("config")
-    assert result.exit_code == 2
+    assert result.exit_code == ConfigError.exit_code == 16
     line = one_line_error(result)
     assert line.startswith("error: invalid configuration: dtype")
 
@@ -186,9 +194,22 @@ def test_invalid_configuration_is_one_line_and_exit_2(tmp_path: Path, files: Fil
 
 
 def test_validate_a_good_file_exits_0(cli: Cli, files: Files) -> None:
-    result = cli("validate", str(files.mixed), str(files.good))
+    result = cli("validate", str(files.good))
     assert result.exit_code == 0, result.output
-    assert "5 valid brief(s), 0 problem(s)" in result.stdout
+    assert "1 valid brief(s), 0 problem(s)" in result.stdout
+
+
+def test_validate_refuses_a_pinned_unknown_style_as_route_does(cli: Cli, files: Files) -> None:
+    result = cli("validate", str(files.mixed), str(files.good))
+    assert result.exit_code == 1, result.output
+    assert "4 valid brief(s), 1 problem(s)" in result.stdout
+    (problem,) = [line for line in result.stderr.splitlines() if line.startswith("invalid:")]
+    assert problem.startswith(f"invalid: {files.mixed}, record 4, field 'style': unknown style 'nope'")
+    report = cli.json("validate", str(files.mixed), code=1)
+    assert report["valid"] == ["cli-alpha", "cli-beta", "cli-gamma"]
+    assert [(p["record"], p["field"]) for p in report["problems"]] == [("record 4", "style")]
+    routed = cli.json("route", str(files.mixed), code=1)
+    assert report["problems"][0]["message"] == routed[3]["error"]  # one check, one message
 
 
 def test_validate_a_bad_file_names_file_record_and_field(cli: Cli, tmp_path: Path, files: Files) -> None:
@@ -248,6 +269,9 @@ def test_prompt_shows_brief_values_literally(cli: Cli, tmp_path: Path) -> None:
     assert chat.exit_code == 0, chat.output
     assert "<|im_start|>user" in chat.stdout
     assert "{{ 7*7 }}" in chat.stdout
+    (row,) = cli.json("prompt", "--no-chat", str(brief))
+    assert (row["brief"], row["style"], row["template"]) == ("literal", "beta", "prompts/explainer.j2")
+    assert row["text"].startswith("[system]") and "Title: {{ 7*7 }} ways to test" in row["text"]
 
 
 # ------------------------------------------------------------------------------------------------- generate
@@ -325,6 +349,8 @@ def test_articles_list_filters_by_status_and_style(after_generate: Cli) -> None:
     table = after_generate("articles", "list")
     assert table.exit_code == 0
     assert "3 article(s)" in table.stdout
+    unknown = after_generate("articles", "list", "--status", "pending")
+    assert unknown.exit_code == 2 and "unknown status 'pending': use needs_review" in plain(unknown.output)
 
 
 def test_articles_show_json_has_body_scores_provenance_brief_and_candidates(after_generate: Cli) -> None:
@@ -358,7 +384,7 @@ def test_articles_show_table(after_generate: Cli) -> None:
 
 def test_articles_show_unknown_id_is_one_clear_line(after_generate: Cli) -> None:
     result = after_generate("articles", "show", "nope")
-    assert result.exit_code == 7
+    assert result.exit_code == NotFoundError.exit_code
     assert isinstance(result.exception, SystemExit)
     assert one_line_error(result) == "error: no article with id or brief id 'nope' in the store"
     assert result.stdout == ""

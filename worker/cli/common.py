@@ -1,4 +1,5 @@
-"""Shared pieces of the CLI modules: consoles, error handling, JSON output, common arguments."""
+"""Shared pieces of the CLI modules: consoles, error handling, JSON output, common options, and the
+command classes that render ``--help`` the same way everywhere (no Python types)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from worker.config import Settings
 from worker.errors import CopydeskError
+from worker.results import ArticleStatus
 
 if TYPE_CHECKING:
     from worker.store import Store
@@ -26,6 +29,99 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 FilesArg = Annotated[list[Path], typer.Argument(help="Brief files: .yaml, .yml, .json, .jsonl, .csv")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+ARTICLE_STATUSES = [str(s) for s in ArticleStatus]
+
+FORMATS = {
+    "table": "a table on the terminal",
+    "jsonl": "one JSON object per line",
+    "md": "Markdown files with front matter",
+    "html": "HTML files",
+}
+"""The one ``--format`` vocabulary: every command's ``--format`` takes some of these names."""
+
+
+# -- help without Python types ------------------------------------------------------------------------
+
+
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "Path": "PATH", "datetime": "TIME"}
+
+
+def _plain_type(param: Any) -> str:
+    """What the type column of ``--help`` shows: nothing for arguments and flags, else the value's kind."""
+    if isinstance(param, TyperArgument) or getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return ""
+    if param.metavar:
+        return str(param.metavar)
+    bare = str(param.bare_type()).removeprefix("list[").removesuffix("]")
+    return _TYPE_NAMES.get(bare, bare.upper())
+
+
+def _plain_params(params: list[Any]) -> list[Any]:
+    for param in params:
+        shown = _plain_type(param)
+        param.display_type_rich = lambda ctx=None, shown=shown: shown  # type: ignore[method-assign]
+    return params
+
+
+class PlainHelpCommand(TyperCommand):
+    """A command whose ``--help`` shows flags without ``<bool>`` and arguments without a type."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_params(super().get_params(ctx))
+
+
+class PlainHelpGroup(TyperGroup):
+    """A command group with the same ``--help`` conventions as :class:`PlainHelpCommand`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_params(super().get_params(ctx))
+
+
+class CommandGroup(typer.Typer):
+    """The Typer app of every CLI module: plain ``--help`` for the group and each of its commands."""
+
+    def __init__(self, *, help: str, **kwargs: Any) -> None:
+        kwargs.setdefault("no_args_is_help", True)
+        super().__init__(help=help, cls=PlainHelpGroup, **kwargs)
+
+    def command(self, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:  # type: ignore[override]
+        kwargs.setdefault("cls", PlainHelpCommand)
+        return super().command(name, **kwargs)
+
+
+# -- choices: --status and --format -------------------------------------------------------------------
+
+
+def check_choice(option: str, value: str | None, allowed: Sequence[str]) -> None:
+    """A usage error (exit 2) unless ``value`` is one of ``allowed``: every --status and --format is checked so."""
+    if value is not None and value not in allowed:
+        raise typer.BadParameter(f"unknown {option} {value!r}: use {', '.join(allowed)}", param_hint=f"--{option}")
+
+
+def _choice_callback(option: str, allowed: Sequence[str]) -> Callable[[Any], Any]:
+    def callback(value: Any) -> Any:
+        for item in value if isinstance(value, list | tuple) else [value]:
+            check_choice(option, item, allowed)
+        return value
+
+    return callback
+
+
+def status_option(allowed: Sequence[str], help: str) -> Any:
+    """The ``--status`` option of every command that filters by status (repeatable where the type is a list)."""
+    return typer.Option("--status", help=help, metavar="|".join(allowed), callback=_choice_callback("status", allowed))
+
+
+def format_option(allowed: Sequence[str], help: str = "") -> Any:
+    """The ``--format`` option: some names of :data:`FORMATS`, described from it."""
+    described = "; ".join(f"{name}: {FORMATS[name]}" for name in allowed)
+    return typer.Option(
+        "--format",
+        help=f"{help} {described}.".strip(),
+        metavar="|".join(allowed),
+        callback=_choice_callback("format", allowed),
+    )
 
 
 def debug_enabled() -> bool:

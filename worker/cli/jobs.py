@@ -15,7 +15,8 @@ from rich.table import Table
 
 from worker.cli.common import JsonOpt, console, err_console, handle_errors, open_store, print_json
 from worker.config import load_settings
-from worker.errors import BeatLockedError, QueueError
+from worker.errors import BeatLockedError, JobFileError, QueueError
+from worker.names import is_safe_name
 
 
 def _local(moment: datetime | None, timezone: str, *, short: bool = False) -> str:
@@ -223,6 +224,19 @@ def _parse_at(text: str) -> datetime:
 # -- history and show -----------------------------------------------------------------------------------
 
 
+def known_job(settings: Any, store: Any, name: str) -> str:
+    """``name`` when it has a job file or recorded runs; a :class:`JobFileError` otherwise (as ``jobs run`` and
+    ``jobs validate`` refuse an unknown job)."""
+    from worker.jobs.job_files import job_path
+
+    try:
+        job_path(settings.jobs_dir, name)
+    except JobFileError:
+        if not is_safe_name(name) or not store.list_runs(name, limit=1):
+            raise
+    return name
+
+
 def _run_dict(run: Any) -> dict[str, Any]:
     return {
         "id": run.id,
@@ -251,14 +265,10 @@ def jobs_history(
 ) -> None:
     """List a job's runs, latest first: status, counts, records left out, duration."""
     from worker.jobs.job_runs import settle_runs
-    from worker.names import check_safe_name
 
-    try:
-        check_safe_name("job name", name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    store = open_store(load_settings())
-    runs = store.list_runs(name, limit=limit)
+    settings = load_settings()
+    store = open_store(settings)
+    runs = store.list_runs(known_job(settings, store, name), limit=limit)
     if any(run.settled_at is None for run in runs):
         settle_runs(store, [run.id for run in runs if run.settled_at is None])
         runs = store.list_runs(name, limit=limit)

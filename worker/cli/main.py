@@ -10,6 +10,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from worker.cli.common import (
+    ARTICLE_STATUSES,
+    CommandGroup,
     FilesArg,
     JsonOpt,
     console,
@@ -29,19 +32,21 @@ from worker.cli.common import (
     open_store,
     print_json,
     print_outcome_table,
+    status_option,
 )
 from worker.cli.jobs import register as register_job_commands
+from worker.cli.publish import register as register_publish_commands
 from worker.cli.queue import register as register_queue_commands
 from worker.cli.review import register as register_review_commands
 from worker.cli.styles import register as register_style_commands
 from worker.config import Settings, load_settings
 from worker.errors import CopydeskError, ModelError
-from worker.intake.loading import LoadReport, load_brief_files
+from worker.intake.loading import BriefProblem, LoadReport, load_brief_files
 
 logger = logging.getLogger(__name__)
 
-app = typer.Typer(help="copydesk: briefs in, styled and scored articles out.", no_args_is_help=True)
-articles_app = typer.Typer(help="Browse stored articles, their history and diffs.", no_args_is_help=True)
+app = CommandGroup(help="copydesk: briefs in, styled and scored articles out.")
+articles_app = CommandGroup(help="Browse stored articles, their history and diffs.")
 app.add_typer(articles_app, name="articles")
 
 
@@ -61,9 +66,13 @@ def main_options(
 def load_and_report(files: Sequence[Path]) -> LoadReport:
     """Load brief files and print every problem (file, record, field) on stderr."""
     report = load_brief_files(files)
-    for problem in report.problems:
-        err_console.print(f"[yellow]invalid:[/] {problem}", highlight=False, soft_wrap=True)
+    print_problems(report.problems)
     return report
+
+
+def print_problems(problems: Sequence[BriefProblem]) -> None:
+    for problem in problems:
+        err_console.print(f"[yellow]invalid:[/] {problem}", highlight=False, soft_wrap=True)
 
 
 # -- configuration and inspection ---------------------------------------------------------------------
@@ -95,11 +104,20 @@ def config_command(as_json: JsonOpt = False) -> None:
 
 @app.command("validate")
 @handle_errors
-def validate_command(files: FilesArg) -> None:
-    """Check brief files and list every problem; exit 1 when any record is invalid."""
-    report = load_and_report(files)
-    console.print(f"{len(report.briefs)} valid brief(s), {len(report.problems)} problem(s)")
-    if not report.ok:
+def validate_command(files: FilesArg, as_json: JsonOpt = False) -> None:
+    """Check brief files (every field, and a pinned style) and list every problem; exit 1 if any is invalid."""
+    from worker.styles.catalog import StyleCatalog
+
+    report = load_brief_files(files)
+    problems = report.problems + StyleCatalog.load(load_settings().styles_dir).pin_problems(report.briefs)
+    refused = {(p.file, p.record) for p in problems}
+    valid = [item.brief.brief_id for item in report.briefs if (item.file, item.record) not in refused]
+    print_problems(problems)
+    if as_json:
+        print_json({"valid": valid, "problems": [asdict(p) for p in problems]})
+    else:
+        console.print(f"{len(valid)} valid brief(s), {len(problems)} problem(s)")
+    if problems:
         raise typer.Exit(1)
 
 
@@ -152,34 +170,44 @@ def _print_routes(rows: list[dict[str, Any]], styles: list[str]) -> None:
 def prompt_command(
     files: FilesArg,
     chat: Annotated[bool, typer.Option(help="Apply the base model's chat template.")] = True,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print the rendered prompt of each brief (as the model will see it with --chat)."""
     from worker.pipeline.prompts import PromptRenderer
-    from worker.pipeline.routing import route
     from worker.styles.catalog import StyleCatalog
 
     settings = load_settings()
     catalog = StyleCatalog.load(settings.styles_dir)
     renderer = PromptRenderer(settings.templates_dir)
     tokenizer = _tokenizer(settings) if chat else None
-    failed = False
-    for item in load_and_report(files).briefs:
-        try:
-            style = catalog.get(route(item.brief, catalog, settings.default_style).style)
-            prompt = renderer.render(item.brief, style)
-        except CopydeskError as exc:
-            err_console.print(f"[red]{item.source}:[/] {exc}", highlight=False)
-            failed = True
+    rows = [_prompt_row(item, settings, catalog, renderer, tokenizer) for item in load_and_report(files).briefs]
+    if as_json:
+        print_json(rows)
+    for row in [] if as_json else rows:
+        if "error" in row:
+            err_console.print(f"[red]{row['source']}:[/] {row['error']}", highlight=False)
             continue
-        text = (
-            tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
-            if tokenizer is not None
-            else "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in prompt.messages())
-        )
-        title = f"{item.brief.brief_id} · {style.name} · {prompt.template}"
-        console.print(Panel(text, title=title, expand=False), highlight=False, markup=False)
-    if failed:
+        title = f"{row['brief']} · {row['style']} · {row['template']}"
+        console.print(Panel(row["text"], title=title, expand=False), highlight=False, markup=False)
+    if any("error" in row for row in rows):
         raise typer.Exit(1)
+
+
+def _prompt_row(item: Any, settings: Settings, catalog: Any, renderer: Any, tokenizer: Any) -> dict[str, Any]:
+    """One brief's rendered prompt (``brief``, ``style``, ``template``, ``text``), or its ``error``."""
+    from worker.pipeline.routing import route
+
+    try:
+        style = catalog.get(route(item.brief, catalog, settings.default_style).style)
+        prompt = renderer.render(item.brief, style)
+    except CopydeskError as exc:
+        return {"brief": item.brief.brief_id, "source": item.source, "error": str(exc)}
+    text = (
+        tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
+        if tokenizer is not None
+        else "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in prompt.messages())
+    )
+    return {"brief": item.brief.brief_id, "style": style.name, "template": prompt.template, "text": text}
 
 
 def _tokenizer(settings: Settings) -> Any:
@@ -301,7 +329,7 @@ def _article_summary(article: Any) -> dict[str, Any]:
 @articles_app.command("list")
 @handle_errors
 def articles_list(
-    status: Annotated[str | None, typer.Option(help="Only articles with this status.")] = None,
+    status: Annotated[str | None, status_option(ARTICLE_STATUSES, "Only articles with this status.")] = None,
     style: Annotated[str | None, typer.Option(help="Only articles of this style.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
     as_json: JsonOpt = False,
@@ -361,7 +389,8 @@ def _scorecard_table(scores: dict[str, Any], failing: Sequence[str]) -> Table:
 
 register_queue_commands(app)
 register_style_commands(app)
-register_review_commands(app, articles_app)
+register_review_commands(app)
+register_publish_commands(app, articles_app)
 register_job_commands(app)
 
 

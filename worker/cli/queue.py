@@ -16,10 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worker.cli.common import (
+    CommandGroup,
     FilesArg,
     JsonOpt,
     console,
     err_console,
+    format_option,
     handle_errors,
     open_store,
     print_json,
@@ -28,7 +30,9 @@ from worker.cli.common import (
 from worker.config import Settings, load_settings
 from worker.errors import QueueError
 
-jobs_app = typer.Typer(help="Batch jobs: list them.", no_args_is_help=True)
+RESULT_FORMATS = ("jsonl", "table")
+
+jobs_app = CommandGroup(help="Batch jobs: list them.")
 
 
 def _celery(settings: Settings) -> Any:
@@ -65,12 +69,11 @@ def worker_command(
 @handle_errors
 def submit_command(files: FilesArg, as_json: JsonOpt = False) -> None:
     """Validate brief files, enqueue the valid briefs as one job, and print the job id."""
-    from worker.queue.submit import submit
+    from worker.queue.submit import publish_job
 
     settings = load_settings()
-    submission, problems, queue_error = submit(files, store=open_store(settings), app=_celery(settings))
-    for problem in problems:
-        err_console.print(f"[yellow]invalid (not enqueued):[/] {problem}", highlight=False, soft_wrap=True)
+    recorded = _record(files, open_store(settings), settings)
+    submission = recorded.submission
     for brief_id in submission.already_done:
         err_console.print(f"[cyan]already written:[/] brief {brief_id} has an article; not generated again")
     summary = {
@@ -78,20 +81,41 @@ def submit_command(files: FilesArg, as_json: JsonOpt = False) -> None:
         "enqueued": len(submission.to_publish),
         "already_done": submission.already_done,
         "already_queued": submission.already_queued,
-        "invalid": len(problems),
-        "published": queue_error is None,
+        "invalid": len(recorded.problems),
+        "published": True,
     }
+    try:
+        publish_job(_celery(settings), submission)
+    except QueueError:
+        summary["published"] = False
+        raise
+    finally:
+        _print_submitted(summary, as_json)
+
+
+def _record(files: list[Path], store: Any, settings: Settings) -> Any:
+    """Record the briefs of ``files`` as one job; print the invalid records and the unknown pinned styles."""
+    from worker.queue.submit import record
+    from worker.styles.catalog import StyleCatalog
+
+    recorded = record(files, store=store, catalog=StyleCatalog.load(settings.styles_dir))
+    for problem in recorded.problems:
+        err_console.print(f"[yellow]invalid (not enqueued):[/] {problem}", highlight=False, soft_wrap=True)
+    for problem in recorded.unknown_pins:
+        err_console.print(
+            f"[yellow]warning (enqueued; the workers' styles decide):[/] {problem}", highlight=False, soft_wrap=True
+        )
+    return recorded
+
+
+def _print_submitted(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(summary)
-    else:
-        console.print(
-            f"job [bold]{submission.job_id}[/]: {summary['enqueued']} brief(s) enqueued, "
-            f"{len(submission.already_done)} already written, {len(problems)} invalid"
-        )
-    if queue_error is not None:
-        raise QueueError(
-            f"{queue_error}; the briefs are saved in job {submission.job_id} and a worker will publish them"
-        )
+        return
+    console.print(
+        f"job [bold]{summary['job_id']}[/]: {summary['enqueued']} brief(s) enqueued, "
+        f"{len(summary['already_done'])} already written, {summary['invalid']} invalid"
+    )
 
 
 def _job_dict(job: Any) -> dict[str, Any]:
@@ -164,17 +188,21 @@ def _print_job(job: Any) -> None:
 
 
 @handle_errors
-def cancel_command(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+def cancel_command(job_id: Annotated[str, typer.Argument(help="Job id.")], as_json: JsonOpt = False) -> None:
     """Cancel a job: briefs not yet started are cancelled; running ones finish."""
     store = open_store(load_settings())
     cancelled = store.cancel_job(job_id)
-    console.print(f"job {job_id}: {cancelled} brief(s) cancelled; status {store.get_job(job_id).status}")
+    status = store.get_job(job_id).status
+    if as_json:
+        print_json({"job_id": job_id, "cancelled": cancelled, "status": status})
+        return
+    console.print(f"job {job_id}: {cancelled} brief(s) cancelled; status {status}")
 
 
 @handle_errors
 def results_command(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
-    output_format: Annotated[str, typer.Option("--format", help="jsonl (one line per brief id) or table.")] = "jsonl",
+    output_format: Annotated[str, format_option(RESULT_FORMATS, "jsonl: one line per brief id (custom_id).")] = "jsonl",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Write one line per brief id (custom_id) with its article or its error."""
@@ -191,8 +219,6 @@ def results_command(
             )
         console.print(table)
         return
-    if output_format != "jsonl":
-        raise typer.BadParameter("--format must be jsonl or table")
     if output is None:
         for line in lines:
             sys.stdout.write(line + "\n")
@@ -274,26 +300,30 @@ def workers_command(as_json: JsonOpt = False) -> None:
 def run_command(
     files: FilesArg,
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 1800,
+    as_json: JsonOpt = False,
 ) -> None:
     """The main job: start an embedded worker, submit FILES, show progress, print results, stop the worker."""
-    from worker.queue.submit import submit
+    from worker.queue.submit import publish_job
 
     settings = load_settings()
     store = open_store(settings)
     worker = _start_worker()
     try:
-        submission, problems, queue_error = submit(files, store=store, app=_celery(settings))
-        for problem in problems:
-            err_console.print(f"[yellow]invalid (not enqueued):[/] {problem}", highlight=False, soft_wrap=True)
-        if queue_error is not None:
-            raise queue_error
-        console.print(f"job [bold]{submission.job_id}[/]: {len(submission.to_publish)} brief(s) submitted")
+        recorded = _record(files, store, settings)
+        submission = recorded.submission
+        publish_job(_celery(settings), submission)
+        if not as_json:
+            console.print(f"job [bold]{submission.job_id}[/]: {len(submission.to_publish)} brief(s) submitted")
         job = wait_for_job(store, submission.job_id, timeout)
     finally:
         _stop_worker(worker)
-    print_outcome_table(list(store.job_results(submission.job_id)))
-    _print_job(job)
-    if job.status != "completed" or job.counts.failed or problems:
+    results = list(store.job_results(submission.job_id))
+    if as_json:
+        print_json(_job_dict(job) | {"invalid": len(recorded.problems), "results": [_result_line(r) for r in results]})
+    else:
+        print_outcome_table(results)
+        _print_job(job)
+    if job.status != "completed" or job.counts.failed or recorded.problems:
         raise typer.Exit(1)
 
 

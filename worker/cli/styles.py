@@ -9,16 +9,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.cli.common import JsonOpt, console, err_console, handle_errors, print_json
+from worker.cli.common import CommandGroup, JsonOpt, console, err_console, handle_errors, print_json
 from worker.cli.model_options import options_from
 from worker.config import DEFAULT_MODEL, Settings, load_settings
 from worker.errors import EvaluationError, TrainingError
 from worker.lab.options import EvalOptions, TrainingOptions
 
-corpus_app = typer.Typer(help="Article archives used to train styles.", no_args_is_help=True)
-styles_app = typer.Typer(
-    help="Styles and their adapter versions: list, show, train, promote, eval.", no_args_is_help=True
-)
+corpus_app = CommandGroup(help="Article archives used to train styles.")
+styles_app = CommandGroup(help="Styles and their adapter versions: list, show, train, promote, eval.")
 
 StyleArg = Annotated[str, typer.Argument(help="Style name (a folder under the styles directory).")]
 
@@ -290,6 +288,7 @@ def _submit_training(settings: Settings, name: str, corpus: Path | None, feedbac
 def styles_promote(
     name: StyleArg,
     version: Annotated[str, typer.Argument(help="Version to serve (v1, v2, ...), or `none` for the base model.")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Serve another adapter version: checks it against the base model, then rewrites `adapter:` in style.yaml."""
     from worker.styles.versions import promote
@@ -299,6 +298,9 @@ def styles_promote(
     before = style.adapter
     promoted = promote(style, version, configured_model_id(settings))
     where = promoted.directory / "style.yaml"
+    if as_json:
+        print_json({"style": name, "before": before, "served": promoted.adapter, "file": str(where)})
+        return
     now = promoted.adapter or "base model"
     console.print(f"{name}: {before or 'base model'} → [bold]{now}[/] ({where})", highlight=False)
 

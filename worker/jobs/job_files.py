@@ -43,6 +43,7 @@ from worker.jobs.expansion import RunContext, expand
 from worker.jobs.job_spec import MAX_JOB_NAME, JobDefinition, JobSpec
 from worker.jobs.templates import template_problems
 from worker.names import is_safe_name
+from worker.styles.catalog import StyleCatalog
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +174,7 @@ def check_job_file(path: Path, *, now: datetime | None = None, styles_dir: Path 
     expansion = expand(job, RunContext(job.name, when, job.timezone))
     problems = list(expansion.problems)
     if styles_dir is not None:
-        for item in expansion.briefs:
-            style = item.brief.style
-            if style and not (styles_dir / style / "style.yaml").is_file():
-                problems.append(
-                    BriefProblem(item.file, item.record, "style", f"unknown style {style!r} in {styles_dir}")
-                )
+        problems += StyleCatalog.load(styles_dir).pin_problems(expansion.briefs)
     if not expansion.briefs and not problems:
         problems.append(BriefProblem(str(path), "", "", "the job has no briefs"))
     return JobCheck(path, job, len(expansion.briefs), expansion.over_limit, problems)

@@ -71,7 +71,7 @@ def route(brief: Brief, catalog: StyleCatalog, default_style: str) -> RouteDecis
     """Choose the style for ``brief``. Raises :class:`StyleError` for an unknown pinned style."""
     scores = tuple(sorted((score_style(brief, s) for s in catalog.styles.values()), key=_ranking_key))
     if brief.style is not None:
-        catalog.get(brief.style)  # validates the pin, naming the known styles
+        catalog.check_pin(brief)
         return RouteDecision(brief.brief_id, brief.style, "pinned by the brief", scores)
     if not scores:
         raise StyleError("no usable styles; add styles/<name>/style.yaml")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery import Celery
@@ -19,6 +20,7 @@ from worker.intake.briefs import Brief
 from worker.intake.loading import BriefProblem, SourcedBrief, iter_brief_file
 from worker.queue.celery_app import GENERATE_QUEUE, WRITE_TASK, prepare_embedded_broker
 from worker.store import Store, Submission
+from worker.styles.catalog import StyleCatalog
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +60,11 @@ def _safe(url: str) -> str:
 class FileBriefs:
     """Iterates the briefs of several files once, collecting problems on the side (streaming)."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], catalog: StyleCatalog | None = None) -> None:
         self.paths = paths
+        self.catalog = catalog
         self.problems: list[BriefProblem] = []
+        self.unknown_pins: list[BriefProblem] = []
         self.duplicates = 0
 
     def __iter__(self) -> Iterator[tuple[Brief, str | None]]:
@@ -80,24 +84,48 @@ class FileBriefs:
             )
             return
         seen.add(brief_id)
+        if self.catalog is not None:
+            self.unknown_pins += self.catalog.pin_problems([item])
         yield item.brief, item.source
 
 
-def submit(
-    paths: Sequence[Path], *, store: Store, app: Celery, description: str | None = None
-) -> tuple[Submission, list[BriefProblem], QueueError | None]:
-    """Record the valid briefs of ``paths`` as one job and publish them.
+@dataclass
+class Recorded:
+    """A submission recorded in the store (every valid brief ``queued``), before it is published."""
 
-    Returns the submission, the problems of the invalid records (never enqueued), and the broker error if
-    publishing failed (the briefs are still safely queued in the store).
-    """
-    briefs = FileBriefs(paths)
+    submission: Submission
+    problems: list[BriefProblem]
+    """The invalid records: never enqueued."""
+    unknown_pins: list[BriefProblem] = field(default_factory=list)
+    """Briefs pinned to a style this machine's catalog does not have: enqueued all the same (the workers'
+    catalog decides, and fails such a brief naming the style)."""
+
+
+def record(
+    paths: Sequence[Path], *, store: Store, description: str | None = None, catalog: StyleCatalog | None = None
+) -> Recorded:
+    """Record the valid briefs of ``paths`` as one job, queued in the store; nothing is published yet."""
+    briefs = FileBriefs(paths, catalog)
     submission = store.create_job(briefs, kind="submit", description=description or ", ".join(map(str, paths)))
     store.set_invalid_records(submission.job_id, len(briefs.problems))
+    return Recorded(submission, briefs.problems, briefs.unknown_pins)
+
+
+def publish_job(app: Celery, submission: Submission) -> None:
+    """Publish a recorded job's briefs; :class:`QueueError` when the broker refuses (the briefs stay queued in
+    the store, and a worker's reconciler publishes them)."""
     try:
         publish(app, submission.to_publish)
     except QueueError as exc:
         logger.warning("job %s recorded but not published: %s", submission.job_id, exc)
-        return submission, briefs.problems, exc
+        raise QueueError(
+            f"{exc}; the briefs are saved in job {submission.job_id} and a worker will publish them"
+        ) from exc
     logger.info("job %s: published %d brief(s)", submission.job_id, len(submission.to_publish))
-    return submission, briefs.problems, None
+
+
+def submit(paths: Sequence[Path], *, store: Store, app: Celery, description: str | None = None) -> Recorded:
+    """:func:`record` the briefs of ``paths`` as one job, then :func:`publish_job` it (which may raise)."""
+    recorded = record(paths, store=store, description=description)
+    publish_job(app, recorded.submission)
+    return recorded

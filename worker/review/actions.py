@@ -182,9 +182,9 @@ def refresh_article_file(store: Store, settings: Settings, article: ArticleRecor
         return article
 
 
-def publish_regeneration(settings: Settings, brief_id: str) -> QueueError | None:
-    """Publish the brief of a sent-back article; the broker error, if any (the brief stays queued in the
-    store, and a worker's reconciler publishes it)."""
+def publish_regeneration(settings: Settings, brief_id: str) -> None:
+    """Publish the brief of a sent-back article; :class:`QueueError` when the broker refuses (the brief stays
+    queued in the store, and a worker's reconciler publishes it)."""
     from worker.queue.celery_app import make_celery
     from worker.queue.submit import publish
 
@@ -192,8 +192,10 @@ def publish_regeneration(settings: Settings, brief_id: str) -> QueueError | None
         publish(make_celery(settings), [brief_id])
     except QueueError as exc:
         logger.info("brief %s queued in the store but not published: %s", brief_id, exc)
-        return exc
-    return None
+        raise QueueError(
+            f"{exc}; brief {brief_id} is queued in the store and a worker's reconciler will publish it "
+            "(or start one with `copydesk worker`)"
+        ) from exc
 
 
 def unified_diff(old: str, new: str, *, old_label: str, new_label: str, context: int = 3) -> list[str]:

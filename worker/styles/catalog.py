@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.errors import StyleError
+from worker.intake.briefs import Brief
+from worker.intake.loading import BriefProblem, SourcedBrief
 from worker.names import check_safe_name, is_safe_name
 from worker.styles.layout import ADAPTERS_SUBDIR, PROFILE_FILE, is_version_name, version_dir
 from worker.styles.score_names import ALWAYS_GATED, GATE_NAMES
@@ -240,3 +243,19 @@ class StyleCatalog:
             reason = f" ({self.problems[name]})" if name in self.problems else ""
             raise StyleError(f"unknown style {name!r}{reason}; known styles: {', '.join(self.names)}")
         return self.styles[name]
+
+    def check_pin(self, brief: Brief) -> None:
+        """The one check of a brief's pinned style (routing, job files, ``validate``, ``submit``): a
+        :class:`StyleError` naming the known styles when the pin is not a usable style of this catalog."""
+        if brief.style is not None:
+            self.get(brief.style)
+
+    def pin_problems(self, items: Iterable[SourcedBrief]) -> list[BriefProblem]:
+        """:meth:`check_pin` for every brief, each refusal as a problem on its record's ``style`` field."""
+        problems: list[BriefProblem] = []
+        for item in items:
+            try:
+                self.check_pin(item.brief)
+            except StyleError as exc:
+                problems.append(BriefProblem(item.file, item.record, "style", str(exc)))
+        return problems
