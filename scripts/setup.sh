@@ -12,7 +12,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "setting up $VENV (first time: about 2 minutes)" >&2
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-pip_install() { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored: it is neither" >&2 || true; }
+# setuptools reports every editable install with an informational "Editable installation." warning (folders
+# named like the package in the working directory may shadow it: here that folder is the package itself).
+# It is not a problem, so that one warning is filtered by its message; every other warning still shows.
+QUIET_EDITABLE="ignore:Editable installation:UserWarning"
+pip_install() {
+    "$VENV/bin/python" -W "$QUIET_EDITABLE" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+        | grep -v "is ignored: it is neither" >&2 || true
+}
 pip_install --upgrade pip
 pip_install torch==2.13.0
 pip_install -e ".[test]"
