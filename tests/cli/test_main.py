@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from worker.cli.main import app
 from worker.config import PROJECT_ROOT
-from worker.errors import ConfigError, NotFoundError
+from worker.errors import ConfigError, JobFileError, NotFoundError
 from worker.store.article_files import read_article_file
 
 __all__ = ["adapter_a_dir", "one_torch_thread", "tiny_model_dir"]  # fixtures used by name
@@ -418,3 +418,44 @@ def test_config_still_prints_when_the_device_is_unavailable(cli: Cli, monkeypatc
     values = cli.json("config")
     assert values["device"] == "cuda"
     assert str(values["effective_batch_size"]).startswith("unknown (COPYDESK_DEVICE=cuda but no CUDA device")
+
+
+# ------------------------------------------------------------------------------- the same everywhere
+
+
+def test_review_list_and_feedback_export_report_as_json(after_generate: Cli, tmp_path: Path) -> None:
+    queue = after_generate.json("review", "--list")
+    assert {row["id"]: row["status"] for row in queue} == {f"a-{k}": v for k, v in WRITTEN.items()}
+    assert all(isinstance(row["quality"], float) for row in queue)
+    assert after_generate.json("review", "--list", "--status", "approved") == []
+    assert after_generate("approve", "cli-alpha").exit_code == 0
+    summary = after_generate.json("feedback", "export", "--to", str(tmp_path / "sft.jsonl"))
+    assert summary["examples"] == 1 and summary["examples_path"] == str(tmp_path / "sft.jsonl")
+    assert len((tmp_path / "sft.jsonl").read_text().splitlines()) == 1
+
+
+def test_submit_and_cancel_report_as_json(cli: Cli, files: Files) -> None:
+    submitted = cli.json("submit", str(files.good))
+    assert (submitted["enqueued"], submitted["invalid"], submitted["published"]) == (1, 0, True)
+    cancelled = cli.json("cancel", submitted["job_id"])
+    assert cancelled == {"job_id": submitted["job_id"], "cancelled": 1, "status": "cancelled"}
+
+
+def test_submit_warns_about_a_pinned_unknown_style_and_enqueues_it(cli: Cli, files: Files) -> None:
+    result = cli("submit", str(files.mixed), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["enqueued"] == 4  # the workers' catalog decides, and fails it naming the style
+    warning = " ".join(line for line in result.stderr.splitlines() if "record 4" in line)
+    assert "field 'style': unknown style 'nope'" in warning
+
+
+@pytest.mark.parametrize(
+    "command", [["jobs", "history", "nope"], ["jobs", "run", "nope"], ["jobs", "validate", "nope"]]
+)
+def test_every_jobs_command_refuses_an_unknown_job(cli: Cli, tmp_path: Path, command: list[str]) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    cli.env["COPYDESK_JOBS_DIR"] = str(jobs)
+    result = cli(*command)
+    assert result.exit_code == JobFileError.exit_code, result.output
+    assert one_line_error(result).startswith(f"error: no job file nope.yaml in {jobs}")
