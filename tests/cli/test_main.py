@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from worker.cli.main import app
 from worker.config import PROJECT_ROOT
-from worker.errors import ConfigError, JobFileError, NotFoundError
+from worker.errors import ConfigError, JobFileError, NotFoundError, QueueError
 from worker.store.article_files import read_article_file
 
 __all__ = ["adapter_a_dir", "one_torch_thread", "tiny_model_dir"]  # fixtures used by name
@@ -459,3 +459,19 @@ def test_every_jobs_command_refuses_an_unknown_job(cli: Cli, tmp_path: Path, com
     result = cli(*command)
     assert result.exit_code == JobFileError.exit_code, result.output
     assert one_line_error(result).startswith(f"error: no job file nope.yaml in {jobs}")
+
+
+def test_submit_and_jobs_run_with_the_broker_down_report_then_raise(cli: Cli, files: Files, tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    rows = [{"k": "a", "t": "How to plant tomatoes"}]
+    job = {"template": {"id": "{{ row.k }}", "title": "{{ row.t }}"}, "rows": rows}
+    (jobs / "once.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
+    cli.env.update(COPYDESK_BROKER_URL="redis://127.0.0.1:1/0", COPYDESK_JOBS_DIR=str(jobs))
+    for args, kept in [(["submit", str(files.good)], "saved in job"), (["jobs", "run", "once"], "saved in run")]:
+        result = cli(*args, "--json")
+        assert result.exit_code == QueueError.exit_code, result.output
+        summary = json.loads(result.stdout)
+        assert summary["enqueued"] == 1 and summary["published"] is False
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # after a logged warning
+        assert "cannot reach the broker" in line and kept in line and "a worker will publish them" in line

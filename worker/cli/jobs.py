@@ -160,42 +160,29 @@ def jobs_run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a job file now (or for the slot --at): record its briefs as one run and enqueue them."""
-    from worker.jobs.job_runs import TRIGGER_MANUAL, start_named_run
-    from worker.queue.celery_app import make_celery
-    from worker.queue.submit import publish
+    from worker.jobs.job_files import load_job_named
+    from worker.jobs.job_runs import TRIGGER_MANUAL, record_run
 
     settings = load_settings()
     store = open_store(settings)
     slot = _parse_at(at) if at else datetime.now(UTC)
-    celery = make_celery(settings)
-    outcome = start_named_run(
-        settings.jobs_dir, name, slot, store=store, publish=lambda ids: publish(celery, ids), trigger=TRIGGER_MANUAL
-    )
-    for problem in outcome.problems:
-        err_console.print(f"[yellow]left out:[/] {problem}", highlight=False, soft_wrap=True)
-    if outcome.over_limit:
-        err_console.print(f"[yellow]left out:[/] {outcome.over_limit} brief(s) over limits.max_briefs")
-    summary = {
-        "run_id": outcome.run_id,
-        "created": outcome.created,
-        "scheduled_for": outcome.scheduled_for.isoformat(),
-        "briefs": outcome.briefs,
-        "enqueued": len(outcome.submission.to_publish),
-        "left_out": len(outcome.problems) + outcome.over_limit,
-        "published": outcome.queue_error is None,
-    }
-    if not as_json:
-        verb = "started" if outcome.created else "already exists; nothing added"
-        console.print(
-            f"run [bold]{outcome.run_id}[/] {verb}: {summary['enqueued']} brief(s) enqueued, "
-            f"{summary['left_out']} left out"
-        )
-    if outcome.queue_error is not None:
+    outcome = record_run(load_job_named(settings.jobs_dir, name), slot, store=store, trigger=TRIGGER_MANUAL)
+    summary = _run_summary(outcome)
+    try:
+        if outcome.created:
+            _publish_run(settings, outcome)
+    except QueueError:
+        summary["published"] = False
         if as_json:
             print_json(summary)
-        raise QueueError(
-            f"{outcome.queue_error}; the briefs are saved in run {outcome.run_id} and a worker will publish them"
-        )
+        raise
+    finally:
+        if not as_json:
+            verb = "started" if outcome.created else "already exists; nothing added"
+            console.print(
+                f"run [bold]{outcome.run_id}[/] {verb}: {summary['enqueued']} brief(s) enqueued, "
+                f"{summary['left_out']} left out"
+            )
     if wait:
         from worker.cli.queue import wait_for_job
         from worker.jobs.job_runs import settle_run
@@ -209,6 +196,32 @@ def jobs_run(
         _print_run(store.get_run(outcome.run_id))
     if wait and summary.get("status") not in ("completed", "cancelled", "failed"):
         raise typer.Exit(124)
+
+
+def _run_summary(outcome: Any) -> dict[str, Any]:
+    """What ``jobs run`` reports of a recorded run; prints the records it left out."""
+    for problem in outcome.problems:
+        err_console.print(f"[yellow]left out:[/] {problem}", highlight=False, soft_wrap=True)
+    if outcome.over_limit:
+        err_console.print(f"[yellow]left out:[/] {outcome.over_limit} brief(s) over limits.max_briefs")
+    return {
+        "run_id": outcome.run_id,
+        "created": outcome.created,
+        "scheduled_for": outcome.scheduled_for.isoformat(),
+        "briefs": outcome.briefs,
+        "enqueued": len(outcome.submission.to_publish),
+        "left_out": len(outcome.problems) + outcome.over_limit,
+        "published": True,
+    }
+
+
+def _publish_run(settings: Any, outcome: Any) -> None:
+    from worker.jobs.job_runs import publish_run
+    from worker.queue.celery_app import make_celery
+    from worker.queue.submit import publish
+
+    celery = make_celery(settings)
+    publish_run(outcome, lambda ids: publish(celery, ids))
 
 
 def _parse_at(text: str) -> datetime:

@@ -52,7 +52,6 @@ class RunOutcome:
     submission: Submission
     problems: list[BriefProblem] = field(default_factory=list)
     over_limit: int = 0
-    queue_error: QueueError | None = None
 
     @property
     def briefs(self) -> int:
@@ -70,7 +69,26 @@ def normalise_slot(scheduled_for: datetime) -> datetime:
 def start_run(
     job: JobDefinition, scheduled_for: datetime, *, store: Store, publish: Publisher, trigger: str
 ) -> RunOutcome:
-    """Record the run of ``job`` for ``scheduled_for`` with its briefs and publish them; idempotent."""
+    """Record the run of ``job`` for ``scheduled_for`` with its briefs and publish them; idempotent.
+    :class:`QueueError` when publishing fails (the run and its briefs are recorded all the same)."""
+    outcome = record_run(job, scheduled_for, store=store, trigger=trigger)
+    if outcome.created:
+        publish_run(outcome, publish)
+    return outcome
+
+
+def publish_run(outcome: RunOutcome, publish: Publisher) -> None:
+    """Publish a recorded run's briefs; :class:`QueueError` when the broker refuses (a worker's reconciler
+    publishes them later)."""
+    try:
+        publish(outcome.submission.to_publish)
+    except QueueError as exc:
+        logger.warning("run %s recorded but not published (a worker's reconciler will): %s", outcome.run_id, exc)
+        raise QueueError(f"{exc}; the briefs are saved in run {outcome.run_id} and a worker will publish them") from exc
+
+
+def record_run(job: JobDefinition, scheduled_for: datetime, *, store: Store, trigger: str) -> RunOutcome:
+    """Record the run of ``job`` for ``scheduled_for`` with its briefs (nothing published); idempotent."""
     slot = normalise_slot(scheduled_for)
     run_id = run_id_for(job.name, run_stamp(slot))
     existing = store.find_run(job.name, slot)
@@ -107,11 +125,6 @@ def start_run(
     if not created:
         logger.info("job %s: the run for %s was recorded meanwhile; nothing added", job.name, slot.isoformat())
         return outcome
-    try:
-        publish(submission.to_publish)
-    except QueueError as exc:
-        logger.warning("run %s recorded but not published (a worker's reconciler will): %s", run_id, exc)
-        outcome.queue_error = exc
     logger.info(
         "job %s: run %s created with %d brief(s), %d left out",
         job.name,
@@ -207,6 +220,8 @@ __all__ = [
     "after_briefs",
     "auto_approve",
     "normalise_slot",
+    "publish_run",
+    "record_run",
     "settle_open_runs",
     "settle_run",
     "settle_runs",

@@ -23,7 +23,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker.request import Request
 
 from worker.config import Settings
-from worker.errors import CopydeskError, NotFoundError, TransientStoreError
+from worker.errors import CopydeskError, NotFoundError, QueueError, TransientStoreError
 from worker.names import is_safe_name
 from worker.pipeline.pipeline import Pipeline
 from worker.pipeline.runner import worker_identity, write_briefs
@@ -223,6 +223,9 @@ def run_scheduled_job(job_name: Any, scheduled_for_iso: Any) -> dict[str, Any]:
         )
     except TransientStoreError:
         raise
+    except QueueError as exc:  # the run is recorded; a worker's reconciler publishes its briefs
+        logger.warning("run of job %s for %s recorded but not published: %s", job_name, scheduled_for_iso, exc)
+        return {"error": str(exc)}
     except CopydeskError as exc:  # a missing or invalid job file: retrying cannot help
         logger.error("run of job %s for %s not started: %s", job_name, scheduled_for_iso, exc)
         return {"error": str(exc)}
