@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -305,8 +306,14 @@ def test_malformed_task_messages_are_recognised_before_celery_reserves_them(
     the whole worker stopped), or, caught too late, held a pool slot for ever."""
     from types import SimpleNamespace
 
-    from worker.queue.celery_app import app, message_problem
+    from celery.exceptions import InvalidTaskError
 
-    found = message_problem(SimpleNamespace(headers=headers, payload=payload))
-    assert (found is None) if problem is None else (found or "").startswith(problem), found
+    from worker.queue.celery_app import app, check_message
+
+    message = SimpleNamespace(headers=headers, payload=payload)
+    if problem is None:
+        check_message(message, BRIEF)
+    else:
+        with pytest.raises(InvalidTaskError, match=f"^malformed {re.escape(BRIEF)} message: {re.escape(problem)}"):
+            check_message(message, BRIEF)
     assert all(task.Strategy == "worker.queue.celery_app:guarded_strategy" for task in app.tasks.values())

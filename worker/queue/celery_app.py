@@ -135,9 +135,7 @@ def guarded_strategy(task: Task, app: Celery, consumer: Any, **kwargs: Any) -> A
     handler = default(task, app, consumer, **kwargs)
 
     def task_message_handler(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **options: Any) -> Any:
-        problem = message_problem(message)  # checked before Celery reserves a pool slot for the request
-        if problem:
-            raise InvalidTaskError(f"malformed {task.name} message: {problem}")
+        check_message(message, task.name)  # before Celery reserves a pool slot for the request
         try:
             return handler(message, body, ack, reject, callbacks, **options)
         except (InvalidTaskError, ContentDisallowed, DecodeError):
@@ -152,30 +150,36 @@ def _is_number_or_none(value: Any) -> bool:
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
-def message_problem(message: Any) -> str | None:
-    """What makes a task-protocol-2 message unusable (``None`` when it is fine; other protocols: Celery's job).
+def check_message(message: Any, task_name: str) -> None:
+    """Refuse a task-protocol-2 message Celery could not use (other protocols: Celery's own checks) with an
+    ``InvalidTaskError`` saying what is wrong.
 
     The body must be ``[args, kwargs, embed]`` (a list, an object, an object or null), the ``id`` header a
     string and ``timelimit`` absent or ``[soft, hard]`` numbers or nulls: Celery itself assumes all of these.
     Raises kombu's ``DecodeError``/``ContentDisallowed`` for a body it cannot or may not decode.
     """
+    from celery.exceptions import InvalidTaskError
+
     headers = message.headers
     if not isinstance(headers, dict) or "task" not in headers:
-        return None
+        return
+    refused = f"malformed {task_name} message:"
     if not isinstance(headers.get("id"), str):
-        return "the id header is missing or not a string"
+        raise InvalidTaskError(f"{refused} the id header is missing or not a string")
     timelimit = headers.get("timelimit")
     if timelimit is not None and not (
         isinstance(timelimit, list | tuple) and len(timelimit) == 2 and all(map(_is_number_or_none, timelimit))
     ):
-        return f"bad timelimit header {str(timelimit)[:40]!r}"
+        raise InvalidTaskError(f"{refused} bad timelimit header {str(timelimit)[:40]!r}")
     payload = message.payload
-    if not (isinstance(payload, list | tuple) and len(payload) == 3):
-        return f"the body is not [args, kwargs, embed]: {str(payload)[:60]!r}"
-    args, kwargs, embed = payload
-    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict) or not isinstance(embed, dict | None):
-        return f"the body is not [args, kwargs, embed]: {str(payload)[:60]!r}"
-    return None
+    if not (
+        isinstance(payload, list | tuple)
+        and len(payload) == 3
+        and isinstance(payload[0], list | tuple)
+        and isinstance(payload[1], dict)
+        and isinstance(payload[2], dict | None)
+    ):
+        raise InvalidTaskError(f"{refused} the body is not [args, kwargs, embed]: {str(payload)[:60]!r}")
 
 
 class CopydeskTask(Task):
