@@ -35,11 +35,12 @@ from queue_helpers import (
 )
 
 from worker.config import Settings
+from worker.errors import BeatLockedError
 from worker.store import Store
 
 __all__ = ["tiny_model_dir"]  # fixture used by name
 
-BEAT_EXIT_LOCKED = 10
+BEAT_EXIT_LOCKED = BeatLockedError.exit_code
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from worker.cli.main import app
 from worker.engine.adapters import ADAPTER_META
 from worker.engine.engine import Engine
-from worker.errors import EvaluationError
+from worker.errors import AdapterError, EvaluationError
 from worker.intake.briefs import Brief
 from worker.lab.eval_inputs import (
     EVAL_BRIEFS_FILE,
@@ -161,7 +161,7 @@ def test_eval_refuses_an_adapter_for_another_base_model(world: World) -> None:
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "base_model_id": "some-other-model"}))
     result = CliRunner().invoke(app, ["styles", "eval", "calm"], env=world.env())
-    assert result.exit_code == 6
+    assert result.exit_code == AdapterError.exit_code
     assert "was trained for base model 'some-other-model'" in result.output
 
 
