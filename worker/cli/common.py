@@ -58,6 +58,7 @@ def _plain_type(param: Any) -> str:
 
 
 def _plain_params(params: list[Any]) -> list[Any]:
+    """Each parameter shows :func:`_plain_type` in the type column (Typer asks ``display_type_rich`` for it)."""
     for param in params:
         shown = _plain_type(param)
         param.display_type_rich = lambda ctx=None, shown=shown: shown  # type: ignore[method-assign]

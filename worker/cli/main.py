@@ -183,14 +183,19 @@ def prompt_command(
     rows = [_prompt_row(item, settings, catalog, renderer, tokenizer) for item in load_and_report(files).briefs]
     if as_json:
         print_json(rows)
-    for row in [] if as_json else rows:
+    else:
+        _print_prompts(rows)
+    if any("error" in row for row in rows):
+        raise typer.Exit(1)
+
+
+def _print_prompts(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
         if "error" in row:
             err_console.print(f"[red]{row['source']}:[/] {row['error']}", highlight=False)
             continue
         title = f"{row['brief']} · {row['style']} · {row['template']}"
         console.print(Panel(row["text"], title=title, expand=False), highlight=False, markup=False)
-    if any("error" in row for row in rows):
-        raise typer.Exit(1)
 
 
 def _prompt_row(item: Any, settings: Settings, catalog: Any, renderer: Any, tokenizer: Any) -> dict[str, Any]:

@@ -233,7 +233,10 @@ def review_command(
     queue = store.review_queue(statuses=statuses, style=style, job_id=job, order=order)
     if list_only or as_json:
         rows = _queue_rows(queue)
-        print_json(rows) if as_json else console.print(_queue_table(rows))
+        if as_json:
+            print_json(rows)
+        else:
+            console.print(_queue_table(rows))
         return
     if not queue:
         console.print("nothing to review")

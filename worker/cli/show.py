@@ -1,5 +1,5 @@
-"""How the CLI shows one article to a reviewer: text, scorecard, style rules, brief, provenance, history;
-and the colours of a diff."""
+"""What the review and publish commands share: their options, their setup, and how one article is shown to a
+reviewer (text, scorecard, style rules, brief, provenance, history), and the colours of a diff."""
 
 from __future__ import annotations
 
