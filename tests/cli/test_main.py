@@ -475,3 +475,11 @@ def test_submit_and_jobs_run_with_the_broker_down_report_then_raise(cli: Cli, fi
         assert summary["enqueued"] == 1 and summary["published"] is False
         (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # after a logged warning
         assert "cannot reach the broker" in line and kept in line and "a worker will publish them" in line
+
+
+def test_submit_without_a_styles_folder_enqueues_unchecked(cli: Cli, files: Files, tmp_path: Path) -> None:
+    cli.env["COPYDESK_STYLES_DIR"] = str(tmp_path / "no-styles-here")  # the styles may live on the workers only
+    result = cli("submit", str(files.mixed), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["enqueued"] == 4
+    assert "pinned styles not checked: styles directory" in " ".join(result.stderr.split())

@@ -109,7 +109,9 @@ def validate_command(files: FilesArg, as_json: JsonOpt = False) -> None:
     from worker.styles.catalog import StyleCatalog
 
     report = load_brief_files(files)
-    problems = report.problems + StyleCatalog.load(load_settings().styles_dir).pin_problems(report.briefs)
+    problems = list(report.problems)
+    if any(item.brief.style for item in report.briefs):  # no styles folder is needed for briefs that pin none
+        problems += StyleCatalog.load(load_settings().styles_dir).pin_problems(report.briefs)
     refused = {(p.file, p.record) for p in problems}
     valid = [item.brief.brief_id for item in report.briefs if (item.file, item.record) not in refused]
     print_problems(problems)

@@ -28,7 +28,7 @@ from worker.cli.common import (
     print_outcome_table,
 )
 from worker.config import Settings, load_settings
-from worker.errors import QueueError
+from worker.errors import QueueError, StyleError
 
 RESULT_FORMATS = ("jsonl", "table")
 
@@ -98,7 +98,12 @@ def _record(files: list[Path], store: Any, settings: Settings) -> Any:
     from worker.queue.submit import record
     from worker.styles.catalog import StyleCatalog
 
-    recorded = record(files, store=store, catalog=StyleCatalog.load(settings.styles_dir))
+    try:
+        catalog = StyleCatalog.load(settings.styles_dir)
+    except StyleError as exc:  # the styles may live on the workers only: their catalog decides
+        err_console.print(f"[yellow]pinned styles not checked:[/] {exc}", highlight=False, soft_wrap=True)
+        catalog = None
+    recorded = record(files, store=store, catalog=catalog)
     for problem in recorded.problems:
         err_console.print(f"[yellow]invalid (not enqueued):[/] {problem}", highlight=False, soft_wrap=True)
     for problem in recorded.unknown_pins:

@@ -173,7 +173,7 @@ def check_job_file(path: Path, *, now: datetime | None = None, styles_dir: Path 
     when = schedule.next_after(now) if schedule else now
     expansion = expand(job, RunContext(job.name, when, job.timezone))
     problems = list(expansion.problems)
-    if styles_dir is not None:
+    if styles_dir is not None and any(item.brief.style for item in expansion.briefs):
         problems += StyleCatalog.load(styles_dir).pin_problems(expansion.briefs)
     if not expansion.briefs and not problems:
         problems.append(BriefProblem(str(path), "", "", "the job has no briefs"))
