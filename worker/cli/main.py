@@ -41,7 +41,8 @@ from worker.cli.review import register as register_review_commands
 from worker.cli.styles import register as register_style_commands
 from worker.config import Settings, load_settings
 from worker.errors import CopydeskError, ModelError
-from worker.intake.loading import BriefProblem, LoadReport, load_brief_files
+from worker.intake.loading import LoadReport, load_brief_files
+from worker.intake.problems import BriefProblem
 
 logger = logging.getLogger(__name__)
 

@@ -182,7 +182,7 @@ def _say(message: str, style: str, *, err: bool = False) -> None:
 
 
 def _queue_rows(articles: Sequence[Any]) -> list[dict[str, Any]]:
-    from worker.store.review import quality_of
+    from worker.store.review_queue import quality_of
 
     return [
         {

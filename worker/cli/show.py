@@ -91,7 +91,7 @@ def _provenance_table(provenance: dict[str, Any]) -> Table:
 def show_article(settings: Settings, store: Any, article: Any, *, position: str = "") -> None:
     """Everything a reviewer needs on one screen: text, scorecard, style rules, brief, provenance, history."""
     from worker.review.actions import style_violations
-    from worker.store.review import quality_of
+    from worker.store.review_queue import quality_of
 
     header = (
         f"{position}{article.id} · {article.status} · {article.style} · revision {article.revision} · "

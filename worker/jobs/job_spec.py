@@ -1,5 +1,6 @@
 """What a job file holds: :class:`JobSpec` (its settings, validated by pydantic), :class:`JobDefinition` (a
-loaded, valid job file) and :class:`JobFileError`. Reading job files is :mod:`worker.jobs.job_files`."""
+loaded, valid job file); its error is :class:`~worker.errors.JobFileError`. Reading job files is
+:mod:`worker.jobs.job_files`."""
 
 from __future__ import annotations
 

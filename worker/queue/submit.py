@@ -17,7 +17,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from worker.errors import QueueError
 from worker.intake.briefs import Brief
-from worker.intake.loading import BriefProblem, SourcedBrief, iter_brief_file
+from worker.intake.loading import iter_brief_file
+from worker.intake.problems import BriefProblem
+from worker.intake.validation import SourcedBrief
 from worker.queue.celery_app import GENERATE_QUEUE, WRITE_TASK, prepare_embedded_broker
 from worker.store import Store, Submission
 from worker.styles.catalog import StyleCatalog

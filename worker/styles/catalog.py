@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from worker.errors import StyleError
 from worker.intake.briefs import Brief
-from worker.intake.loading import BriefProblem, SourcedBrief
+from worker.intake.problems import BriefProblem
+from worker.intake.validation import SourcedBrief
 from worker.names import check_safe_name, is_safe_name
 from worker.styles.layout import ADAPTERS_SUBDIR, PROFILE_FILE, is_version_name, version_dir
 from worker.styles.score_names import ALWAYS_GATED, GATE_NAMES
