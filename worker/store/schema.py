@@ -250,6 +250,19 @@ def v4_job_columns() -> list[Column[Any]]:
     ]
 
 
+def define_v5(metadata: MetaData) -> None:
+    """Version 5: ``briefs.retry_group``, the half of a crashed batch a queued brief is retried with
+    (bisection, :mod:`worker.queue.reconciler`); indexed, since a task looks its group up by it."""
+    table = metadata.tables["briefs"]
+    table.append_column(v5_retry_group_column())
+    Index("ix_briefs_retry_group", table.c.retry_group)
+
+
+def v5_retry_group_column() -> Column[Any]:
+    """The column migration 5 adds to ``briefs`` (a new object on each call)."""
+    return Column("retry_group", String(64), nullable=True)
+
+
 def new_metadata() -> MetaData:
     """An empty :class:`MetaData` with the store's constraint naming convention."""
     return MetaData(naming_convention=NAMING_CONVENTION)
@@ -261,6 +274,7 @@ define_v1(metadata)
 define_v2(metadata)
 define_v3(metadata)
 define_v4(metadata)
+define_v5(metadata)
 
 briefs = metadata.tables["briefs"]
 articles = metadata.tables["articles"]
