@@ -27,7 +27,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import create_engine, inspect, text
 
@@ -112,10 +112,11 @@ def reconcile_once(
     broker_url: str,
     *,
     republish_limit: int = REPUBLISH_LIMIT,
+    clock: Callable[[], datetime] = utc_now,
 ) -> ReconcileReport:
     expired = expire_dead_local_leases(store)
     halves = requeue_crashed_batches(store, publish)
-    now = utc_now()
+    now = clock()
     stale = store.stale_briefs(
         queued_before=now - timedelta(seconds=settings.stale_after), now=now, limit=republish_limit
     )
