@@ -386,10 +386,10 @@ def test_a_poison_brief_fails_and_the_others_complete(deploy: Callable[..., Depl
     assert_one_article_each(d, ["ok-0", "ok-1", "ok-2"])
     assert d.article_counts()["poison"] == 0
     runs = [run["briefs"] for run in d.runs() if "poison" in run["briefs"]]
-    assert len(runs) == 2, f"the poison brief must be tried max_brief_attempts times: {d.runs()}"
-    assert runs[0] == ["poison", "ok-0", "ok-1", "ok-2"], runs  # its first attempt was batched
-    assert runs[1] == ["poison"], runs  # a brief attempted before runs alone
-    assert all(d.generations()[f"ok-{i}"] == 2 for i in range(3)), d.runs()  # lost once with the poison
+    # its first attempt was batched; the crashed batch is retried in halves (ok-0 + ok-1, ok-2 + poison: not
+    # counted), then alone (counted): max_brief_attempts counted tries
+    assert [sorted(run) for run in runs] == [["ok-0", "ok-1", "ok-2", "poison"], ["ok-2", "poison"], ["poison"]], runs
+    assert [d.generations()[f"ok-{i}"] for i in range(3)] == [2, 2, 3], d.runs()  # lost with the poison
     results = {r["custom_id"]: r for r in d.results(job_id)}
     assert "gave up after 2 attempts" in results["poison"]["error"], results["poison"]
 
