@@ -289,8 +289,9 @@ class JobStoreMixin:
     def fresh_queued_briefs(self, *, limit: int, exclude: str | None = None) -> list[str]:
         """Up to ``limit`` queued briefs never attempted, oldest first: company for a batch.
 
-        Briefs that were attempted before are left out: a brief that crashed its worker is retried alone,
-        so that it cannot take innocent briefs down with it again (the poison-brief guard).
+        Briefs that were attempted before are left out: the briefs of a crashed batch are retried in their
+        halves (:meth:`requeue_in_halves`) or alone, so that a poison brief cannot take a fresh batch down with
+        it (the poison-brief guard).
         """
         if limit <= 0:
             return []
