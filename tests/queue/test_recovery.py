@@ -266,3 +266,19 @@ def test_the_reconciler_leaves_a_live_batch_leased(store: Store, clock: FakeCloc
     assert (report.expired_leases, report.requeued_halves, published) == (0, 0, [])
     assert requeue_crashed_batches(store, record) == 0
     assert {store.get_brief(f"b-{i}").lease_owner for i in range(4)} == {live}
+
+
+def test_a_task_meeting_a_crashed_batch_takes_its_half_and_publishes_the_other(
+    store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    store.create_job(items(*(brief(f"b-{i}") for i in range(6))))
+    for i in range(6):
+        store.claim_brief(f"b-{i}", owner="celery@elsewhere:1", lease_seconds=10, max_attempts=ATTEMPTS)
+    clock.advance(20)  # another host's worker died: its leases ran out
+    published: list[list[str]] = []
+    record = store.get_brief("b-4")
+    assert record.status == BriefStatus.RUNNING
+    batch = batch_for(store, recovery_settings(tmp_path), "b-4", record, publish=published.extend)
+    assert batch == ["b-4", "b-3", "b-5"]  # its half, itself first
+    assert published == [["b-0", "b-1", "b-2"]]  # the other half gets its message now
+    assert store.retry_group_of("b-0") == ["b-0", "b-1", "b-2"]

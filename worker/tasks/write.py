@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -160,15 +161,25 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
     return {o.brief_id: o.status for o in outcomes}
 
 
-def batch_for(store: Store, settings: Settings, brief_id: str, record: BriefRecord) -> list[str]:
+def batch_for(
+    store: Store,
+    settings: Settings,
+    brief_id: str,
+    record: BriefRecord,
+    publish: Callable[[list[list[str]]], None] | None = None,
+) -> list[str]:
     """The brief ids a task for ``brief_id`` generates together (``brief_id`` first).
 
-    A brief left running by a crashed process first has its batch queued again in halves; then a brief in a
-    retry group brings its half, a fresh brief brings fresh companions, and any other brief runs alone.
+    A brief left running by a crashed process first has its batch queued again in halves (the other half is
+    published with ``publish``, :func:`publish_first_of` by default); then a brief in a retry group brings its
+    half, a fresh brief brings fresh companions, and any other brief runs alone.
     """
     if record.status == BriefStatus.RUNNING:  # its lease expired: the process that held it is gone
         crashed = store.crashed_batches(owner=record.lease_owner or "")
-        store.requeue_in_halves(crashed[0] if crashed else [brief_id])
+        halves = store.requeue_in_halves(crashed[0] if crashed else [brief_id])
+        others = [half for half in halves if brief_id not in half]
+        if others:
+            (publish or publish_first_of)(others)
     group = store.retry_group_of(brief_id)
     if group:
         return [brief_id, *(other for other in group if other != brief_id)]
