@@ -72,8 +72,8 @@ def test_a_brief_that_crashes_its_process_every_time_fails_after_n_attempts(
         "brief that kills its worker process on every attempt",
         injection="test hook: os._exit(1) in the pool process whenever the batch holds the poison brief; "
         f"max_brief_attempts {POISON_ATTEMPTS}; batched with 4 good briefs",
-        checked=f"poison brief failed after exactly {POISON_ATTEMPTS} attempts with its error; retried alone "
-        "after the first; the others completed once each; main process alive",
+        checked=f"poison brief failed after exactly {POISON_ATTEMPTS} counted attempts with its error; its crashed "
+        "batch retried in halves (uncounted) until it is alone; the others completed once each; main process alive",
     )
     d = deploy(max_brief_attempts=POISON_ATTEMPTS, flush_size=5)
     poison = {"id": "poison", "title": "CRASH-ME bring a worker down", "category": "quick-cat", "target_words": 50}
@@ -97,8 +97,9 @@ def test_a_brief_that_crashes_its_process_every_time_fails_after_n_attempts(
     assert rows["poison"]["last_error"].startswith(f"gave up after {POISON_ATTEMPTS} attempts"), rows["poison"]
     assert d.article_counts()["poison"] == 0
     batches = [run["briefs"] for run in d.runs() if "poison" in run["briefs"]]
-    assert len(batches) == POISON_ATTEMPTS, d.runs()
-    assert all(batch == ["poison"] for batch in batches[1:]), batches  # attempted before: alone
+    # 5 briefs, then the half good-3 + poison (bisection, not counted), then alone: POISON_ATTEMPTS - 1 times
+    assert [len(batch) for batch in batches] == [5, 2] + [1] * (POISON_ATTEMPTS - 1), d.runs()
+    assert all(batch == ["poison"] for batch in batches[2:]), batches
     assert poisoned <= died, (poisoned, died)  # each poisoned process really died
 
 

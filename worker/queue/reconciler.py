@@ -4,11 +4,16 @@ One pass (:func:`reconcile_once`):
 
 1. ends the leases held by worker processes on this host that no longer exist (a SIGKILLed worker's
    briefs become claimable at once instead of after ``lease_seconds``);
-2. publishes again every brief queued for longer than ``stale_after`` without being claimed, and every
-   running brief whose lease expired, which goes back to queued so that it is not published again on every
-   pass (the embedded broker forgets messages a killed worker held; Redis forgets queued messages when it
-   restarts without persistence);
-3. on the embedded broker, deletes consumed message rows so its tables do not grow.
+2. queues the unfinished briefs of each crashed batch (running briefs whose lease expired, grouped by the
+   process that held them) again in two halves, and publishes one message per half: a task for a brief of a
+   half claims the whole half, so a crash costs one more round in batches, not a round per brief, and a
+   poison brief is alone after log2(batch size) crashes (:meth:`~worker.store.Store.requeue_in_halves`);
+3. publishes again the briefs queued for longer than ``stale_after`` without being claimed, the longest
+   waiting first and at most ``republish_limit`` per pass (a message is a hint: a task for one fresh brief
+   claims a whole batch of them, so a long backlog needs no message per brief on every pass); each goes back
+   to the end of the line (the embedded broker forgets messages a killed worker held; Redis forgets queued
+   messages when it restarts without persistence);
+4. on the embedded broker, deletes consumed message rows so its tables do not grow.
 
 Workers run a pass when they start and then every ``reconcile_interval`` seconds. Duplicate messages are
 harmless: a task for a brief that is done or leased to a live worker does nothing.
@@ -22,7 +27,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import create_engine, inspect, text
 
@@ -33,11 +38,16 @@ from worker.store import Store, utc_now
 logger = logging.getLogger(__name__)
 
 
+REPUBLISH_LIMIT = 256  # stale briefs published again per pass, at most
+CRASHED_LIMIT = 1024  # briefs of crashed batches requeued per pass, at most
+
+
 @dataclass(frozen=True)
 class ReconcileReport:
     expired_leases: int
     republished: int
     purged_messages: int
+    requeued_halves: int = 0
 
 
 def process_alive(pid: int) -> bool:
@@ -81,18 +91,41 @@ def purge_consumed_messages(broker_url: str) -> int:
         engine.dispose()
 
 
+def requeue_crashed_batches(store: Store, publish: Callable[[list[str]], int], *, limit: int = CRASHED_LIMIT) -> int:
+    """Queue each crashed batch again in halves and publish one brief id per half; return how many halves."""
+    halves = [half for batch in store.crashed_batches(limit=limit) for half in store.requeue_in_halves(batch)]
+    if halves:
+        publish([half[0] for half in halves])
+        logger.warning(
+            "requeued %d brief(s) of crashed batches in %d half/halves: %s",
+            sum(map(len, halves)),
+            len(halves),
+            ", ".join(str(len(half)) for half in halves),
+        )
+    return len(halves)
+
+
 def reconcile_once(
-    store: Store, settings: Settings, publish: Callable[[list[str]], int], broker_url: str
+    store: Store,
+    settings: Settings,
+    publish: Callable[[list[str]], int],
+    broker_url: str,
+    *,
+    republish_limit: int = REPUBLISH_LIMIT,
+    clock: Callable[[], datetime] = utc_now,
 ) -> ReconcileReport:
     expired = expire_dead_local_leases(store)
-    now = utc_now()
-    stale = store.stale_briefs(queued_before=now - timedelta(seconds=settings.stale_after), now=now)
+    halves = requeue_crashed_batches(store, publish)
+    now = clock()
+    stale = store.stale_briefs(
+        queued_before=now - timedelta(seconds=settings.stale_after), now=now, limit=republish_limit
+    )
     if stale:
         publish(stale)
         store.touch_briefs(stale)
         logger.info("republished %d stale brief(s)", len(stale))
     purged = purge_consumed_messages(broker_url)
-    return ReconcileReport(expired, len(stale), purged)
+    return ReconcileReport(expired, len(stale), purged, halves)
 
 
 class ReconcilerThread(threading.Thread):

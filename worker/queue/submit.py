@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
+from kombu.transport import sqlalchemy as sqla_transport
+from sqlalchemy.exc import SQLAlchemyError
 
 from worker.errors import QueueError
 from worker.intake.briefs import Brief
@@ -30,11 +34,15 @@ PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, 
 
 
 def publish(app: Celery, brief_ids: Iterable[str]) -> int:
-    """Send one ``write_brief`` message per id; :class:`QueueError` when the broker cannot be reached."""
+    """Send one ``write_brief`` message per id; :class:`QueueError` when the broker cannot be reached.
+
+    On the embedded broker the message rows are inserted ``COMMIT_EVERY`` to a transaction
+    (:func:`batched_inserts`) instead of one commit (one fsync) per message.
+    """
     count = 0
     try:
         prepare_embedded_broker(app)
-        with app.producer_or_acquire() as producer:
+        with app.producer_or_acquire() as producer, batched_inserts(producer.channel):
             for brief_id in brief_ids:
                 app.send_task(
                     WRITE_TASK,
@@ -45,11 +53,62 @@ def publish(app: Celery, brief_ids: Iterable[str]) -> int:
                     retry_policy=PUBLISH_RETRY,
                 )
                 count += 1
-    except (KombuOperationalError, OSError) as exc:
+    except (KombuOperationalError, SQLAlchemyError, OSError) as exc:
         raise QueueError(
             f"cannot reach the broker at {_safe(app.conf.broker_url)} after publishing {count} message(s): {exc}"
         ) from exc
     return count
+
+
+COMMIT_EVERY = 500  # messages per transaction on the embedded broker (short enough not to starve the workers)
+
+
+@contextmanager
+def batched_inserts(channel: Any, every: int = COMMIT_EVERY) -> Iterator[None]:
+    """On kombu's SQLAlchemy transport, insert the messages published inside the block ``every`` to a
+    transaction; a no-op on other transports.
+
+    kombu's ``Channel._put`` commits each message on its own: on the embedded SQLite broker that is one
+    fsync, ~24 ms, per brief (4 minutes for 10,000). Here the channel's ``_put`` adds the row to its session
+    and the block commits every ``every`` rows and at its end (the same rows, JSON bodies as before). If
+    the block fails, the rows not committed yet are rolled back and the error propagates: those briefs
+    stay queued in the store and the reconciler publishes them.
+    """
+    if not isinstance(channel, sqla_transport.Channel):
+        yield
+        return
+    pending = 0
+    queues: dict[str, Any] = {}
+
+    def put(queue: str, payload: Any, **_: Any) -> None:
+        nonlocal pending
+        if queue not in queues:
+            queues[queue] = channel._get_or_create(queue)
+        channel.session.add(channel.message_cls(sqla_transport.dumps(payload), queues[queue]))
+        pending += 1
+        if pending >= every:
+            commit()
+
+    def commit() -> None:
+        # A failure must not reach kombu's retry, which would publish the next message on a fresh channel and
+        # drop the rows of this transaction without a word: QueueError is not a connection error to it.
+        nonlocal pending
+        try:
+            channel.session.commit()
+        except SQLAlchemyError as exc:
+            channel.session.rollback()
+            raise QueueError(f"the embedded broker did not store {pending} message(s): {exc}") from exc
+        pending = 0
+
+    channel._put = put
+    try:
+        yield
+        commit()
+    except BaseException:
+        channel.session.rollback()
+        raise
+    finally:
+        del channel._put
 
 
 def _safe(url: str) -> str:

@@ -182,21 +182,26 @@ class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin):
 
         The claim is one conditional ``UPDATE`` (so two workers cannot both win) that also counts the
         attempt. A claimable brief that already used ``max_attempts`` is marked failed instead (poison
-        brief) and ``None`` is returned. :class:`NotFoundError` when the brief does not exist.
+        brief) and ``None`` is returned. The claim of a brief queued in a retry group (a half of a crashed
+        batch, :meth:`requeue_in_halves`) is not counted and ends its group: halves shrink on every crash, so
+        a brief makes at most log2(batch size) such claims before it runs alone and counts again.
+        :class:`NotFoundError` when the brief does not exist.
         """
         _check_lease_args(owner, lease_seconds)
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         now = self._now()
+        grouped = briefs.c.retry_group.is_not(None)  # a half of a crashed batch: this claim is not counted
         with self._write() as session:
             row = session.execute(
                 update(briefs)
-                .where(briefs.c.id == brief_id, self._claimable(now), briefs.c.attempts < max_attempts)
+                .where(briefs.c.id == brief_id, self._claimable(now), or_(briefs.c.attempts < max_attempts, grouped))
                 .values(
                     status=BriefStatus.RUNNING.value,
                     lease_owner=owner,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    attempts=briefs.c.attempts + 1,
+                    attempts=briefs.c.attempts + case((grouped, 0), else_=1),
+                    retry_group=None,
                     updated_at=now,
                 )
                 .returning(*briefs.c)
@@ -217,7 +222,12 @@ class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin):
         )
         result = session.execute(
             update(briefs)
-            .where(briefs.c.id == brief_id, self._claimable(now), briefs.c.attempts >= max_attempts)
+            .where(
+                briefs.c.id == brief_id,
+                self._claimable(now),
+                briefs.c.attempts >= max_attempts,
+                briefs.c.retry_group.is_(None),
+            )
             .values(
                 status=BriefStatus.FAILED.value,
                 lease_owner=None,
@@ -273,8 +283,9 @@ class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin):
                 raise NotFoundError(f"brief {brief_id!r} is not in the store")
         logger.warning("fail_brief(%s) ignored: the brief is no longer queued or running", brief_id)
 
-    def stale_briefs(self, *, queued_before: datetime, now: datetime) -> list[str]:
-        """Ids of briefs queued since before ``queued_before`` or running with a lease expired at ``now``.
+    def stale_briefs(self, *, queued_before: datetime, now: datetime, limit: int | None = None) -> list[str]:
+        """Ids of briefs queued since before ``queued_before`` or running with a lease expired at ``now``,
+        the longest waiting first, at most ``limit`` of them.
 
         "Queued since" is ``updated_at``: the time the brief last changed state (added or requeued).
         """
@@ -290,6 +301,7 @@ class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin):
                 )
             )
             .order_by(briefs.c.updated_at, briefs.c.id)
+            .limit(limit)
         )
         with self._read() as session:
             return list(session.execute(statement).scalars())

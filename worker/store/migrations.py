@@ -42,10 +42,12 @@ from worker.store.schema import (
     define_v3,
     define_v4,
     define_v5,
+    define_v6,
     new_metadata,
     schema_migrations,
     v4_job_columns,
     v5_quality_column,
+    v6_retry_group_column,
 )
 
 logger = logging.getLogger(__name__)
@@ -189,12 +191,26 @@ def _v5_article_quality(conn: Connection) -> None:
             conn.execute(update(arts).where(arts.c.id == article_id).values(quality=quality))
 
 
+def _v6_retry_group(conn: Connection) -> None:
+    """Add ``briefs.retry_group`` and its index (retrying a crashed batch in halves)."""
+    column = v6_retry_group_column()
+    conn.execute(text(f"ALTER TABLE briefs ADD COLUMN {column.name} {column.type.compile(dialect=conn.dialect)}"))
+    current = new_metadata()
+    define_v1(current)
+    define_v5(current)
+    define_v6(current)
+    for index in current.tables["briefs"].indexes:
+        if index.name == "ix_briefs_retry_group":
+            index.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create briefs, articles and candidates", _v1_create_tables),
     Migration(2, "create jobs and job_items", _v2_create_jobs),
     Migration(3, "editorial review: article_revisions, article_events, briefs.feedback", _v3_review),
     Migration(4, "scheduled runs: jobs run columns and scheduler_locks", _v4_scheduled_runs),
     Migration(5, "articles.quality, the number the review queue sorts by", _v5_article_quality),
+    Migration(6, "briefs.retry_group: a crashed batch is retried in halves", _v6_retry_group),
 )
 
 

@@ -268,6 +268,19 @@ def v5_quality_column() -> Column[float]:
     return Column("quality", Float, nullable=False, server_default="0")
 
 
+def define_v6(metadata: MetaData) -> None:
+    """Version 6: ``briefs.retry_group``, the half of a crashed batch a queued brief is retried with
+    (bisection, :mod:`worker.queue.reconciler`); indexed, since a task looks its group up by it."""
+    table = metadata.tables["briefs"]
+    table.append_column(v6_retry_group_column())
+    Index("ix_briefs_retry_group", table.c.retry_group)
+
+
+def v6_retry_group_column() -> Column[Any]:
+    """The column migration 6 adds to ``briefs`` (a new object on each call)."""
+    return Column("retry_group", String(64), nullable=True)
+
+
 def new_metadata() -> MetaData:
     """An empty :class:`MetaData` with the store's constraint naming convention."""
     return MetaData(naming_convention=NAMING_CONVENTION)
@@ -280,6 +293,7 @@ define_v2(metadata)
 define_v3(metadata)
 define_v4(metadata)
 define_v5(metadata)
+define_v6(metadata)
 
 briefs = metadata.tables["briefs"]
 articles = metadata.tables["articles"]

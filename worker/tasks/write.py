@@ -2,9 +2,11 @@
 
 ``write_brief(brief_id)``: claims the brief and, on its first attempt, up to ``flush_size - 1`` other
 fresh queued briefs, so briefs of any style waiting in the queue are generated together in one batch. A
-brief that was attempted before runs alone, so a brief that crashes its process cannot take others with
-it (after ``max_brief_attempts`` claims it is ``failed``). A task for a brief that is done, failed,
-cancelled, or leased to a live worker does nothing.
+batch that did not finish (its process crashed or hit a time limit) is retried in halves (bisection): a
+brief queued in a retry group is claimed with the rest of its half, so a poison brief is isolated in
+log2(flush_size) more rounds while the others keep running in batches; a brief that was attempted alone
+before runs alone again (after ``max_brief_attempts`` counted claims it is ``failed``). A task for a brief
+that is done, failed, cancelled, or leased to a live worker does nothing.
 
 Every process loads the model once (on its first task) and keeps it.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -30,7 +33,7 @@ from worker.pipeline.runner import worker_identity, write_briefs
 from worker.queue.fork_guard import main_process_store
 from worker.queue.reconciler import ReconcilerThread, reconcile_once
 from worker.results import BriefStatus
-from worker.store import Store, utc_now
+from worker.store import BriefRecord, Store, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +141,7 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
     if record.status == BriefStatus.RUNNING and record.lease_expires_at and record.lease_expires_at > utc_now():
         # Leased to a live worker: nothing to do, and no reason to load the model for it.
         return {"skipped": {brief_id: f"leased to {record.lease_owner}"}}
-    batch = [brief_id]
-    if record.status == BriefStatus.QUEUED and record.attempts == 0:
-        batch += companions(res.store, res.settings, brief_id)
+    batch = batch_for(res.store, res.settings, brief_id, record)
     try:
         outcomes = write_briefs(
             batch,
@@ -150,10 +151,51 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
             lease_seconds=res.settings.lease_seconds,
         )
     except SoftTimeLimitExceeded:
-        logger.error("batch of %d brief(s) hit the soft time limit; they are queued again", len(batch))
+        halves = res.store.requeue_in_halves(batch)
+        logger.error(
+            "batch of %d brief(s) hit the soft time limit; queued again in %d part(s)", len(batch), len(halves)
+        )
+        publish_first_of(halves)
         return {"timed_out": batch}
     settle_runs_of(res.store, batch)
     return {o.brief_id: o.status for o in outcomes}
+
+
+def batch_for(
+    store: Store,
+    settings: Settings,
+    brief_id: str,
+    record: BriefRecord,
+    publish: Callable[[list[list[str]]], None] | None = None,
+) -> list[str]:
+    """The brief ids a task for ``brief_id`` generates together (``brief_id`` first).
+
+    A brief left running by a crashed process first has its batch queued again in halves (the other half is
+    published with ``publish``, :func:`publish_first_of` by default); then a brief in a retry group brings its
+    half, a fresh brief brings fresh companions, and any other brief runs alone.
+    """
+    if record.status == BriefStatus.RUNNING:  # its lease expired: the process that held it is gone
+        crashed = store.crashed_batches(owner=record.lease_owner or "")
+        halves = store.requeue_in_halves(crashed[0] if crashed else [brief_id])
+        others = [half for half in halves if brief_id not in half]
+        if others:
+            (publish or publish_first_of)(others)
+    group = store.retry_group_of(brief_id)
+    if group:
+        return [brief_id, *(other for other in group if other != brief_id)]
+    if record.status == BriefStatus.QUEUED and record.attempts == 0:
+        return [brief_id, *companions(store, settings, brief_id)]
+    return [brief_id]
+
+
+def publish_first_of(halves: list[list[str]]) -> None:
+    """Publish one brief id per half queued again (a store outage or a broker down: the reconciler will)."""
+    from worker.queue.submit import publish
+
+    try:
+        publish(current_app, [half[0] for half in halves if half])
+    except CopydeskError as exc:
+        logger.warning("halves not published now (the reconciler will): %s", exc)
 
 
 def release_own_leases(store: Store, owner: str) -> int:
