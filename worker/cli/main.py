@@ -20,6 +20,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from worker.cli.api import register as register_api_commands
 from worker.cli.common import (
     FilesArg,
     JsonOpt,
@@ -363,6 +364,7 @@ register_queue_commands(app)
 register_style_commands(app)
 register_review_commands(app, articles_app)
 register_job_commands(app)
+register_api_commands(app)
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from worker.results import ArticleResult, ArticleStatus, BriefStatus
 from worker.store import migrations
 from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, parse_url, safe_url, translate_errors
 from worker.store.jobs import JobStoreMixin
+from worker.store.keys import KeyStoreMixin
 from worker.store.records import (
     ArticleRecord,
     BriefRecord,
@@ -61,7 +62,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin):
+class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin, KeyStoreMixin):
     """SQLAlchemy-backed store on SQLite or PostgreSQL. See the package docstring for the design."""
 
     def __init__(self, url: str, *, clock: Callable[[], datetime] = utc_now) -> None:

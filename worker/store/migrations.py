@@ -39,6 +39,7 @@ from worker.store.schema import (
     define_v2,
     define_v3,
     define_v4,
+    define_v5,
     new_metadata,
     schema_migrations,
     v4_job_columns,
@@ -137,11 +138,24 @@ def _v4_scheduled_runs(conn: Connection) -> None:
     current.tables["scheduler_locks"].create(conn)
 
 
+def _v5_http_api(conn: Connection) -> None:
+    """Create ``api_keys``, ``webhook_endpoints``, ``webhook_deliveries`` and ``webhook_attempts``."""
+    current = new_metadata()
+    define_v1(current)
+    define_v2(current)
+    define_v3(current)
+    define_v4(current)
+    define_v5(current)
+    for name in ("api_keys", "webhook_endpoints", "webhook_deliveries", "webhook_attempts"):
+        current.tables[name].create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create briefs, articles and candidates", _v1_create_tables),
     Migration(2, "create jobs and job_items", _v2_create_jobs),
     Migration(3, "editorial review: article_revisions, article_events, briefs.feedback", _v3_review),
     Migration(4, "scheduled runs: jobs run columns and scheduler_locks", _v4_scheduled_runs),
+    Migration(5, "http api: api_keys and webhooks", _v5_http_api),
 )
 
 
