@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -28,6 +29,7 @@ def serve_command(
 
     settings = load_settings()  # a bad configuration fails here, with the CLI's message
     open_store(settings)
+    logging.getLogger("worker.api").setLevel(logging.INFO)  # the request log (with key names) replaces uvicorn's
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] the API listens on {host}: put TLS in front of it", highlight=False)
     uvicorn.run(
@@ -37,6 +39,7 @@ def serve_command(
         port=port,
         workers=workers,
         log_level=log_level,
+        access_log=False,
         proxy_headers=False,
         server_header=False,
         limit_concurrency=256,
