@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         description="Webhooks: allow URLs on link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata "
         "services live there); refused by default.",
     )
+    webhook_retry_base_seconds: float = Field(
+        5.0, gt=0, le=3600, description="Webhooks: wait before the first retry; each next wait is 4x longer (<= 3 h)."
+    )
+    webhook_retry_hours: float = Field(
+        24.0, gt=0, le=24 * 14, description="Webhooks: keep retrying a failing delivery this long, then give up."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.api.auth import requires
 from worker.api.errors import ApiError
+from worker.api.events import notify
 from worker.config import Settings
 from worker.review.actions import publish_regeneration, refresh_article_file
 from worker.store import ArticleRecord, Role, Store
@@ -116,6 +117,8 @@ def approve(request: Request, article_id: ArticleId, decision: Approval) -> dict
     done = _store(request).approve(
         article_id, actor=request.state.key.name, note=decision.note, expected_revision=decision.revision
     )
+    data = {"article_id": done.id, "brief_id": done.brief_id, "revision": done.revision, "by": request.state.key.name}
+    notify(request, "article.approved", data, event_key=f"article.approved:{done.id}:{done.revision}")
     return _decided(request, done)
 
 

@@ -31,6 +31,7 @@ from worker.queue.fork_guard import main_process_store
 from worker.queue.reconciler import ReconcilerThread, reconcile_once
 from worker.results import BriefStatus
 from worker.store import Store, utc_now
+from worker.tasks.webhooks import emit_after_briefs
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
         logger.error("batch of %d brief(s) hit the soft time limit; they are queued again", len(batch))
         return {"timed_out": batch}
     settle_runs_of(res.store, batch)
+    emit_after_briefs(res.store, current_app, batch)
     return {o.brief_id: o.status for o in outcomes}
 
 

@@ -1,0 +1,260 @@
+"""Webhooks: refused URLs, one delivery per event, Standard Webhooks signatures, retries by a real worker.
+
+The signatures are checked with the reference implementation (the ``standardwebhooks`` package), not with
+copydesk's own code. The end-to-end test runs a real worker and a real ``copydesk serve`` against a local
+receiver that fails the first three tries of ``job.completed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_helpers import create_key, start_server
+from model_fixtures import tiny_model_dir
+from queue_helpers import Deployment, DeploymentFiles, make_briefs, wait_until, write_plugin, write_styles
+from standardwebhooks import Webhook
+from typer.testing import CliRunner
+
+from worker.cli.main import app as cli_app
+from worker.config import Settings
+from worker.errors import StoreError
+from worker.store import Role, Store
+from worker.store.webhooks import DeliveryStatus, check_webhook_url
+from worker.tasks.webhooks import next_attempt, retry_delay, send, sign
+
+__all__ = ["tiny_model_dir"]  # fixture used by name
+
+REFUSED = [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://169.254.170.2/v2/credentials",
+    "https://[fe80::1]/hook",
+    "http://[::ffff:169.254.169.254]/",
+    "http://[fd00:ec2::254]/",
+    "http://0.0.0.0:80/",
+    "ftp://example.org/hook",
+    "file:///etc/passwd",
+    "http:///no-host",
+    "http://user:pass@127.0.0.1/hook",
+    "javascript:alert(1)",
+]
+
+
+@pytest.mark.parametrize("url", REFUSED)
+def test_refused_webhook_urls(url: str) -> None:
+    with pytest.raises(StoreError):
+        check_webhook_url(url)
+
+
+def test_link_local_is_allowed_only_by_the_config() -> None:
+    assert check_webhook_url("http://169.254.169.254/x", allow_link_local=True)
+    assert check_webhook_url("http://127.0.0.1:9/hook") == "http://127.0.0.1:9/hook"
+    assert check_webhook_url("https://localhost/hook")
+
+
+def test_the_cli_refuses_a_metadata_url(tmp_path: Path) -> None:
+    env = {"COPYDESK_HOME": str(tmp_path), "COPYDESK_STORE_URL": None, "COPYDESK_CONFIG": None}
+    refused = CliRunner().invoke(
+        cli_app, ["webhooks", "add", "http://169.254.169.254/latest", "--events", "job.completed"], env=env
+    )
+    assert refused.exit_code == 7, refused.output
+    assert "link-local or metadata address" in refused.output
+    unknown = CliRunner().invoke(cli_app, ["webhooks", "add", "http://127.0.0.1/", "-e", "job.exploded"], env=env)
+    assert unknown.exit_code == 7 and "job.exploded" in unknown.output
+    listed = CliRunner().invoke(cli_app, ["webhooks", "list", "--json"], env=env)
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == []
+
+
+def test_an_event_is_delivered_once_per_subscribed_endpoint(store: Store) -> None:
+    done = store.add_webhook("http://127.0.0.1:9/a", ["job.completed", "job.failed"])
+    other = store.add_webhook("http://127.0.0.1:9/b", ["article.approved"])
+    gone = store.add_webhook("http://127.0.0.1:9/c", ["job.completed"])
+    store.remove_webhook(gone.id)
+    first = store.record_event("job.completed", {"job_id": "j1"}, event_key="job.completed:j1")
+    again = store.record_event("job.completed", {"job_id": "j1"}, event_key="job.completed:j1")
+    assert len(first) == 1 and again == []
+    delivery = store.get_delivery(first[0])
+    assert delivery.endpoint_id == done.id and delivery.status == DeliveryStatus.PENDING
+    assert delivery.payload["type"] == "job.completed" and delivery.payload["data"] == {"job_id": "j1"}
+    assert store.list_deliveries(endpoint_id=other.id) == []
+    assert store.due_deliveries() == first
+    with pytest.raises(StoreError):
+        store.record_event("job.exploded", {}, event_key="x")
+
+
+def test_signatures_verify_with_the_standard_webhooks_reference() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"type":"job.completed","data":{"job_id":"j1"}}'
+    timestamp = int(datetime.now(UTC).timestamp())
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(timestamp)}
+    headers["webhook-signature"] = sign(secret, "msg_1", timestamp, body)
+    assert Webhook(secret).verify(body, headers) == json.loads(body)
+    reference = Webhook(secret).sign("msg_1", datetime.fromtimestamp(timestamp, UTC), body.decode())
+    assert headers["webhook-signature"] == reference
+    tampered = {**headers, "webhook-id": "msg_2"}
+    with pytest.raises(Exception, match="signature"):
+        Webhook(secret).verify(body, tampered)
+
+
+def test_retries_back_off_for_at_least_the_window(store: Store) -> None:
+    settings = Settings(home=Path("/tmp"), webhook_retry_base_seconds=5, webhook_retry_hours=24)
+    assert [retry_delay(n, 5) for n in (1, 2, 3, 4)] == [5, 20, 80, 320]
+    assert retry_delay(20, 5) == 3 * 3600
+    store.add_webhook("http://127.0.0.1:9/a", ["job.failed"])
+    [message_id] = store.record_event("job.failed", {}, event_key="job.failed:j")
+    delivery = store.get_delivery(message_id)
+    waited, attempt, at = 0.0, 1, delivery.created_at
+    while (following := next_attempt(delivery, attempt, settings, at)) is not None:
+        waited += (following - at).total_seconds()
+        at, attempt = following, attempt + 1
+    assert waited >= 21 * 3600 and attempt >= 10, (waited, attempt)
+
+
+# ------------------------------------------------------------------------------------------- receiver
+
+
+@dataclass
+class Receiver:
+    """A local HTTP receiver: records every request; answers 500 to the first ``fail_first`` of an event type."""
+
+    fail_first: dict[str, int] = field(default_factory=dict)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, headers: dict[str, str], body: bytes) -> int:
+        event = json.loads(body).get("type", "")
+        with self.lock:
+            seen = sum(1 for r in self.received if r["type"] == event)
+            status = 500 if seen < self.fail_first.get(event, 0) else 204
+            self.received.append({"type": event, "headers": headers, "body": body, "status": status})
+        return status
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.received if r["type"] == event]
+
+
+@contextlib.contextmanager
+def receiving(receiver: Receiver) -> Iterator[str]:
+    """Serve ``receiver`` on 127.0.0.1 (a random port) in a thread; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            status = receiver.handle({k.lower(): v for k, v in self.headers.items()}, body)
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_send_records_each_attempt_and_stops_after_success(store_url: str) -> None:
+    settings = Settings(home=Path("/tmp"), webhook_retry_base_seconds=0.01)
+    receiver = Receiver(fail_first={"job.completed": 2})
+    store = Store(store_url)  # the real clock: send() times retries with it
+    store.migrate()
+    with receiving(receiver) as url:
+        endpoint = store.add_webhook(url, ["job.completed"])
+        [message_id] = store.record_event("job.completed", {"job_id": "j"}, event_key="job.completed:j")
+        outcomes = [send(store, settings, store.get_delivery(message_id)).status for _ in range(3)]
+    assert outcomes == [DeliveryStatus.PENDING, DeliveryStatus.PENDING, DeliveryStatus.DELIVERED]
+    attempts = store.list_attempts(message_id)
+    assert [(a.attempt, a.status_code, a.error) for a in attempts] == [
+        (1, 500, "HTTP 500"),
+        (2, 500, "HTTP 500"),
+        (3, 204, None),
+    ]
+    for request in receiver.received:
+        assert Webhook(endpoint.secret).verify(request["body"], request["headers"])
+        assert request["headers"]["webhook-id"] == message_id
+
+
+# ---------------------------------------------------------------------------------- with a real worker
+
+
+def deliveries(d: Deployment) -> dict[str, dict[str, Any]]:
+    result = d.cli("webhooks", "deliveries", "--json", "--limit", "1000")
+    assert result.exit_code == 0, result.output
+    return {row["id"]: row for row in json.loads(result.stdout)}
+
+
+def test_a_real_worker_delivers_signed_events_with_retries(tmp_path: Path, tiny_model_dir: Path) -> None:
+    files = DeploymentFiles(write_styles(tmp_path / "files"), write_plugin(tmp_path / "files" / "plugin"))
+    d = Deployment(
+        tmp_path / "deployment",
+        tiny_model_dir,
+        files.styles,
+        files.plugin,
+        f"sqlite:///{tmp_path / 'deployment' / 'home' / 'copydesk.db'}",
+        settings={"COPYDESK_WEBHOOK_RETRY_BASE_SECONDS": "0.3"},
+    )
+    receiver = Receiver(fail_first={"job.completed": 3})
+    with receiving(receiver) as url:
+        added = d.cli("webhooks", "add", url, "-e", "job.completed,article.needs_review", "-e", "article.approved")
+        assert added.exit_code == 0, added.output
+        secret = added.stdout.split("signing secret: ", 1)[1].split()[0]
+        submitter = create_key(d, "cms", Role.SUBMITTER)
+        editor = create_key(d, "night-desk", Role.EDITOR)
+        server = start_server(d)
+        try:
+            d.start_worker()
+            body = "".join(json.dumps(b) + "\n" for b in make_briefs("hook", 2))
+            with server.client(submitter) as client:
+                submitted = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/x-ndjson"})
+                assert submitted.status_code == 201, submitted.text
+            job_id = submitted.json()["job_id"]
+            d.wait_for_job(job_id, timeout=180)
+            wait_until(
+                lambda: any(r["status"] == 204 for r in receiver.of("job.completed")),
+                timeout=90,
+                message=lambda: f"job.completed never delivered: {deliveries(d)}\n{d.logs()}",
+            )
+            with server.client(editor) as client:
+                approved = client.post("/v1/articles/hook-0/approve", json={"revision": 1})
+                assert approved.status_code == 200, approved.text
+            wait_until(lambda: receiver.of("article.approved"), timeout=60, message=lambda: d.logs())
+            wait_until(lambda: len(receiver.of("article.needs_review")) >= 2, timeout=60, message=lambda: d.logs())
+        finally:
+            server.stop()
+            d.kill_all()
+
+    for request in receiver.received:
+        assert Webhook(secret).verify(request["body"], request["headers"]), request
+    completed = receiver.of("job.completed")
+    assert [r["status"] for r in completed] == [500, 500, 500, 204]
+    assert len({r["headers"]["webhook-id"] for r in completed}) == 1
+    assert json.loads(completed[0]["body"])["data"]["job_id"] == job_id
+    rows = deliveries(d)
+    row = rows[completed[0]["headers"]["webhook-id"]]
+    assert row["status"] == "delivered" and row["event_type"] == "job.completed"
+    assert [a["status_code"] for a in row["attempts"]] == [500, 500, 500, 204]
+    review = receiver.of("article.needs_review")
+    assert sorted(json.loads(r["body"])["data"]["brief_id"] for r in review) == ["hook-0", "hook-1"]
+    assert all(r["status"] == 204 for r in review)
+    [approval] = receiver.of("article.approved")
+    assert json.loads(approval["body"])["data"] == {
+        "article_id": "a-hook-0",
+        "brief_id": "hook-0",
+        "revision": 1,
+        "by": "night-desk",
+    }
+    assert len(rows) == 4 and all(r["status"] == "delivered" for r in rows.values()), rows

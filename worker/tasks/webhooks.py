@@ -1,0 +1,190 @@
+"""The webhook delivery task: sends one recorded delivery, signed as the Standard Webhooks specification says.
+
+``deliver_webhook(delivery_id)`` takes the id of a ``webhook_deliveries`` row (the event id), posts its payload
+to the endpoint with ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` (``v1,`` + base64 of
+HMAC-SHA256 over ``id.timestamp.body`` with the endpoint's secret), and records the attempt. A 2xx answer
+delivers it; anything else retries after ``webhook_retry_base_seconds`` x 4^(attempt-1) (at most 3 h) until
+``webhook_retry_hours`` have passed since the event, then the delivery is failed. Every retry carries the same
+event id, so a receiver deduplicates on ``webhook-id``; a delivery already delivered is never sent again
+(the message of a worker killed mid-send is delivered again to another one, which sends at most once more,
+with the same id). The URL is checked again before each send (a name may resolve elsewhere by now).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import httpx
+from celery import Celery, current_app, shared_task
+
+from worker.config import Settings
+from worker.errors import NotFoundError, StoreError
+from worker.store import Store, utc_now
+from worker.store.webhooks import DELIVER_TASK, SECRET_PREFIX, Delivery, DeliveryStatus, check_webhook_url
+
+logger = logging.getLogger(__name__)
+
+SEND_TIMEOUT = 10.0
+MAX_DELAY = 3 * 3600.0
+USER_AGENT = "copydesk-webhooks/1"
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,`` + base64(HMAC-SHA256(key, ``id.timestamp.body``))."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def retry_delay(attempt: int, base: float) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    return min(base * 4 ** (attempt - 1), MAX_DELAY)
+
+
+def next_attempt(delivery: Delivery, attempt: int, settings: Settings, now: datetime) -> datetime | None:
+    """When to try again after ``attempt`` failed; ``None`` once the retry window has passed."""
+    at = now + timedelta(seconds=retry_delay(attempt, settings.webhook_retry_base_seconds))
+    if at - delivery.created_at > timedelta(hours=settings.webhook_retry_hours):
+        return None
+    return at
+
+
+def _settings() -> Settings:
+    settings = getattr(current_app.conf, "copydesk_settings", None)
+    if settings is None:
+        from worker.config import load_settings
+
+        settings = load_settings()
+    return settings
+
+
+@lru_cache(maxsize=1)
+def _store() -> Store:
+    store = Store.from_settings(_settings())
+    store.migrate()
+    return store
+
+
+def send(store: Store, settings: Settings, delivery: Delivery) -> Delivery:
+    """Try the delivery once and record the attempt; the updated delivery."""
+    endpoint = store.get_webhook(delivery.endpoint_id)
+    body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
+    started = utc_now()
+    clock = time.perf_counter()
+    status_code: int | None = None
+    error: str | None = None
+    try:
+        check_webhook_url(endpoint.url, allow_link_local=settings.webhook_allow_link_local)
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(endpoint.secret, delivery.id, timestamp, body),
+        }
+        response = httpx.post(endpoint.url, content=body, headers=headers, timeout=SEND_TIMEOUT, follow_redirects=False)
+        status_code = response.status_code
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"
+    except (httpx.HTTPError, StoreError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+    delivered = error is None
+    now = utc_now()
+    after = None if delivered else next_attempt(delivery, delivery.attempts + 1, settings, now)
+    updated = store.record_attempt(
+        delivery.id,
+        started_at=started,
+        status_code=status_code,
+        error=error,
+        seconds=time.perf_counter() - clock,
+        delivered=delivered,
+        next_attempt_at=after,
+    )
+    logger.info("webhook %s (%s) attempt %d: %s", delivery.id, delivery.event_type, updated.attempts, error or "ok")
+    return updated
+
+
+@shared_task(name=DELIVER_TASK, bind=True, max_retries=None)
+def deliver_webhook(self: Any, message_id: Any) -> dict[str, Any]:
+    """Send one webhook delivery (idempotent: a delivered or failed one is left alone)."""
+    if not isinstance(message_id, str) or len(message_id) > 64:
+        logger.error("ignored a webhook message with a malformed id: %r", str(message_id)[:80])
+        return {"ignored": "malformed id"}
+    store = _store()
+    try:
+        delivery = store.get_delivery(message_id)
+    except NotFoundError:
+        logger.error("ignored a webhook message for unknown delivery %s", message_id)
+        return {"ignored": "unknown delivery"}
+    if delivery.status != DeliveryStatus.PENDING:
+        return {"skipped": str(delivery.status)}
+    updated = send(store, _settings(), delivery)
+    if updated.status == DeliveryStatus.PENDING and updated.next_attempt_at is not None:
+        countdown = max(0.0, (updated.next_attempt_at - utc_now()).total_seconds())
+        raise self.retry(countdown=countdown)
+    return {"status": str(updated.status), "attempts": updated.attempts}
+
+
+def publish_deliveries(app: Celery, message_ids: list[str]) -> int:
+    """Queue one delivery task per id; returns how many were sent."""
+    for message_id in message_ids:
+        app.send_task(DELIVER_TASK, args=[message_id])
+    return len(message_ids)
+
+
+def emit(store: Store, app: Celery, event_type: str, data: dict[str, Any], *, event_key: str) -> list[str]:
+    """Record ``event_type`` for every subscribed endpoint and queue its deliveries; the new event ids."""
+    created = store.record_event(event_type, data, event_key=event_key)
+    publish_deliveries(app, created)
+    return created
+
+
+_JOB_EVENTS = {"completed": "job.completed", "failed": "job.failed", "cancelled": "job.cancelled"}
+
+
+def emit_after_briefs(store: Store, app: Celery, brief_ids: list[str]) -> int:
+    """Events after a worker wrote ``brief_ids``: ``article.needs_review`` for each stored draft in review, and
+    ``job.completed|failed|cancelled`` for each of their jobs that has settled. Recording an event twice sends
+    it once, so calling this again for the same briefs is harmless. A store error is logged, never raised:
+    the articles are written whatever happens to their notifications. Returns how many deliveries were queued.
+    """
+    queued = 0
+    try:
+        if not store.list_webhooks():
+            return 0
+        jobs: set[str] = set()
+        for brief_id in brief_ids:
+            record = store.get_brief(brief_id)
+            if record.job_id:
+                jobs.add(record.job_id)
+            queued += _article_event(store, app, brief_id)
+        for job_id in sorted(jobs):
+            job = store.get_job(job_id)
+            event = _JOB_EVENTS.get(job.status)
+            if event is not None:
+                data = {"job_id": job.id, "status": job.status, "counts": vars(job.counts)}
+                queued += len(emit(store, app, event, data, event_key=f"{event}:{job.id}"))
+    except StoreError as exc:
+        logger.warning("webhook events for briefs %s not recorded: %s", ", ".join(brief_ids[:3]), exc)
+    return queued
+
+
+def _article_event(store: Store, app: Celery, brief_id: str) -> int:
+    try:
+        article = store.get_article(brief_id)
+    except NotFoundError:
+        return 0
+    if article.status != "needs_review":
+        return 0
+    data = {"article_id": article.id, "brief_id": brief_id, "revision": article.revision, "style": article.style}
+    key = f"article.needs_review:{article.id}:{article.revision}"
+    return len(emit(store, app, "article.needs_review", data, event_key=key))
