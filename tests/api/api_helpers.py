@@ -11,8 +11,10 @@ import json
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -92,15 +94,6 @@ def start_server(deployment: Deployment, *, name: str = "api", **extra_env: str)
     return server
 
 
-@contextlib.contextmanager
-def running_server(deployment: Deployment, **extra_env: str) -> Iterator[ApiServer]:
-    server = start_server(deployment, **extra_env)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def create_key(deployment: Deployment, name: str, role: Role) -> str:
     """A new key through ``copydesk keys create --json`` (the way an operator makes one)."""
     result = deployment.cli("keys", "create", name, "--role", role.value, "--json")
@@ -120,3 +113,49 @@ def sample_brief_ids() -> list[str]:
 
 def read_jsonl(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@dataclass
+class Receiver:
+    """A local HTTP receiver: records every request; answers 500 to the first ``fail_first`` of an event type."""
+
+    fail_first: dict[str, int] = field(default_factory=dict)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, headers: dict[str, str], body: bytes) -> int:
+        event = json.loads(body).get("type", "")
+        with self.lock:
+            seen = sum(1 for r in self.received if r["type"] == event)
+            status = 500 if seen < self.fail_first.get(event, 0) else 204
+            self.received.append({"type": event, "headers": headers, "body": body, "status": status})
+        return status
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.received if r["type"] == event]
+
+
+@contextlib.contextmanager
+def receiving(receiver: Receiver) -> Iterator[str]:
+    """Serve ``receiver`` on 127.0.0.1 (a random port) in a thread; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            status = receiver.handle({k.lower(): v for k, v in self.headers.items()}, body)
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    finally:
+        server.shutdown()
+        server.server_close()

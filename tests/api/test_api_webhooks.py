@@ -7,18 +7,13 @@ receiver that fails the first three tries of ``job.completed``.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import create_key, start_server
+from api_helpers import Receiver, create_key, receiving, start_server
 from model_fixtures import tiny_model_dir
 from queue_helpers import Deployment, DeploymentFiles, make_briefs, wait_until, write_plugin, write_styles
 from standardwebhooks import Webhook
@@ -119,52 +114,6 @@ def test_retries_back_off_for_at_least_the_window(store: Store) -> None:
 
 
 # ------------------------------------------------------------------------------------------- receiver
-
-
-@dataclass
-class Receiver:
-    """A local HTTP receiver: records every request; answers 500 to the first ``fail_first`` of an event type."""
-
-    fail_first: dict[str, int] = field(default_factory=dict)
-    received: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def handle(self, headers: dict[str, str], body: bytes) -> int:
-        event = json.loads(body).get("type", "")
-        with self.lock:
-            seen = sum(1 for r in self.received if r["type"] == event)
-            status = 500 if seen < self.fail_first.get(event, 0) else 204
-            self.received.append({"type": event, "headers": headers, "body": body, "status": status})
-        return status
-
-    def of(self, event: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [r for r in self.received if r["type"] == event]
-
-
-@contextlib.contextmanager
-def receiving(receiver: Receiver) -> Iterator[str]:
-    """Serve ``receiver`` on 127.0.0.1 (a random port) in a thread; yields its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            status = receiver.handle({k.lower(): v for k, v in self.headers.items()}, body)
-            self.send_response(status)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_send_records_each_attempt_and_stops_after_success(store_url: str) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,8 +26,10 @@ from worker.api.errors import ApiError
 from worker.api.events import notify
 from worker.api.limits import BodyTooLargeError, too_large_message
 from worker.config import Settings
+from worker.errors import ConfigError
 from worker.intake.loading import BriefProblem, iter_brief_file
 from worker.store import ApiKeyRecord, BriefResult, JobRecord, Role, Store
+from worker.store.expiry import parse_completion_window
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ def job_dict(job: JobRecord) -> dict[str, Any]:
         "counts": vars(job.counts),
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "expires_at": job.expires_at.isoformat() if job.expires_at else None,
     }
 
 
@@ -112,7 +116,18 @@ def _count_records(path: Path) -> int:
     return sum(1 for _ in iter_brief_file(path))
 
 
-def _submit(request: Request, path: Path, key: ApiKeyRecord, description: str | None) -> dict[str, Any]:
+def _window(text: str | None) -> timedelta | None:
+    if text is None:
+        return None
+    try:
+        return parse_completion_window(text)
+    except ConfigError as exc:
+        raise ApiError(422, "ValidationError", str(exc)) from exc
+
+
+def _submit(
+    request: Request, path: Path, key: ApiKeyRecord, description: str | None, window: timedelta | None
+) -> dict[str, Any]:
     from worker.queue.submit import submit
 
     settings: Settings = request.app.state.settings
@@ -125,7 +140,11 @@ def _submit(request: Request, path: Path, key: ApiKeyRecord, description: str | 
         )
     store: Store = request.app.state.store
     submission, problems, queue_error = submit(
-        [path], store=store, app=request.app.state.celery, description=description or f"api: {key.name}"
+        [path],
+        store=store,
+        app=request.app.state.celery,
+        description=description or f"api: {key.name}",
+        completion_window=window,
     )
     body = {
         "job_id": submission.job_id,
@@ -146,15 +165,19 @@ def _submit(request: Request, path: Path, key: ApiKeyRecord, description: str | 
 async def submit_job(
     request: Request,
     description: Annotated[str | None, Query(max_length=500)] = None,
+    completion_window: Annotated[
+        str | None, Query(max_length=20, description="Briefs not started within it expire: 24h, 90m, 2d.")
+    ] = None,
 ) -> dict[str, Any]:
     """Body: a JSON list of briefs (``application/json``) or one brief a line (``application/x-ndjson``); each
     brief's ``id`` is its custom_id. Invalid records are reported in ``problems`` and never enqueued."""
     suffix = _suffix(request.headers.get("content-type"))
+    window = _window(completion_window)
     settings: Settings = request.app.state.settings
     with tempfile.TemporaryDirectory(prefix="copydesk-api-") as folder:
         path = Path(folder) / f"{REQUEST_FILE}{suffix}"
         await _save_body(request, path, settings.api_max_body_bytes)
-        return await run_in_threadpool(_submit, request, path, request.state.key, description)
+        return await run_in_threadpool(_submit, request, path, request.state.key, description, window)
 
 
 @router.get("", summary="List jobs, newest first")

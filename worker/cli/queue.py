@@ -63,12 +63,22 @@ def worker_command(
 
 
 @handle_errors
-def submit_command(files: FilesArg, as_json: JsonOpt = False) -> None:
+def submit_command(
+    files: FilesArg,
+    as_json: JsonOpt = False,
+    completion_window: Annotated[
+        str | None, typer.Option(help="Briefs not started within this time expire, e.g. 24h (s, m, h, d).")
+    ] = None,
+) -> None:
     """Validate brief files, enqueue the valid briefs as one job, and print the job id."""
     from worker.queue.submit import submit
+    from worker.store.expiry import parse_completion_window
 
     settings = load_settings()
-    submission, problems, queue_error = submit(files, store=open_store(settings), app=_celery(settings))
+    window = parse_completion_window(completion_window) if completion_window else None
+    submission, problems, queue_error = submit(
+        files, store=open_store(settings), app=_celery(settings), completion_window=window
+    )
     for problem in problems:
         err_console.print(f"[yellow]invalid (not enqueued):[/] {problem}", highlight=False, soft_wrap=True)
     for brief_id in submission.already_done:

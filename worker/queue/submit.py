@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from celery import Celery
@@ -84,16 +85,24 @@ class FileBriefs:
 
 
 def submit(
-    paths: Sequence[Path], *, store: Store, app: Celery, description: str | None = None
+    paths: Sequence[Path],
+    *,
+    store: Store,
+    app: Celery,
+    description: str | None = None,
+    completion_window: timedelta | None = None,
 ) -> tuple[Submission, list[BriefProblem], QueueError | None]:
     """Record the valid briefs of ``paths`` as one job and publish them.
 
     Returns the submission, the problems of the invalid records (never enqueued), and the broker error if
-    publishing failed (the briefs are still safely queued in the store).
+    publishing failed (the briefs are still safely queued in the store). With ``completion_window``, briefs
+    not started when it has passed expire (:mod:`worker.store.expiry`).
     """
     briefs = FileBriefs(paths)
     submission = store.create_job(briefs, kind="submit", description=description or ", ".join(map(str, paths)))
     store.set_invalid_records(submission.job_id, len(briefs.problems))
+    if completion_window is not None:
+        store.set_completion_window(submission.job_id, completion_window)
     try:
         publish(app, submission.to_publish)
     except QueueError as exc:

@@ -38,6 +38,7 @@ from worker.intake.briefs import Brief
 from worker.results import ArticleResult, ArticleStatus, BriefStatus
 from worker.store import migrations
 from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, parse_url, safe_url, translate_errors
+from worker.store.expiry import ExpiryStoreMixin
 from worker.store.jobs import JobStoreMixin
 from worker.store.keys import KeyStoreMixin
 from worker.store.records import (
@@ -63,7 +64,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin, KeyStoreMixin, WebhookStoreMixin):
+class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin, KeyStoreMixin, WebhookStoreMixin, ExpiryStoreMixin):
     """SQLAlchemy-backed store on SQLite or PostgreSQL. See the package docstring for the design."""
 
     def __init__(self, url: str, *, clock: Callable[[], datetime] = utc_now) -> None:

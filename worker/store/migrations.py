@@ -43,6 +43,7 @@ from worker.store.schema import (
     new_metadata,
     schema_migrations,
     v4_job_columns,
+    v5_job_expiry_column,
 )
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,10 @@ def _v4_scheduled_runs(conn: Connection) -> None:
 
 
 def _v5_http_api(conn: Connection) -> None:
-    """Create ``api_keys``, ``webhook_endpoints``, ``webhook_deliveries`` and ``webhook_attempts``."""
+    """Create ``api_keys``, ``webhook_endpoints``, ``webhook_deliveries`` and ``webhook_attempts``; add
+    ``jobs.expires_at``."""
+    column = v5_job_expiry_column()
+    conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {column.name} {column.type.compile(dialect=conn.dialect)}"))
     current = new_metadata()
     define_v1(current)
     define_v2(current)
@@ -155,7 +159,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "create jobs and job_items", _v2_create_jobs),
     Migration(3, "editorial review: article_revisions, article_events, briefs.feedback", _v3_review),
     Migration(4, "scheduled runs: jobs run columns and scheduler_locks", _v4_scheduled_runs),
-    Migration(5, "http api: api_keys and webhooks", _v5_http_api),
+    Migration(5, "http api: api_keys, webhooks and jobs.expires_at", _v5_http_api),
 )
 
 

@@ -253,7 +253,9 @@ def v4_job_columns() -> list[Column[Any]]:
 def define_v5(metadata: MetaData) -> None:
     """Version 5: the HTTP API. ``api_keys`` (only each key's SHA-256 is kept, with its role),
     ``webhook_endpoints`` (URL, subscribed events, signing secret), ``webhook_deliveries`` (one per event and
-    endpoint; its id is the event id a receiver deduplicates on) and ``webhook_attempts`` (every try)."""
+    endpoint; its id is the event id a receiver deduplicates on) and ``webhook_attempts`` (every try); and
+    ``jobs.expires_at``, the end of a job's completion window."""
+    metadata.tables["jobs"].append_column(v5_job_expiry_column())
     Table(
         "api_keys",
         metadata,
@@ -300,6 +302,11 @@ def define_v5(metadata: MetaData) -> None:
         Column("seconds", Float, nullable=False),
         Index(None, "delivery_id", "attempt"),
     )
+
+
+def v5_job_expiry_column() -> Column[Any]:
+    """The column migration 5 adds to ``jobs`` (a new object on each call)."""
+    return Column("expires_at", UTCDateTime(), nullable=True)
 
 
 def new_metadata() -> MetaData:

@@ -148,7 +148,12 @@ def emit(store: Store, app: Celery, event_type: str, data: dict[str, Any], *, ev
     return created
 
 
-_JOB_EVENTS = {"completed": "job.completed", "failed": "job.failed", "cancelled": "job.cancelled"}
+_JOB_EVENTS = {
+    "completed": "job.completed",
+    "failed": "job.failed",
+    "cancelled": "job.cancelled",
+    "expired": "job.expired",
+}
 
 
 def emit_after_briefs(store: Store, app: Celery, brief_ids: list[str]) -> int:
@@ -188,3 +193,20 @@ def _article_event(store: Store, app: Celery, brief_id: str) -> int:
     data = {"article_id": article.id, "brief_id": brief_id, "revision": article.revision, "style": article.style}
     key = f"article.needs_review:{article.id}:{article.revision}"
     return len(emit(store, app, "article.needs_review", data, event_key=key))
+
+
+def expire_due_jobs(store: Store, app: Celery) -> dict[str, int]:
+    """Expire the jobs whose completion window passed (run by the worker's reconciler) and send ``job.expired``
+    for those already settled; the others send it when their last running brief settles. ``{job id: briefs
+    expired now}``; a store error is logged and the next pass tries again."""
+    try:
+        expired = store.expire_jobs()
+        for job_id in expired:
+            job = store.get_job(job_id)
+            if job.status == "expired":
+                data = {"job_id": job.id, "status": job.status, "counts": vars(job.counts)}
+                emit(store, app, "job.expired", data, event_key=f"job.expired:{job.id}")
+    except StoreError as exc:
+        logger.warning("expiring jobs failed, will try again: %s", exc)
+        return {}
+    return expired

@@ -31,7 +31,7 @@ from worker.queue.fork_guard import main_process_store
 from worker.queue.reconciler import ReconcilerThread, reconcile_once
 from worker.results import BriefStatus
 from worker.store import Store, utc_now
-from worker.tasks.webhooks import emit_after_briefs
+from worker.tasks.webhooks import emit_after_briefs, expire_due_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,9 @@ def start_reconciler(sender: Any = None, **_: Any) -> None:
 
     def run_once() -> Any:
         with main_process_store(lambda: resources().store) as store:
-            return reconcile_once(store, settings, lambda ids: publish(app, ids), app.conf.broker_url)
+            report = reconcile_once(store, settings, lambda ids: publish(app, ids), app.conf.broker_url)
+            expire_due_jobs(store, app)
+            return report
 
     thread = ReconcilerThread(settings.reconcile_interval, run_once)
     thread.start()
