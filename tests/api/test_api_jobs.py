@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from api_helpers import (
     ApiServer,
@@ -22,6 +23,7 @@ from api_helpers import (
     start_server,
 )
 from model_fixtures import tiny_model_dir
+from prometheus_client.parser import text_string_to_metric_families
 from queue_helpers import Deployment, DeploymentFiles, wait_until, write_plugin, write_styles
 
 from worker.store import Role
@@ -41,6 +43,17 @@ def deployment(root: Path, model_dir: Path, files: DeploymentFiles) -> Deploymen
     return Deployment(root, model_dir, files.styles, files.plugin, f"sqlite:///{root / 'home' / 'copydesk.db'}")
 
 
+def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``GET /metrics`` parsed: {(sample name, sorted labels): value}."""
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain"), response.text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
 @dataclass
 class Run:
     deployment: Deployment
@@ -48,6 +61,8 @@ class Run:
     editor: str
     submitted: dict[str, Any]
     job: dict[str, Any]
+    metrics_before: dict[tuple[str, tuple[tuple[str, str], ...]], float]
+    metrics_after: dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +75,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, files: D
     try:
         d.start_worker()
         with server.client(submitter) as client:
+            before = scrape(client)
             response = client.post("/v1/jobs", content=sample_briefs_jsonl(), headers=NDJSON)
             assert response.status_code == 201, response.text
             submitted = response.json()
@@ -69,7 +85,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, files: D
                 return job if job["status"] in ("completed", "failed", "cancelled") else None
 
             job = wait_until(settled, timeout=300, message=lambda: f"job did not settle\n{d.logs()}", interval=1)
-        yield Run(d, server, editor, submitted, job)
+            after = scrape(client)
+        yield Run(d, server, editor, submitted, job, before, after)
     finally:
         server.stop()
         d.kill_all()
@@ -159,3 +176,25 @@ def test_the_cli_and_the_api_leave_identical_store_rows(
         assert api_summary[field] == cli_summary[field], field
     assert api_summary["problems"] == [{"record": "line 10", "field": "title", "message": "is required"}]
     assert submission_rows(by_api) == submission_rows(by_cli)
+
+
+def test_metrics_move_by_the_size_of_the_job(run: Run) -> None:
+    before, after = run.metrics_before, run.metrics_after
+    n = len(sample_brief_ids())
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("copydesk_briefs", status="done", style="quick") == n
+    assert after.get(("copydesk_briefs", (("status", "queued"), ("style", "none"))), 0) == 0  # absent when none
+    assert delta("copydesk_articles_written_total", style="quick") == n
+    assert delta("copydesk_articles", status="needs_review", style="quick") == n
+    assert delta("copydesk_brief_attempts_total") == n
+    assert delta("copydesk_generation_tokens_total", style="quick") > 0
+    assert delta("copydesk_generation_seconds_total", style="quick") > 0
+    assert delta("copydesk_api_requests_total", route="/v1/jobs", method="POST", status="201") == 1
+    assert after[("copydesk_queue_depth", (("queue", "train"),))] == 0
+    assert after[("copydesk_queue_depth", (("queue", "generate"),))] <= n  # companions' messages, skipped when read
+    assert after[("copydesk_store_up", ())] == 1
+    assert after[("copydesk_oldest_queued_brief_age_seconds", ())] == 0

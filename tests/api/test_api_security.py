@@ -104,6 +104,7 @@ ROUTE_ROLES = {
     ("POST", "/v1/articles/{article_id}/send-back"): Role.EDITOR,
     ("GET", "/v1/styles"): Role.SUBMITTER,
     ("GET", "/v1/health"): Role.SUBMITTER,
+    ("GET", "/metrics"): Role.SUBMITTER,
 }
 
 
@@ -123,7 +124,15 @@ def test_every_route_checks_a_key_and_a_role(api: Api) -> None:
     assert set(PUBLIC_PATHS) == {"/docs", "/docs/oauth2-redirect", "/openapi.json"}
 
 
-READ_ROUTES = ["/v1/jobs", "/v1/articles", "/v1/articles/sec-1", "/v1/styles", "/v1/health", "/v1/jobs/x/results"]
+READ_ROUTES = [
+    "/metrics",
+    "/v1/jobs",
+    "/v1/articles",
+    "/v1/articles/sec-1",
+    "/v1/styles",
+    "/v1/health",
+    "/v1/jobs/x/results",
+]
 
 
 @pytest.mark.parametrize("path", READ_ROUTES)

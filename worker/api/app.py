@@ -3,7 +3,8 @@
 :func:`create_app` is a factory (``uvicorn worker.api.app:create_app --factory``): it reads the settings,
 opens and migrates the store, and builds the Celery app used to publish brief ids. JSON only; the OpenAPI
 schema is at ``/openapi.json`` and its pages at ``/docs``, the only paths that need no key. Every request
-is logged with its route, status, duration and the key's name (never the key).
+is logged with its route, status, duration and the key's name (never the key), and counted in the
+``copydesk_api_requests`` metric (``GET /metrics``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from worker import __version__
 from worker.api import articles, errors, jobs, system
 from worker.api.limits import BodyLimit
+from worker.api.metrics import API_REQUESTS, registry_for
 from worker.config import Settings, load_settings
 from worker.store import Store
 
@@ -42,7 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.celery = make_celery(settings)
-    for router in (jobs.router, articles.readers, articles.editors, system.router):
+    app.state.metrics = registry_for(store, app.state.celery)
+    for router in (jobs.router, articles.readers, articles.editors, system.router, system.metrics_router):
         app.include_router(router)
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
@@ -72,6 +75,9 @@ class RequestLog:
         try:
             await self.app(scope, receive, tracking_send)
         finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            API_REQUESTS.labels(template, scope["method"], str(status)).inc()
             key = scope.get("state", {}).get("key")
             logger.info(
                 "%s %s -> %d in %.3f s (key %s)",

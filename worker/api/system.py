@@ -1,4 +1,4 @@
-"""System routes: health (store, broker, workers) and the styles."""
+"""System routes: health (store, broker, workers), the styles, and Prometheus metrics (``/metrics``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from worker.api.auth import requires
 from worker.config import Settings
@@ -16,6 +16,7 @@ from worker.store import Role, Store
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["system"], dependencies=[Depends(requires(Role.SUBMITTER))])
+metrics_router = APIRouter(tags=["system"], dependencies=[Depends(requires(Role.SUBMITTER))])
 
 BROKER_TIMEOUT = 2.0
 
@@ -72,3 +73,11 @@ def styles(request: Request) -> list[dict[str, Any]]:
         {"name": name, "description": style.description, "adapter_version": style.adapter, "gates": style.gates}
         for name, style in sorted(catalog.styles.items())
     ]
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=Response)
+def metrics(request: Request) -> Response:
+    from worker.api.metrics import render
+
+    body, content_type = render(request.app.state.metrics)
+    return Response(body, media_type=content_type)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from worker.cli.common import JsonOpt, console, err_console, handle_errors, open_store, print_json
 from worker.config import load_settings
+from worker.logs import json_logs_enabled
 from worker.store import Role
 
 keys_app = typer.Typer(help="API keys of the HTTP API: create (shown once), list, revoke.", no_args_is_help=True)
@@ -46,6 +47,7 @@ def serve_command(
         proxy_headers=False,
         server_header=False,
         limit_concurrency=256,
+        log_config=None if json_logs_enabled() else uvicorn.config.LOGGING_CONFIG,
     )
 
 

@@ -38,6 +38,7 @@ from worker.cli.styles import register as register_style_commands
 from worker.config import Settings, load_settings
 from worker.errors import CopydeskError, ModelError
 from worker.intake.loading import LoadReport, load_brief_files
+from worker.logs import json_handler, json_logs_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def main_options(
 ) -> None:
     """Configure logging once for the whole command."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+    handler = json_handler() if json_logs_enabled() else RichHandler(console=err_console, show_path=False)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

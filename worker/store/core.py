@@ -52,6 +52,7 @@ from worker.store.records import (
 from worker.store.review import ReviewStoreMixin
 from worker.store.runs import RunStoreMixin
 from worker.store.schema import articles, briefs, candidates
+from worker.store.stats import StatsStoreMixin
 from worker.store.webhooks import WebhookStoreMixin
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin, KeyStoreMixin, WebhookStoreMixin, ExpiryStoreMixin):
+class Store(
+    JobStoreMixin, ReviewStoreMixin, RunStoreMixin, KeyStoreMixin, WebhookStoreMixin, ExpiryStoreMixin, StatsStoreMixin
+):
     """SQLAlchemy-backed store on SQLite or PostgreSQL. See the package docstring for the design."""
 
     def __init__(self, url: str, *, clock: Callable[[], datetime] = utc_now) -> None:
