@@ -24,7 +24,7 @@ from api_helpers import (
 )
 from model_fixtures import tiny_model_dir
 from prometheus_client.parser import text_string_to_metric_families
-from queue_helpers import Deployment, DeploymentFiles, wait_until, write_plugin, write_styles
+from queue_helpers import Deployment, DeploymentFiles, free_port, wait_until, write_plugin, write_styles
 
 from worker.store import Role
 
@@ -47,9 +47,13 @@ def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]]
     """``GET /metrics`` parsed: {(sample name, sorted labels): value}."""
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain"), response.text
+    return parse_metrics(response.text)
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
 
@@ -63,6 +67,7 @@ class Run:
     job: dict[str, Any]
     metrics_before: dict[tuple[str, tuple[tuple[str, str], ...]], float]
     metrics_after: dict[tuple[str, tuple[tuple[str, str], ...]], float]
+    worker_metrics_port: int
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +77,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, files: D
     submitter = create_key(d, "planning-sheet", Role.SUBMITTER)
     editor = create_key(d, "desk-editor", Role.EDITOR)
     server = start_server(d)
+    worker_metrics_port = free_port()
     try:
-        d.start_worker()
+        d.start_worker(COPYDESK_METRICS_PORT=str(worker_metrics_port))
         with server.client(submitter) as client:
             before = scrape(client)
             response = client.post("/v1/jobs", content=sample_briefs_jsonl(), headers=NDJSON)
@@ -86,7 +92,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, files: D
 
             job = wait_until(settled, timeout=300, message=lambda: f"job did not settle\n{d.logs()}", interval=1)
             after = scrape(client)
-        yield Run(d, server, editor, submitted, job, before, after)
+        yield Run(d, server, editor, submitted, job, before, after, worker_metrics_port)
     finally:
         server.stop()
         d.kill_all()
@@ -198,3 +204,16 @@ def test_metrics_move_by_the_size_of_the_job(run: Run) -> None:
     assert after[("copydesk_queue_depth", (("queue", "generate"),))] <= n  # companions' messages, skipped when read
     assert after[("copydesk_store_up", ())] == 1
     assert after[("copydesk_oldest_queued_brief_age_seconds", ())] == 0
+
+
+def test_a_worker_alone_serves_the_same_store_figures(run: Run) -> None:
+    response = httpx.get(f"http://127.0.0.1:{run.worker_metrics_port}/metrics", timeout=10)
+    assert response.status_code == 200
+    alone = parse_metrics(response.text)
+    for name, labels in (
+        ("copydesk_briefs", (("status", "done"), ("style", "quick"))),
+        ("copydesk_articles_written_total", (("style", "quick"),)),
+        ("copydesk_generation_tokens_total", (("style", "quick"),)),
+    ):
+        assert alone[(name, labels)] == run.metrics_after[(name, labels)], name
+    assert ("copydesk_queue_depth", (("queue", "generate"),)) in alone
