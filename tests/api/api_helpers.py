@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +24,9 @@ import psutil
 import yaml
 from queue_helpers import Deployment, copydesk_command, free_port, wait_until
 
-from worker.store import Role
+from worker.intake.briefs import Brief
+from worker.results import ArticleResult, ArticleStatus
+from worker.store import Role, Store
 
 SAMPLES = Path(__file__).resolve().parents[2] / "briefs" / "samples.yaml"
 
@@ -101,6 +104,24 @@ def create_key(deployment: Deployment, name: str, role: Role) -> str:
     return str(json.loads(result.stdout)["key"])
 
 
+def write_article(store: Store, brief_id: str) -> str:
+    brief = Brief(id=brief_id, title=f"How to test {brief_id}", target_words=50)
+    store.add_brief(brief)
+    result = ArticleResult(
+        brief_id=brief.brief_id,
+        status=ArticleStatus.NEEDS_REVIEW,
+        title=brief.title,
+        body_markdown=f"# {brief.title}\n\nA short text.\n",
+        style="quick",
+        adapter_version=None,
+        scores={},
+        failing_gates=[],
+        provenance={},
+        candidates=[],
+    )
+    return store.save_article(result).id
+
+
 def sample_briefs_jsonl() -> bytes:
     """``briefs/samples.yaml`` as JSON lines (one brief a line)."""
     records = yaml.safe_load(SAMPLES.read_text())["briefs"]
@@ -117,9 +138,11 @@ def read_jsonl(text: str) -> list[dict[str, Any]]:
 
 @dataclass
 class Receiver:
-    """A local HTTP receiver: records every request; answers 500 to the first ``fail_first`` of an event type."""
+    """A local HTTP receiver: records every request; answers 500 to the first ``fail_first`` of an event type,
+    and holds the first request of an event type in ``hold_first`` that many seconds before answering."""
 
     fail_first: dict[str, int] = field(default_factory=dict)
+    hold_first: dict[str, float] = field(default_factory=dict)
     received: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -129,6 +152,8 @@ class Receiver:
             seen = sum(1 for r in self.received if r["type"] == event)
             status = 500 if seen < self.fail_first.get(event, 0) else 204
             self.received.append({"type": event, "headers": headers, "body": body, "status": status})
+        if seen == 0 and event in self.hold_first:
+            time.sleep(self.hold_first[event])
         return status
 
     def of(self, event: str) -> list[dict[str, Any]]:
@@ -144,9 +169,10 @@ def receiving(receiver: Receiver) -> Iterator[str]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             status = receiver.handle({k.lower(): v for k, v in self.headers.items()}, body)
-            self.send_response(status)
-            self.send_header("content-length", "0")
-            self.end_headers()
+            with contextlib.suppress(OSError):  # the sender may be gone (killed mid-send)
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
 
         def log_message(self, *_args: Any) -> None:
             pass

@@ -14,14 +14,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from api_helpers import ApiServer, create_key, start_server
+from api_helpers import ApiServer, create_key, start_server, write_article
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from queue_helpers import Deployment, DeploymentFiles, make_briefs, write_plugin, write_styles
 
 from worker.api.app import PUBLIC_PATHS
-from worker.intake.briefs import Brief
-from worker.results import ArticleResult, ArticleStatus
 from worker.store import Role, Store
 
 BODY_LIMIT = 64 * 1024
@@ -40,24 +38,6 @@ class Api:
     server: ApiServer
     keys: Keys
     store_url: str
-
-
-def write_article(store: Store, brief_id: str) -> str:
-    brief = Brief(id=brief_id, title=f"How to test {brief_id}", target_words=50)
-    store.add_brief(brief)
-    result = ArticleResult(
-        brief_id=brief.brief_id,
-        status=ArticleStatus.NEEDS_REVIEW,
-        title=brief.title,
-        body_markdown=f"# {brief.title}\n\nA short text.\n",
-        style="quick",
-        adapter_version=None,
-        scores={},
-        failing_gates=[],
-        provenance={},
-        candidates=[],
-    )
-    return store.save_article(result).id
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import Receiver, create_key, receiving, start_server
+from api_helpers import Receiver, create_key, receiving, start_server, write_article
 from model_fixtures import tiny_model_dir
 from queue_helpers import Deployment, DeploymentFiles, make_briefs, wait_until, write_plugin, write_styles
 from standardwebhooks import Webhook
+from store_helpers import FakeClock
 from typer.testing import CliRunner
 
 from worker.cli.main import app as cli_app
@@ -207,3 +208,71 @@ def test_a_real_worker_delivers_signed_events_with_retries(tmp_path: Path, tiny_
         "by": "night-desk",
     }
     assert len(rows) == 4 and all(r["status"] == "delivered" for r in rows.values()), rows
+
+
+def test_a_delivery_is_sent_by_one_sender_at_a_time(store: Store, clock: FakeClock) -> None:
+    store.add_webhook("http://127.0.0.1:9/a", ["job.failed"])
+    [message_id] = store.record_event("job.failed", {}, event_key="job.failed:j")
+    assert store.due_deliveries() == [message_id]
+    assert store.due_deliveries(overdue_seconds=10) == []
+    clock.advance(10)
+    assert store.due_deliveries(overdue_seconds=10) == [message_id]
+    assert store.claim_delivery(message_id, lease_seconds=15) is not None
+    assert store.claim_delivery(message_id, lease_seconds=15) is None  # a second copy of the message
+    assert store.due_deliveries() == []  # held: the sweep leaves it alone
+    clock.advance(16)  # the sender died: its lease ran out
+    assert store.due_deliveries() == [message_id]
+    assert store.claim_delivery(message_id, lease_seconds=15) is not None
+    store.record_attempt(message_id, started_at=clock.now, status_code=204, error=None, seconds=0.1,
+                         delivered=True, next_attempt_at=None)  # fmt: skip
+    clock.advance(3600)
+    assert store.claim_delivery(message_id, lease_seconds=15) is None and store.due_deliveries() == []
+
+
+def test_a_worker_killed_mid_delivery_leads_to_one_resend_with_the_same_id(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    files = DeploymentFiles(write_styles(tmp_path / "files"), write_plugin(tmp_path / "files" / "plugin"))
+    d = Deployment(
+        tmp_path / "deployment",
+        tiny_model_dir,
+        files.styles,
+        files.plugin,
+        f"sqlite:///{tmp_path / 'deployment' / 'home' / 'copydesk.db'}",
+        settings={"COPYDESK_STALE_AFTER": "2"},
+    )
+    receiver = Receiver(hold_first={"article.approved": 60})
+    with receiving(receiver) as url:
+        assert d.cli("webhooks", "add", url, "-e", "article.approved").exit_code == 0
+        editor = create_key(d, "desk", Role.EDITOR)
+        with Store(d.store_url) as store:
+            write_article(store, "kill-1")
+        server = start_server(d)
+        try:
+            first = d.start_worker("w1")
+            with server.client(editor) as client:
+                approved = client.post("/v1/articles/kill-1/approve", json={"revision": 1})
+                assert approved.status_code == 200, approved.text
+            wait_until(lambda: receiver.of("article.approved"), timeout=60, message=lambda: d.logs())
+            first.kill()  # SIGKILL the whole worker while its request waits for an answer
+            d.start_worker("w2")
+            wait_until(
+                lambda: len(receiver.of("article.approved")) >= 2,
+                timeout=90,
+                message=lambda: f"never sent again: {deliveries(d)}\n{d.logs()}",
+            )
+            wait_until(
+                lambda: next(iter(deliveries(d).values()))["status"] == "delivered",
+                timeout=30,
+                message=lambda: str(deliveries(d)),
+            )
+        finally:
+            server.stop()
+            d.kill_all()
+    sent = receiver.of("article.approved")
+    assert len(sent) == 2, sent
+    assert sent[0]["headers"]["webhook-id"] == sent[1]["headers"]["webhook-id"]
+    assert sent[0]["body"] == sent[1]["body"]
+    [row] = deliveries(d).values()
+    assert row["id"] == sent[0]["headers"]["webhook-id"] and row["status"] == "delivered"
+    assert [a["status_code"] for a in row["attempts"]] == [204]  # the killed send left no attempt behind

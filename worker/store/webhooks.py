@@ -24,7 +24,7 @@ import socket
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -254,6 +254,24 @@ class WebhookStoreMixin:
             raise NotFoundError(f"no webhook delivery {message_id!r}")
         return _delivery(row)
 
+    def claim_delivery(self, message_id: str, *, lease_seconds: float) -> Delivery | None:
+        """Take a pending, due delivery for one send: its ``next_attempt_at`` moves ``lease_seconds`` ahead, so
+        no other task or sweep sends it meanwhile (a sender killed mid-send lets the lease run out, and the
+        sweep publishes it again, with the same id). ``None`` when it is not pending, not due, or taken."""
+        now = self._now()
+        with self._write() as session:
+            row = session.execute(
+                update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.id == message_id,
+                    webhook_deliveries.c.status == DeliveryStatus.PENDING.value,
+                    webhook_deliveries.c.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=now + timedelta(seconds=lease_seconds))
+                .returning(*webhook_deliveries.c)
+            ).first()
+        return None if row is None else _delivery(row)
+
     def record_attempt(
         self,
         message_id: str,
@@ -333,14 +351,15 @@ class WebhookStoreMixin:
                 for r in session.execute(statement)
             ]
 
-    def due_deliveries(self, *, limit: int = 100) -> list[str]:
-        """Pending deliveries whose next attempt is due (for a sweep after lost messages)."""
-        now = self._now()
+    def due_deliveries(self, *, overdue_seconds: float = 0.0, limit: int = 100) -> list[str]:
+        """Pending deliveries due for at least ``overdue_seconds`` that nobody holds (for the sweep that
+        publishes them again after a lost message or a sender that died)."""
+        before = self._now() - timedelta(seconds=overdue_seconds)
         statement = (
             select(webhook_deliveries.c.id)
             .where(
                 webhook_deliveries.c.status == DeliveryStatus.PENDING.value,
-                webhook_deliveries.c.next_attempt_at <= now,
+                webhook_deliveries.c.next_attempt_at <= before,
             )
             .order_by(webhook_deliveries.c.next_attempt_at)
             .limit(limit)

@@ -5,9 +5,12 @@ to the endpoint with ``webhook-id``, ``webhook-timestamp`` and ``webhook-signatu
 HMAC-SHA256 over ``id.timestamp.body`` with the endpoint's secret), and records the attempt. A 2xx answer
 delivers it; anything else retries after ``webhook_retry_base_seconds`` x 4^(attempt-1) (at most 3 h) until
 ``webhook_retry_hours`` have passed since the event, then the delivery is failed. Every retry carries the same
-event id, so a receiver deduplicates on ``webhook-id``; a delivery already delivered is never sent again
-(the message of a worker killed mid-send is delivered again to another one, which sends at most once more,
-with the same id). The URL is checked again before each send (a name may resolve elsewhere by now).
+event id, so a receiver deduplicates on ``webhook-id``; a delivery already delivered is never sent again. A
+send first takes the delivery for ``SEND_LEASE`` seconds, so two copies of its message never send at once. The
+worker's reconciler publishes again the deliveries overdue by ``stale_after`` that nobody holds
+(:func:`republish_due_deliveries`): a lost message, or a worker killed mid-send, whose event another worker
+then sends once more, with the same id. The URL is checked again before each send (a name may resolve
+elsewhere by now).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from worker.store.webhooks import DELIVER_TASK, SECRET_PREFIX, Delivery, Deliver
 logger = logging.getLogger(__name__)
 
 SEND_TIMEOUT = 10.0
+SEND_LEASE = SEND_TIMEOUT + 5.0  # a delivery taken for a send is left alone this long (its sender may have died)
 MAX_DELAY = 3 * 3600.0
 USER_AGENT = "copydesk-webhooks/1"
 
@@ -127,7 +131,10 @@ def deliver_webhook(self: Any, message_id: Any) -> dict[str, Any]:
         return {"ignored": "unknown delivery"}
     if delivery.status != DeliveryStatus.PENDING:
         return {"skipped": str(delivery.status)}
-    updated = send(store, _settings(), delivery)
+    claimed = store.claim_delivery(message_id, lease_seconds=SEND_LEASE)
+    if claimed is None:
+        return {"skipped": "not due or being sent"}
+    updated = send(store, _settings(), claimed)
     if updated.status == DeliveryStatus.PENDING and updated.next_attempt_at is not None:
         countdown = max(0.0, (updated.next_attempt_at - utc_now()).total_seconds())
         raise self.retry(countdown=countdown)
@@ -210,3 +217,18 @@ def expire_due_jobs(store: Store, app: Celery) -> dict[str, int]:
         logger.warning("expiring jobs failed, will try again: %s", exc)
         return {}
     return expired
+
+
+def republish_due_deliveries(store: Store, app: Celery, *, overdue_seconds: float) -> int:
+    """Publish again the deliveries due for ``overdue_seconds`` and held by nobody: their message was lost, or
+    their sender died mid-send (run by the worker's reconciler). A copy that finds the delivery taken does
+    nothing, so a delivery merely waiting in a busy queue costs one extra message per ``overdue_seconds``."""
+    try:
+        due = store.due_deliveries(overdue_seconds=overdue_seconds)
+    except StoreError as exc:
+        logger.warning("webhook deliveries not swept: %s", exc)
+        return 0
+    if due:
+        publish_deliveries(app, due)
+        logger.info("republished %d due webhook deliveries", len(due))
+    return len(due)

@@ -31,7 +31,7 @@ from worker.queue.fork_guard import main_process_store
 from worker.queue.reconciler import ReconcilerThread, reconcile_once
 from worker.results import BriefStatus
 from worker.store import Store, utc_now
-from worker.tasks.webhooks import emit_after_briefs, expire_due_jobs
+from worker.tasks.webhooks import emit_after_briefs, expire_due_jobs, republish_due_deliveries
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +250,7 @@ def start_reconciler(sender: Any = None, **_: Any) -> None:
         with main_process_store(lambda: resources().store) as store:
             report = reconcile_once(store, settings, lambda ids: publish(app, ids), app.conf.broker_url)
             expire_due_jobs(store, app)
+            republish_due_deliveries(store, app, overdue_seconds=settings.stale_after)
             return report
 
     thread = ReconcilerThread(settings.reconcile_interval, run_once)
