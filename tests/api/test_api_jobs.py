@@ -122,7 +122,7 @@ def test_an_editor_reads_approves_and_exports_an_article(run: Run) -> None:
     with run.server.client(run.editor) as client:
         listed = client.get("/v1/articles", params={"status": "needs_review", "style": "quick", "limit": 50})
         assert listed.status_code == 200
-        assert f"a-{brief_id}" in {a["id"] for a in listed.json()}
+        assert f"a-{brief_id}" in {a["id"] for a in listed.json()["articles"]}
         article = client.get(f"/v1/articles/{brief_id}").json()
         assert article["id"] == f"a-{brief_id}" and article["body_markdown"].startswith("#"), article
         assert article["provenance"] and article["scores"] and article["revision"] == 1, article
@@ -217,3 +217,25 @@ def test_a_worker_alone_serves_the_same_store_figures(run: Run) -> None:
     ):
         assert alone[(name, labels)] == run.metrics_after[(name, labels)], name
     assert ("copydesk_queue_depth", (("queue", "generate"),)) in alone
+
+
+def test_articles_page_by_page_with_filters(run: Run) -> None:
+    job_id = run.submitted["job_id"]
+    with run.server.client(run.editor) as client:
+        seen: list[str] = []
+        cursor = None
+        for _ in range(10):
+            params = {"job": job_id, "limit": 4, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/v1/articles", params=params).json()
+            seen += [a["id"] for a in page["articles"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(f"a-{b}" for b in sample_brief_ids()) and len(seen) == len(set(seen))
+        assert client.get("/v1/articles", params={"job": "job-none"}).json() == {"articles": [], "next_cursor": None}
+        future = client.get("/v1/articles", params={"since": "2999-01-01T00:00:00Z"}).json()
+        assert future["articles"] == []
+        past = client.get("/v1/articles", params={"since": "2000-01-01T00:00:00", "limit": 500}).json()
+        assert len(past["articles"]) == len(sample_brief_ids())
+        bad = client.get("/v1/articles", params={"cursor": "not-a-cursor"})
+        assert bad.status_code == 422 and "invalid cursor" in bad.json()["error"]["message"], bad.text

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker import __version__
-from worker.api import articles, errors, jobs, system
+from worker.api import articles, errors, jobs, keys, system
 from worker.api.limits import BodyLimit
 from worker.api.metrics import API_REQUESTS, registry_for
 from worker.config import Settings, load_settings
@@ -45,7 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.celery = make_celery(settings)
     app.state.metrics = registry_for(store, app.state.celery)
-    for router in (jobs.router, articles.readers, articles.editors, system.router, system.metrics_router):
+    routers = (jobs.router, articles.readers, articles.editors, keys.router, system.router, system.metrics_router)
+    for router in routers:
         app.include_router(router)
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)

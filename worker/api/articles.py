@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -77,15 +78,25 @@ def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-@readers.get("", summary="Articles, newest first")
+@readers.get("", summary="Articles, newest first, a page at a time")
 def list_articles(
     request: Request,
     status: Annotated[str | None, Query(max_length=32)] = None,
     style: Annotated[str | None, Query(max_length=128)] = None,
+    job: Annotated[str | None, Query(max_length=200, description="Only the articles of this job.")] = None,
+    since: Annotated[datetime | None, Query(description="Only articles created at or after (ISO 8601).")] = None,
+    cursor: Annotated[str | None, Query(max_length=400, description="next_cursor of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[dict[str, Any]]:
-    articles = _store(request).list_articles(status=status, style=style, limit=limit)
-    return [article_dict(a, full=False) for a in articles]
+) -> dict[str, Any]:
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    try:
+        page = _store(request).page_articles(
+            status=status, style=style, job_id=job, since=since, cursor=cursor, limit=limit
+        )
+    except ValueError as exc:  # a cursor this API did not make
+        raise ApiError(422, "ValidationError", str(exc)) from exc
+    return {"articles": [article_dict(a, full=False) for a in page.articles], "next_cursor": page.next_cursor}
 
 
 @readers.get("/{article_id}", summary="An article: Markdown, scorecard, provenance and history")

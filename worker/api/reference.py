@@ -9,7 +9,7 @@ from typing import Any
 
 from worker.store import Role
 
-TAG_ROLES = {"review": Role.EDITOR}  # every other route needs a submitter key (or above)
+TAG_ROLES = {"review": Role.EDITOR, "keys": Role.ADMIN}  # every other route needs a submitter key (or above)
 
 
 def _parameters(schema: dict[str, Any], operation: dict[str, Any]) -> str:

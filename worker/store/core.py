@@ -41,6 +41,7 @@ from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, 
 from worker.store.expiry import ExpiryStoreMixin
 from worker.store.jobs import JobStoreMixin
 from worker.store.keys import KeyStoreMixin
+from worker.store.pages import ArticlePagesMixin
 from worker.store.records import (
     ArticleRecord,
     BriefRecord,
@@ -66,7 +67,14 @@ def utc_now() -> datetime:
 
 
 class Store(
-    JobStoreMixin, ReviewStoreMixin, RunStoreMixin, KeyStoreMixin, WebhookStoreMixin, ExpiryStoreMixin, StatsStoreMixin
+    JobStoreMixin,
+    ReviewStoreMixin,
+    RunStoreMixin,
+    KeyStoreMixin,
+    WebhookStoreMixin,
+    ExpiryStoreMixin,
+    StatsStoreMixin,
+    ArticlePagesMixin,
 ):
     """SQLAlchemy-backed store on SQLite or PostgreSQL. See the package docstring for the design."""
 

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "cdk_"
 _KEY_PATTERN = re.compile(r"^cdk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+KEY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
+_NAME_PATTERN = re.compile(KEY_NAME_PATTERN)
 
 
 class Role(StrEnum):
