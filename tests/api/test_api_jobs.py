@@ -239,3 +239,43 @@ def test_articles_page_by_page_with_filters(run: Run) -> None:
         assert len(past["articles"]) == len(sample_brief_ids())
         bad = client.get("/v1/articles", params={"cursor": "not-a-cursor"})
         assert bad.status_code == 422 and "invalid cursor" in bad.json()["error"]["message"], bad.text
+
+
+WRITTEN_SQL = {
+    "briefs": "SELECT id, payload, content_hash, status, attempts, last_error FROM briefs ORDER BY id",
+    "articles": "SELECT id, brief_id, status, title, body_markdown, style, scores, failing_gates, revision "
+    "FROM articles ORDER BY id",
+    "candidates": 'SELECT brief_id, attempt, "index", text, seed, new_tokens, passed, selected '
+    'FROM candidates ORDER BY brief_id, attempt, "index"',
+    "job_items": "SELECT brief_id, position, note FROM job_items ORDER BY position",
+}
+
+
+def test_a_job_written_through_the_cli_and_through_the_api_leaves_identical_rows(
+    tmp_path: Path, tiny_model_dir: Path, files: DeploymentFiles
+) -> None:
+    body = sample_briefs_jsonl()
+    path = tmp_path / "briefs.jsonl"
+    path.write_bytes(body)
+    by_cli = deployment(tmp_path / "cli", tiny_model_dir, files)
+    by_api = deployment(tmp_path / "api", tiny_model_dir, files)
+    key = create_key(by_api, "cms", Role.SUBMITTER)
+    server = start_server(by_api)
+    try:
+        by_cli.start_worker("cli")
+        cli_job = by_cli.submit(path)["job_id"]
+        by_cli.wait_for_job(cli_job, timeout=300)
+        by_cli.kill_all()
+        by_api.start_worker("api")
+        with server.client(key) as client:
+            response = client.post("/v1/jobs", content=body, headers=NDJSON)
+            assert response.status_code == 201, response.text
+        by_api.wait_for_job(response.json()["job_id"], timeout=300)
+    finally:
+        server.stop()
+        by_cli.kill_all()
+        by_api.kill_all()
+    rows = {name: (by_cli.sql(sql), by_api.sql(sql)) for name, sql in WRITTEN_SQL.items()}
+    for name, (cli_rows, api_rows) in rows.items():
+        assert cli_rows, name
+        assert api_rows == cli_rows, name
