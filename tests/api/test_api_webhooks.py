@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from api_helpers import Receiver, create_key, receiving, start_server, write_article
 from model_fixtures import tiny_model_dir
 from queue_helpers import Deployment, DeploymentFiles, make_briefs, wait_until, write_plugin, write_styles
+from sqlalchemy.pool import NullPool
 from standardwebhooks import Webhook
 from store_helpers import FakeClock
 from typer.testing import CliRunner
@@ -23,6 +25,7 @@ from typer.testing import CliRunner
 from worker.cli.main import app as cli_app
 from worker.config import Settings
 from worker.errors import StoreError
+from worker.intake.briefs import Brief
 from worker.store import Role, Store
 from worker.store.webhooks import DeliveryStatus, check_webhook_url
 from worker.tasks.webhooks import next_attempt, retry_delay, send, sign
@@ -276,3 +279,38 @@ def test_a_worker_killed_mid_delivery_leads_to_one_resend_with_the_same_id(
     [row] = deliveries(d).values()
     assert row["id"] == sent[0]["headers"]["webhook-id"] and row["status"] == "delivered"
     assert [a["status_code"] for a in row["attempts"]] == [204]  # the killed send left no attempt behind
+
+
+def test_the_cli_raises_the_same_events_as_the_api(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"COPYDESK_HOME": str(home), "COPYDESK_STORE_URL": None, "COPYDESK_CONFIG": None, "COPYDESK_BROKER_URL": None}
+    runner = CliRunner()
+    added = runner.invoke(cli_app, ["webhooks", "add", "http://127.0.0.1:9/h", "-e", "article.approved,job.cancelled"],
+                          env=env)  # fmt: skip
+    assert added.exit_code == 0, added.output
+    url = f"sqlite:///{home / 'copydesk.db'}"
+    with Store(url) as store:
+        write_article(store, "cli-1")
+        job = store.create_job([(Brief(id="cli-2", title="How to cancel a job", target_words=50), None)])
+    approved = runner.invoke(cli_app, ["approve", "cli-1", "--as", "rita"], env=env)
+    assert approved.exit_code == 0, approved.output
+    cancelled = runner.invoke(cli_app, ["cancel", job.job_id], env=env)
+    assert cancelled.exit_code == 0, cancelled.output
+    with Store(url) as store:
+        rows = {d.event_type: d for d in store.list_deliveries()}
+    assert set(rows) == {"article.approved", "job.cancelled"}
+    assert rows["article.approved"].payload["data"] == {
+        "article_id": "a-cli-1",
+        "brief_id": "cli-1",
+        "revision": 1,
+        "by": "rita",
+    }
+    assert rows["job.cancelled"].payload["data"]["job_id"] == job.job_id
+    engine = sa.create_engine(f"sqlite:///{home / 'broker.db'}", poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            bodies = [row[0] for row in conn.execute(sa.text("SELECT payload FROM kombu_message"))]
+    finally:
+        engine.dispose()
+    published = "\n".join(str(b) for b in bodies)
+    assert rows["article.approved"].id in published and rows["job.cancelled"].id in published

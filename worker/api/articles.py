@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.api.auth import requires
 from worker.api.errors import ApiError
-from worker.api.events import notify
 from worker.config import Settings
+from worker.queue.events import article_approved
 from worker.review.actions import publish_regeneration, refresh_article_file
 from worker.store import ArticleRecord, Role, Store
 
@@ -128,8 +128,7 @@ def approve(request: Request, article_id: ArticleId, decision: Approval) -> dict
     done = _store(request).approve(
         article_id, actor=request.state.key.name, note=decision.note, expected_revision=decision.revision
     )
-    data = {"article_id": done.id, "brief_id": done.brief_id, "revision": done.revision, "by": request.state.key.name}
-    notify(request, "article.approved", data, event_key=f"article.approved:{done.id}:{done.revision}")
+    article_approved(_store(request), request.app.state.celery, done, request.state.key.name)
     return _decided(request, done)
 
 

@@ -23,11 +23,11 @@ from starlette.concurrency import run_in_threadpool
 
 from worker.api.auth import requires
 from worker.api.errors import ApiError
-from worker.api.events import notify
 from worker.api.limits import BodyTooLargeError, too_large_message
 from worker.config import Settings
 from worker.errors import ConfigError
 from worker.intake.loading import BriefProblem, iter_brief_file
+from worker.queue.events import job_settled
 from worker.store import ApiKeyRecord, BriefResult, JobRecord, Role, Store
 from worker.store.expiry import parse_completion_window
 
@@ -197,9 +197,7 @@ def cancel_job(request: Request, job_id: JobId) -> dict[str, Any]:
     store: Store = request.app.state.store
     cancelled = store.cancel_job(job_id)
     job = store.get_job(job_id)
-    if job.status == "cancelled":
-        data = {"job_id": job.id, "status": job.status, "counts": vars(job.counts)}
-        notify(request, "job.cancelled", data, event_key=f"job.cancelled:{job.id}")
+    job_settled(store, request.app.state.celery, job)
     return {"cancelled": cancelled, "job": job_dict(job)}
 
 

@@ -176,9 +176,14 @@ def _print_job(job: Any) -> None:
 @handle_errors
 def cancel_command(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
     """Cancel a job: briefs not yet started are cancelled; running ones finish."""
-    store = open_store(load_settings())
+    from worker.queue.events import job_settled
+
+    settings = load_settings()
+    store = open_store(settings)
     cancelled = store.cancel_job(job_id)
-    console.print(f"job {job_id}: {cancelled} brief(s) cancelled; status {store.get_job(job_id).status}")
+    job = store.get_job(job_id)
+    job_settled(store, _celery(settings), job)  # webhooks, as the API's cancel
+    console.print(f"job {job_id}: {cancelled} brief(s) cancelled; status {job.status}")
 
 
 @handle_errors

@@ -377,6 +377,10 @@ def approve_command(
     article = _load(store, article_id, rev)
     done = store.approve(article.id, actor=actor, note=note, expected_revision=article.revision)
     _after_change(settings, store, done)
+    from worker.queue.celery_app import make_celery
+    from worker.queue.events import article_approved
+
+    article_approved(store, make_celery(settings), done, actor)  # webhooks, as the API's approve
     console.print(
         f"approved {done.id} (revision {done.revision}) as {actor}", markup=False, highlight=False, soft_wrap=True
     )

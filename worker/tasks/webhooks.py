@@ -30,6 +30,7 @@ from celery import Celery, current_app, shared_task
 
 from worker.config import Settings
 from worker.errors import NotFoundError, StoreError
+from worker.queue.events import emit, job_settled, publish_deliveries
 from worker.store import Store, utc_now
 from worker.store.webhooks import DELIVER_TASK, SECRET_PREFIX, Delivery, DeliveryStatus, check_webhook_url
 
@@ -141,28 +142,6 @@ def deliver_webhook(self: Any, message_id: Any) -> dict[str, Any]:
     return {"status": str(updated.status), "attempts": updated.attempts}
 
 
-def publish_deliveries(app: Celery, message_ids: list[str]) -> int:
-    """Queue one delivery task per id; returns how many were sent."""
-    for message_id in message_ids:
-        app.send_task(DELIVER_TASK, args=[message_id])
-    return len(message_ids)
-
-
-def emit(store: Store, app: Celery, event_type: str, data: dict[str, Any], *, event_key: str) -> list[str]:
-    """Record ``event_type`` for every subscribed endpoint and queue its deliveries; the new event ids."""
-    created = store.record_event(event_type, data, event_key=event_key)
-    publish_deliveries(app, created)
-    return created
-
-
-_JOB_EVENTS = {
-    "completed": "job.completed",
-    "failed": "job.failed",
-    "cancelled": "job.cancelled",
-    "expired": "job.expired",
-}
-
-
 def emit_after_briefs(store: Store, app: Celery, brief_ids: list[str]) -> int:
     """Events after a worker wrote ``brief_ids``: ``article.needs_review`` for each stored draft in review, and
     ``job.completed|failed|cancelled`` for each of their jobs that has settled. Recording an event twice sends
@@ -180,11 +159,7 @@ def emit_after_briefs(store: Store, app: Celery, brief_ids: list[str]) -> int:
                 jobs.add(record.job_id)
             queued += _article_event(store, app, brief_id)
         for job_id in sorted(jobs):
-            job = store.get_job(job_id)
-            event = _JOB_EVENTS.get(job.status)
-            if event is not None:
-                data = {"job_id": job.id, "status": job.status, "counts": vars(job.counts)}
-                queued += len(emit(store, app, event, data, event_key=f"{event}:{job.id}"))
+            queued += len(job_settled(store, app, store.get_job(job_id)))
     except StoreError as exc:
         logger.warning("webhook events for briefs %s not recorded: %s", ", ".join(brief_ids[:3]), exc)
     return queued
@@ -209,10 +184,7 @@ def expire_due_jobs(store: Store, app: Celery) -> dict[str, int]:
     try:
         expired = store.expire_jobs()
         for job_id in expired:
-            job = store.get_job(job_id)
-            if job.status == "expired":
-                data = {"job_id": job.id, "status": job.status, "counts": vars(job.counts)}
-                emit(store, app, "job.expired", data, event_key=f"job.expired:{job.id}")
+            job_settled(store, app, store.get_job(job_id))
     except StoreError as exc:
         logger.warning("expiring jobs failed, will try again: %s", exc)
         return {}
