@@ -88,7 +88,7 @@ def test_keys_commands_show_the_key_once(tmp_path: Path) -> None:
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.stdout)
     assert [(r["name"], r["role"], r["revoked_at"]) for r in rows] == [("desk", "editor", None)]
-    assert key not in listed.stdout and key.split("_")[2] not in listed.stdout
+    assert key not in listed.stdout and key.split("_", 2)[2] not in listed.stdout
     again = runner.invoke(cli_app, ["keys", "create", "desk"], env=env)
     assert again.exit_code == 7 and "already exists" in again.output
     revoked = runner.invoke(cli_app, ["keys", "revoke", "desk"], env=env)
