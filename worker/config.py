@@ -119,6 +119,21 @@ class Settings(BaseSettings):
         description="Folders a queued training task may read corpora and feedback files from, besides "
         "styles_dir and home (a path in a task message is refused outside them). JSON list in the environment.",
     )
+    api_max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="HTTP API: largest request body; a bigger one is refused (413) unread."
+    )
+    api_max_briefs: int = Field(10_000, ge=1, description="HTTP API: most brief records in one submitted job (422).")
+    webhook_allow_link_local: bool = Field(
+        False,
+        description="Webhooks: allow URLs on link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata "
+        "services live there); refused by default.",
+    )
+    webhook_retry_base_seconds: float = Field(
+        5.0, gt=0, le=3600, description="Webhooks: wait before the first retry; each next wait is 4x longer (<= 3 h)."
+    )
+    webhook_retry_hours: float = Field(
+        24.0, gt=0, le=24 * 14, description="Webhooks: keep retrying a failing delivery this long, then give up."
+    )
 
     @classmethod
     def settings_customise_sources(

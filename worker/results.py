@@ -30,6 +30,7 @@ class BriefStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # its job's completion window passed before it started
 
 
 @dataclass(frozen=True)

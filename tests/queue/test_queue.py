@@ -158,6 +158,7 @@ def check_end_to_end(d: Deployment, submitted: dict[str, Any]) -> None:
         "needs_attention": 1,
         "failed": 1,
         "cancelled": 0,
+        "expired": 0,
     }, status
     assert status["invalid_records"] == 1 and status["finished_at"] is not None, status
 
@@ -288,6 +289,7 @@ def test_resubmitting_a_file_reports_written_briefs_and_writes_no_second_article
         "needs_attention": 1,
         "failed": 0,
         "cancelled": 0,
+        "expired": 0,
     }, status
     rows = d.brief_rows()
     assert rows["e2e-nostyle"]["status"] == "queued" and rows["e2e-nostyle"]["attempts"] == 0, rows

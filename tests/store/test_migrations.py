@@ -116,7 +116,7 @@ def test_migration_5_backfills_quality_and_keeps_the_worst_order(
     version_4_store(store_url)
     with Store(store_url) as old:
         assert old.schema_version() == 4
-        assert old.migrate() == [5, 6]
+        assert old.migrate() == [5, 6, 7]
         stored = {a.brief_id: a.quality for a in old.review_queue()}
         worst = [a.brief_id for a in old.review_queue(order="worst")]
     assert stored == {name: old_quality_of(scores) for name, scores in SCORES.items()}

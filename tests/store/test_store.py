@@ -416,7 +416,14 @@ def test_count_by_status(store: Store) -> None:
     store.claim_brief("brief-1", owner="w", lease_seconds=LEASE, max_attempts=3)
     store.save_article(make_result("brief-2"))
     store.fail_brief("brief-3", "x", final=True)
-    assert store.count_by_status() == {"queued": 1, "running": 1, "done": 1, "failed": 1, "cancelled": 0}
+    assert store.count_by_status() == {
+        "queued": 1,
+        "running": 1,
+        "done": 1,
+        "failed": 1,
+        "cancelled": 0,
+        "expired": 0,
+    }
 
 
 # -- articles -----------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from worker.cli.api import register as register_api_commands
 from worker.cli.common import (
     ARTICLE_STATUSES,
     CommandGroup,
@@ -43,6 +44,7 @@ from worker.config import Settings, load_settings
 from worker.errors import CopydeskError, ModelError
 from worker.intake.loading import LoadReport, load_brief_files
 from worker.intake.problems import BriefProblem
+from worker.logs import json_handler, json_logs_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ def main_options(
 ) -> None:
     """Configure logging once for the whole command."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+    handler = json_handler() if json_logs_enabled() else RichHandler(console=err_console, show_path=False)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -400,6 +403,7 @@ register_style_commands(app)
 register_review_commands(app)
 register_publish_commands(app, articles_app)
 register_job_commands(app)
+register_api_commands(app)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from worker.cli.common import (
 )
 from worker.config import Settings, load_settings
 from worker.errors import QueueError, StyleError
+from worker.store.views import job_dict, result_line
 
 RESULT_FORMATS = ("jsonl", "table")
 
@@ -67,12 +68,20 @@ def worker_command(
 
 
 @handle_errors
-def submit_command(files: FilesArg, as_json: JsonOpt = False) -> None:
+def submit_command(
+    files: FilesArg,
+    as_json: JsonOpt = False,
+    completion_window: Annotated[
+        str | None, typer.Option(help="Briefs not started within this time expire, e.g. 24h (s, m, h, d).")
+    ] = None,
+) -> None:
     """Validate brief files, enqueue the valid briefs as one job, and print the job id."""
     from worker.queue.submit import publish_job
+    from worker.store.expiry import parse_completion_window
 
     settings = load_settings()
-    recorded = _record(files, open_store(settings), settings)
+    window = parse_completion_window(completion_window) if completion_window else None
+    recorded = _record(files, open_store(settings), settings, window)
     submission = recorded.submission
     for brief_id in submission.already_done:
         err_console.print(f"[cyan]already written:[/] brief {brief_id} has an article; not generated again")
@@ -93,7 +102,7 @@ def submit_command(files: FilesArg, as_json: JsonOpt = False) -> None:
         _print_submitted(summary, as_json)
 
 
-def _record(files: list[Path], store: Any, settings: Settings) -> Any:
+def _record(files: list[Path], store: Any, settings: Settings, completion_window: Any = None) -> Any:
     """Record the briefs of ``files`` as one job; print the invalid records and the unknown pinned styles."""
     from worker.queue.submit import record
     from worker.styles.catalog import StyleCatalog
@@ -103,7 +112,7 @@ def _record(files: list[Path], store: Any, settings: Settings) -> Any:
     except StyleError as exc:  # the styles may live on the workers only: their catalog decides
         err_console.print(f"[yellow]pinned styles not checked:[/] {exc}", highlight=False, soft_wrap=True)
         catalog = None
-    recorded = record(files, store=store, catalog=catalog)
+    recorded = record(files, store=store, catalog=catalog, completion_window=completion_window)
     for problem in recorded.problems:
         err_console.print(f"[yellow]invalid (not enqueued):[/] {problem}", highlight=False, soft_wrap=True)
     for problem in recorded.unknown_pins:
@@ -123,19 +132,6 @@ def _print_submitted(summary: dict[str, Any], as_json: bool) -> None:
     )
 
 
-def _job_dict(job: Any) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "status": job.status,
-        "kind": job.kind,
-        "description": job.description,
-        "invalid_records": job.invalid_records,
-        "counts": vars(job.counts),
-        "created_at": job.created_at,
-        "finished_at": job.finished_at,
-    }
-
-
 @handle_errors
 def status_command(
     job_id: Annotated[str, typer.Argument(help="Job id printed by submit.")],
@@ -147,7 +143,7 @@ def status_command(
     store = open_store(load_settings())
     job = wait_for_job(store, job_id, timeout) if wait else store.get_job(job_id)
     if as_json:
-        print_json(_job_dict(job))
+        print_json(job_dict(job))
     else:
         _print_job(job)
     if wait and job.status not in ("completed", "cancelled", "failed"):
@@ -195,13 +191,17 @@ def _print_job(job: Any) -> None:
 @handle_errors
 def cancel_command(job_id: Annotated[str, typer.Argument(help="Job id.")], as_json: JsonOpt = False) -> None:
     """Cancel a job: briefs not yet started are cancelled; running ones finish."""
-    store = open_store(load_settings())
+    from worker.queue.events import job_settled
+
+    settings = load_settings()
+    store = open_store(settings)
     cancelled = store.cancel_job(job_id)
-    status = store.get_job(job_id).status
+    job = store.get_job(job_id)
+    job_settled(store, _celery(settings), job)  # webhooks, as the API's cancel
     if as_json:
-        print_json({"job_id": job_id, "cancelled": cancelled, "status": status})
+        print_json({"job_id": job_id, "cancelled": cancelled, "status": job.status})
         return
-    console.print(f"job {job_id}: {cancelled} brief(s) cancelled; status {status}")
+    console.print(f"job {job_id}: {cancelled} brief(s) cancelled; status {job.status}")
 
 
 @handle_errors
@@ -212,7 +212,7 @@ def results_command(
 ) -> None:
     """Write one line per brief id (custom_id) with its article or its error."""
     store = open_store(load_settings())
-    lines = (json.dumps(_result_line(r), ensure_ascii=False, default=str) for r in store.job_results(job_id))
+    lines = (json.dumps(result_line(r), ensure_ascii=False, default=str) for r in store.job_results(job_id))
     if output_format == "table":
         table = Table("brief", "status", "article", "error")
         for r in store.job_results(job_id):
@@ -234,33 +234,13 @@ def results_command(
     err_console.print(f"results written to {output}")
 
 
-def _result_line(result: Any) -> dict[str, Any]:
-    line: dict[str, Any] = {"custom_id": result.brief_id, "brief_status": result.status}
-    if result.article is None:
-        line["error"] = result.error or f"no article yet (brief {result.status})"
-        return line
-    a = result.article
-    line["article"] = {
-        "id": a.id,
-        "status": a.status,
-        "style": a.style,
-        "title": a.title,
-        "failing_gates": a.failing_gates,
-        "scores": {name: s["value"] for name, s in a.scores.items()},
-        "file": a.file_path,
-        "body_markdown": a.body_markdown,
-    }
-    line["error"] = None
-    return line
-
-
 @jobs_app.command("list")
 @handle_errors
 def jobs_list(limit: Annotated[int, typer.Option(help="At most this many.")] = 50, as_json: JsonOpt = False) -> None:
     """List jobs, newest first, with their status and counts."""
     jobs = open_store(load_settings()).list_jobs(limit=limit)
     if as_json:
-        print_json([_job_dict(j) for j in jobs])
+        print_json([job_dict(j) for j in jobs])
         return
     table = Table("job", "status", "total", "done", "needs attention", "failed", "cancelled", "created")
     for j in jobs:
@@ -324,7 +304,7 @@ def run_command(
         _stop_worker(worker)
     results = list(store.job_results(submission.job_id))
     if as_json:
-        print_json(_job_dict(job) | {"invalid": len(recorded.problems), "results": [_result_line(r) for r in results]})
+        print_json(job_dict(job) | {"invalid": len(recorded.problems), "results": [result_line(r) for r in results]})
     else:
         print_outcome_table(results)
         _print_job(job)

@@ -277,6 +277,11 @@ def _decide_command(kind: str, article_id: str, rev: int | None, as_name: str | 
     article = _load(store, article_id, rev)
     done = getattr(store, kind)(article.id, actor=actor, expected_revision=article.revision, **fields)
     _after_change(settings, store, done)
+    if kind == "approve":
+        from worker.queue.celery_app import make_celery
+        from worker.queue.events import article_approved
+
+        article_approved(store, make_celery(settings), done, actor)  # webhooks, as the API's approve
     console.print(
         f"{DONE[kind]} {done.id} (revision {done.revision}) as {actor}", markup=False, highlight=False, soft_wrap=True
     )

@@ -194,7 +194,7 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.copydesk_settings = settings
     if is_embedded(app.conf.broker_url):
         (settings.home).mkdir(parents=True, exist_ok=True)
-    app.conf.include = ["worker.tasks.write", "worker.tasks.training"]
+    app.conf.include = ["worker.tasks.write", "worker.tasks.training", "worker.tasks.webhooks", "worker.tasks.metrics"]
     return app
 
 

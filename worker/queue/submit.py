@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -163,12 +164,20 @@ class Recorded:
 
 
 def record(
-    paths: Sequence[Path], *, store: Store, description: str | None = None, catalog: StyleCatalog | None = None
+    paths: Sequence[Path],
+    *,
+    store: Store,
+    description: str | None = None,
+    catalog: StyleCatalog | None = None,
+    completion_window: timedelta | None = None,
 ) -> Recorded:
-    """Record the valid briefs of ``paths`` as one job, queued in the store; nothing is published yet."""
+    """Record the valid briefs of ``paths`` as one job, queued in the store; nothing is published yet. With
+    ``completion_window``, briefs not started when it has passed expire (:mod:`worker.store.expiry`)."""
     briefs = FileBriefs(paths, catalog)
     submission = store.create_job(briefs, kind="submit", description=description or ", ".join(map(str, paths)))
     store.set_invalid_records(submission.job_id, len(briefs.problems))
+    if completion_window is not None:
+        store.set_completion_window(submission.job_id, completion_window)
     return Recorded(submission, briefs.problems, briefs.unknown_pins)
 
 
@@ -185,8 +194,15 @@ def publish_job(app: Celery, submission: Submission) -> None:
     logger.info("job %s: published %d brief(s)", submission.job_id, len(submission.to_publish))
 
 
-def submit(paths: Sequence[Path], *, store: Store, app: Celery, description: str | None = None) -> Recorded:
+def submit(
+    paths: Sequence[Path],
+    *,
+    store: Store,
+    app: Celery,
+    description: str | None = None,
+    completion_window: timedelta | None = None,
+) -> Recorded:
     """:func:`record` the briefs of ``paths`` as one job, then :func:`publish_job` it (which may raise)."""
-    recorded = record(paths, store=store, description=description)
+    recorded = record(paths, store=store, description=description, completion_window=completion_window)
     publish_job(app, recorded.submission)
     return recorded

@@ -25,11 +25,13 @@ lease, raises :class:`~worker.errors.ConflictError`; anything else the database 
 
 from worker.store.core import Store, utc_now
 from worker.store.jobs import BriefResult, JobCounts, JobRecord, JobStatus, Submission
+from worker.store.keys import ApiKeyRecord, Role
 from worker.store.migrations import MIGRATIONS, Migration, latest_version
 from worker.store.records import ArticleRecord, BriefRecord, article_id_for, content_hash
 
 __all__ = [
     "MIGRATIONS",
+    "ApiKeyRecord",
     "ArticleRecord",
     "BriefRecord",
     "BriefResult",
@@ -37,6 +39,7 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "Migration",
+    "Role",
     "Store",
     "Submission",
     "article_id_for",

@@ -38,8 +38,11 @@ from worker.intake.briefs import Brief
 from worker.results import ArticleResult, ArticleStatus, BriefStatus
 from worker.store import migrations
 from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, parse_url, safe_url, translate_errors
+from worker.store.expiry import ExpiryStoreMixin
 from worker.store.history import draft_values
 from worker.store.jobs import JobStoreMixin
+from worker.store.keys import KeyStoreMixin
+from worker.store.pages import ArticlePagesMixin
 from worker.store.records import (
     ArticleRecord,
     BriefRecord,
@@ -51,6 +54,8 @@ from worker.store.records import (
 from worker.store.review import ReviewStoreMixin
 from worker.store.runs import RunStoreMixin
 from worker.store.schema import articles, briefs, candidates
+from worker.store.stats import StatsStoreMixin
+from worker.store.webhooks import WebhookStoreMixin
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +67,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin):
+class Store(
+    JobStoreMixin,
+    ReviewStoreMixin,
+    RunStoreMixin,
+    KeyStoreMixin,
+    WebhookStoreMixin,
+    ExpiryStoreMixin,
+    StatsStoreMixin,
+    ArticlePagesMixin,
+):
     """SQLAlchemy-backed store on SQLite or PostgreSQL. See the package docstring for the design."""
 
     def __init__(self, url: str, *, clock: Callable[[], datetime] = utc_now) -> None:

@@ -42,6 +42,7 @@ class JobStatus:
     FAILED = "failed"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,11 @@ class JobCounts:
     needs_attention: int = 0
     failed: int = 0
     cancelled: int = 0
+    expired: int = 0
 
     @property
     def settled(self) -> int:
-        return self.done + self.needs_attention + self.failed + self.cancelled
+        return self.done + self.needs_attention + self.failed + self.cancelled + self.expired
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class JobRecord:
     created_at: datetime
     finished_at: datetime | None
     idempotency_key: str | None = None
+    expires_at: datetime | None = None
 
 
 @dataclass
@@ -174,7 +177,7 @@ class JobStoreMixin:
             note = "new"
         elif row.status == BriefStatus.DONE.value:
             note = "already_done"
-        elif row.status in (BriefStatus.FAILED.value, BriefStatus.CANCELLED.value):
+        elif row.status in (BriefStatus.FAILED.value, BriefStatus.CANCELLED.value, BriefStatus.EXPIRED.value):
             session.execute(
                 update(briefs)
                 .where(briefs.c.id == brief.brief_id)
@@ -217,7 +220,8 @@ class JobStoreMixin:
 
     def _job_record(self, row: Any, counts: JobCounts) -> JobRecord:
         status = derive_status(row.status, bool(row.cancel_requested), counts)
-        if status != row.status and status in (JobStatus.COMPLETED, JobStatus.CANCELLED) and row.finished_at is None:
+        settled = (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.EXPIRED)
+        if status != row.status and status in settled and row.finished_at is None:
             finished = self._now()
             with self._write() as session:
                 session.execute(
@@ -237,6 +241,7 @@ class JobStoreMixin:
             row.created_at,
             finished,
             row.idempotency_key,
+            row.expires_at,
         )
 
     def cancel_job(self, job_id: str) -> int:
@@ -447,7 +452,9 @@ def derive_status(stored: str, cancel_requested: bool, counts: JobCounts) -> str
         return stored
     if counts.settled < counts.total:
         return JobStatus.CANCELLING if cancel_requested else JobStatus.IN_PROGRESS
-    return JobStatus.CANCELLED if cancel_requested else JobStatus.COMPLETED
+    if cancel_requested:
+        return JobStatus.CANCELLED
+    return JobStatus.EXPIRED if counts.expired else JobStatus.COMPLETED
 
 
 def _job_counts(session: Session, job_id: str) -> JobCounts:
@@ -472,6 +479,7 @@ def _job_counts(session: Session, job_id: str) -> JobCounts:
         needs_attention=values.get(attention, 0),
         failed=values.get(BriefStatus.FAILED.value, 0),
         cancelled=values.get(BriefStatus.CANCELLED.value, 0),
+        expired=values.get(BriefStatus.EXPIRED.value, 0),
     )
 
 

@@ -43,11 +43,13 @@ from worker.store.schema import (
     define_v4,
     define_v5,
     define_v6,
+    define_v7,
     new_metadata,
     schema_migrations,
     v4_job_columns,
     v5_quality_column,
     v6_retry_group_column,
+    v7_job_expiry_column,
 )
 
 logger = logging.getLogger(__name__)
@@ -204,6 +206,23 @@ def _v6_retry_group(conn: Connection) -> None:
             index.create(conn)
 
 
+def _v7_http_api(conn: Connection) -> None:
+    """Create ``api_keys``, ``webhook_endpoints``, ``webhook_deliveries`` and ``webhook_attempts``; add
+    ``jobs.expires_at``."""
+    column = v7_job_expiry_column()
+    conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {column.name} {column.type.compile(dialect=conn.dialect)}"))
+    current = new_metadata()
+    define_v1(current)
+    define_v2(current)
+    define_v3(current)
+    define_v4(current)
+    define_v5(current)
+    define_v6(current)
+    define_v7(current)
+    for name in ("api_keys", "webhook_endpoints", "webhook_deliveries", "webhook_attempts"):
+        current.tables[name].create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create briefs, articles and candidates", _v1_create_tables),
     Migration(2, "create jobs and job_items", _v2_create_jobs),
@@ -211,6 +230,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "scheduled runs: jobs run columns and scheduler_locks", _v4_scheduled_runs),
     Migration(5, "articles.quality, the number the review queue sorts by", _v5_article_quality),
     Migration(6, "briefs.retry_group: a crashed batch is retried in halves", _v6_retry_group),
+    Migration(7, "http api: api_keys, webhooks and jobs.expires_at", _v7_http_api),
 )
 
 

@@ -281,6 +281,65 @@ def v6_retry_group_column() -> Column[Any]:
     return Column("retry_group", String(64), nullable=True)
 
 
+def define_v7(metadata: MetaData) -> None:
+    """Version 7: the HTTP API. ``api_keys`` (only each key's SHA-256 is kept, with its role),
+    ``webhook_endpoints`` (URL, subscribed events, signing secret), ``webhook_deliveries`` (one per event and
+    endpoint; its id is the event id a receiver deduplicates on) and ``webhook_attempts`` (every try); and
+    ``jobs.expires_at``, the end of a job's completion window."""
+    metadata.tables["jobs"].append_column(v7_job_expiry_column())
+    Table(
+        "api_keys",
+        metadata,
+        Column("id", String(32), primary_key=True),
+        Column("name", String(200), nullable=False, unique=True),
+        Column("role", String(STATUS_LENGTH), nullable=False),
+        Column("secret_hash", String(64), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("revoked_at", UTCDateTime(), nullable=True),
+    )
+    Table(
+        "webhook_endpoints",
+        metadata,
+        Column("id", String(32), primary_key=True),
+        Column("url", Text, nullable=False),
+        Column("events", JSONType, nullable=False),
+        Column("secret", String(200), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("disabled_at", UTCDateTime(), nullable=True),
+    )
+    Table(
+        "webhook_deliveries",
+        metadata,
+        Column("id", String(64), primary_key=True),
+        Column("endpoint_id", String(32), ForeignKey("webhook_endpoints.id"), nullable=False),
+        Column("event_type", String(64), nullable=False),
+        Column("payload", JSONType, nullable=False),
+        Column("status", String(STATUS_LENGTH), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("next_attempt_at", UTCDateTime(), nullable=True),
+        Column("delivered_at", UTCDateTime(), nullable=True),
+        Index(None, "status", "next_attempt_at"),
+    )
+    Table(
+        "webhook_attempts",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("delivery_id", String(64), ForeignKey("webhook_deliveries.id"), nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("started_at", UTCDateTime(), nullable=False),
+        Column("status_code", Integer, nullable=True),
+        Column("error", Text, nullable=True),
+        Column("seconds", Float, nullable=False),
+        Index(None, "delivery_id", "attempt"),
+    )
+
+
+def v7_job_expiry_column() -> Column[Any]:
+    """The column migration 7 adds to ``jobs`` (a new object on each call)."""
+    return Column("expires_at", UTCDateTime(), nullable=True)
+
+
 def new_metadata() -> MetaData:
     """An empty :class:`MetaData` with the store's constraint naming convention."""
     return MetaData(naming_convention=NAMING_CONVENTION)
@@ -294,6 +353,7 @@ define_v3(metadata)
 define_v4(metadata)
 define_v5(metadata)
 define_v6(metadata)
+define_v7(metadata)
 
 briefs = metadata.tables["briefs"]
 articles = metadata.tables["articles"]
@@ -303,3 +363,7 @@ job_items = metadata.tables["job_items"]
 article_revisions = metadata.tables["article_revisions"]
 article_events = metadata.tables["article_events"]
 scheduler_locks = metadata.tables["scheduler_locks"]
+api_keys = metadata.tables["api_keys"]
+webhook_endpoints = metadata.tables["webhook_endpoints"]
+webhook_deliveries = metadata.tables["webhook_deliveries"]
+webhook_attempts = metadata.tables["webhook_attempts"]

@@ -34,6 +34,7 @@ from worker.queue.fork_guard import main_process_store
 from worker.queue.reconciler import ReconcilerThread, reconcile_once
 from worker.results import BriefStatus
 from worker.store import BriefRecord, Store, utc_now
+from worker.tasks.webhooks import emit_after_briefs, expire_due_jobs, republish_due_deliveries
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
         publish_first_of(halves)
         return {"timed_out": batch}
     settle_runs_of(res.store, batch)
+    emit_after_briefs(res.store, current_app, batch)
     return {o.brief_id: o.status for o in outcomes}
 
 
@@ -291,7 +293,10 @@ def start_reconciler(sender: Any = None, **_: Any) -> None:
 
     def run_once() -> Any:
         with main_process_store(lambda: resources().store) as store:
-            return reconcile_once(store, settings, lambda ids: publish(app, ids), app.conf.broker_url)
+            report = reconcile_once(store, settings, lambda ids: publish(app, ids), app.conf.broker_url)
+            expire_due_jobs(store, app)
+            republish_due_deliveries(store, app, overdue_seconds=settings.stale_after)
+            return report
 
     thread = ReconcilerThread(settings.reconcile_interval, run_once)
     thread.start()
