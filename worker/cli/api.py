@@ -9,14 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from worker.cli.common import JsonOpt, console, err_console, handle_errors, open_store, print_json
+from worker.cli.common import CommandGroup, JsonOpt, console, err_console, handle_errors, open_store, print_json
 from worker.config import load_settings
 from worker.logs import json_logs_enabled
 from worker.store import Role
 
-keys_app = typer.Typer(help="API keys of the HTTP API: create (shown once), list, revoke.", no_args_is_help=True)
+keys_app = CommandGroup(help="API keys of the HTTP API: create (shown once), list, revoke.")
 
-webhooks_app = typer.Typer(help="Webhook endpoints and their deliveries.", no_args_is_help=True)
+webhooks_app = CommandGroup(help="Webhook endpoints and their deliveries.")
 
 APP_FACTORY = "worker.api.app:create_app"
 
