@@ -1,4 +1,4 @@
-"""Style and corpus commands of the CLI: corpus inspect; styles list, show, train, promote, eval."""
+"""Style and corpus commands of the CLI: corpus inspect; styles list, show, train, promote, compare, eval."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from worker.lab.options import EvalOptions, TrainingOptions
 
 corpus_app = typer.Typer(help="Article archives used to train styles.", no_args_is_help=True)
 styles_app = typer.Typer(
-    help="Styles and their adapter versions: list, show, train, promote, eval.", no_args_is_help=True
+    help="Styles and their adapter versions: list, show, train, promote, compare, eval.", no_args_is_help=True
 )
 
 StyleArg = Annotated[str, typer.Argument(help="Style name (a folder under the styles directory).")]
@@ -32,6 +32,18 @@ def configured_model_id(settings: Settings) -> str:
     directory = Path(settings.model).expanduser()
     id_file = directory / ID_FILE
     return id_file.read_text().strip() if id_file.is_file() else str(directory)
+
+
+def configured_weights_sha256(settings: Settings) -> str | None:
+    """The configured base model's weights SHA-256 (cached beside the weights), or ``None`` when the model is
+    not on disk yet: adapters are then checked by the model's name only."""
+    from worker.engine.base_model import resolve_base_model
+    from worker.errors import ModelError
+
+    try:
+        return resolve_base_model(settings).weights_hash
+    except (ModelError, OSError):
+        return None
 
 
 def _catalog(settings: Settings) -> Any:
@@ -119,10 +131,11 @@ def styles_list(as_json: JsonOpt = False) -> None:
     settings = load_settings()
     catalog = _catalog(settings)
     model_id = configured_model_id(settings)
+    weights = configured_weights_sha256(settings)
     rows = []
     for name in catalog.names:
         style = catalog.get(name)
-        versions = list_versions(style, model_id)
+        versions = list_versions(style, model_id, weights)
         rows.append(
             {
                 "style": name,
@@ -166,7 +179,7 @@ def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
 
     settings = load_settings()
     style = _catalog(settings).get(name)
-    versions = list_versions(style, configured_model_id(settings))
+    versions = list_versions(style, configured_model_id(settings), configured_weights_sha256(settings))
     data = {
         "style": style.name,
         "description": style.description,
@@ -290,17 +303,48 @@ def _submit_training(settings: Settings, name: str, corpus: Path | None, feedbac
 def styles_promote(
     name: StyleArg,
     version: Annotated[str, typer.Argument(help="Version to serve (v1, v2, ...), or `none` for the base model.")],
+    share: Annotated[
+        float | None,
+        typer.Option(
+            "--share", help="Canary: serve it to this share of the style's briefs only (0-1, by brief id hash)."
+        ),
+    ] = None,
 ) -> None:
-    """Serve another adapter version: checks it against the base model, then rewrites `adapter:` in style.yaml."""
+    """Serve another adapter version (checked against the base model); `--share` makes it a canary, and promoting
+    without `--share` ends any canary."""
     from worker.styles.versions import promote
 
     settings = load_settings()
     style = _catalog(settings).get(name)
     before = style.adapter
-    promoted = promote(style, version, configured_model_id(settings))
+    promoted = promote(
+        style,
+        version,
+        configured_model_id(settings),
+        share=share,
+        base_weights_sha256=configured_weights_sha256(settings),
+    )
     where = promoted.directory / "style.yaml"
     now = promoted.adapter or "base model"
+    if promoted.canary is not None:
+        canary = promoted.canary
+        console.print(
+            f"{name}: canary [bold]{canary.version}[/] on {canary.share:.0%} of briefs, {now} on the rest ({where})",
+            highlight=False,
+        )
+        return
     console.print(f"{name}: {before or 'base model'} → [bold]{now}[/] ({where})", highlight=False)
+
+
+@styles_app.command("compare")
+@handle_errors
+def styles_compare(name: StyleArg, as_json: JsonOpt = False) -> None:
+    """Per adapter version: articles, gate pass rate, attempts, editors' decisions, edit distance, and Fisher's
+    exact test of the approval rates (the canary against the served version)."""
+    from worker.cli.version_compare import compare
+
+    settings = load_settings()
+    compare(settings, _catalog(settings).get(name), as_json)
 
 
 EVAL_ALIASES = {"output_dir": ("--output",)}  # the flag it had before it was generated from EvalOptions

@@ -37,6 +37,7 @@ from worker.errors import ConflictError, NotFoundError
 from worker.intake.briefs import Brief
 from worker.results import ArticleResult, ArticleStatus, BriefStatus
 from worker.store import migrations
+from worker.store.canary import CanaryStoreMixin
 from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, parse_url, safe_url, translate_errors
 from worker.store.history import draft_values
 from worker.store.jobs import JobStoreMixin
@@ -62,7 +63,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin):
+class Store(JobStoreMixin, ReviewStoreMixin, RunStoreMixin, CanaryStoreMixin):
     """SQLAlchemy-backed store on SQLite or PostgreSQL. See the package docstring for the design."""
 
     def __init__(self, url: str, *, clock: Callable[[], datetime] = utc_now) -> None:
