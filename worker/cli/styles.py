@@ -242,7 +242,10 @@ def styles_train(
     name: StyleArg,
     corpus: Annotated[Path | None, typer.Option("--corpus", help="Folder of the style's Markdown articles.")] = None,
     feedback: Annotated[
-        Path | None, typer.Option("--feedback", help="SFT examples from `copydesk feedback export` (JSONL).")
+        Path | None,
+        typer.Option(
+            "--feedback", help="From `copydesk feedback export`: SFT examples (sft) or preference pairs (dpo)."
+        ),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run from its checkpoint.")] = False,
     options: TrainingOptions = TrainingOptions(),  # options_from: one option per field
@@ -273,14 +276,9 @@ def styles_train(
     if as_json:
         print_json(result.summary())
         return
-    m = result.metrics
-    console.print(
-        f"[green]trained[/] {name} {result.version} in {m['seconds']:.0f} s: held-out loss "
-        f"{_fmt(m['base_eval_loss'])} (base) → {_fmt(m['best_eval_loss'])} (best epoch {m['best_epoch']}"
-        f"{', stopped early' if m['stopped_early'] else ''}); {m['train_examples']} train / "
-        f"{m['heldout_examples']} held out",
-        highlight=False,
-    )
+    from worker.cli.style_reports import print_training
+
+    print_training(name, result.version, result.metrics)
     console.print(f"written to {result.directory}; serve it with: copydesk styles promote {name} {result.version}")
 
 
@@ -341,7 +339,7 @@ def styles_promote(
 def styles_compare(name: StyleArg, as_json: JsonOpt = False) -> None:
     """Per adapter version: articles, gate pass rate, attempts, editors' decisions, edit distance, and Fisher's
     exact test of the approval rates (the canary against the served version)."""
-    from worker.cli.version_compare import compare
+    from worker.cli.style_reports import compare
 
     settings = load_settings()
     compare(settings, _catalog(settings).get(name), as_json)

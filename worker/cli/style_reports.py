@@ -1,4 +1,5 @@
-"""The table of ``copydesk styles compare``: each adapter version of a style, and the test of the difference."""
+"""What ``copydesk styles train`` and ``styles compare`` print: a trained version's figures (SFT or DPO), and each
+adapter version of a style with the test of the difference."""
 
 from __future__ import annotations
 
@@ -10,8 +11,37 @@ from worker.cli.common import console, print_json
 from worker.config import Settings
 
 
-def _fmt(value: float | None, digits: int) -> str:
+def _fmt(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def print_training(name: str, version: str, metrics: dict[str, Any]) -> None:
+    """One line on a newly trained version: held-out loss (SFT) or held-out preference figures (DPO)."""
+    if metrics.get("method") == "dpo":
+        _print_dpo(name, version, metrics)
+    else:
+        _print_sft(name, version, metrics)
+
+
+def _print_dpo(name: str, version: str, m: dict[str, Any]) -> None:
+    before, after = m["heldout_before"], m["heldout"]
+    console.print(
+        f"[green]trained[/] {name} {version} by DPO from {m['reference_version']} in {m['seconds']:.0f} s on "
+        f"{m['train_pairs']} pairs; {m['heldout_pairs']} held out: preference accuracy "
+        f"{_fmt(before['preference_accuracy'], 2)} → {_fmt(after['preference_accuracy'], 2)}, reward margin "
+        f"{_fmt(before['reward_margin'])} → {_fmt(after['reward_margin'])}",
+        highlight=False,
+    )
+
+
+def _print_sft(name: str, version: str, m: dict[str, Any]) -> None:
+    console.print(
+        f"[green]trained[/] {name} {version} in {m['seconds']:.0f} s: held-out loss "
+        f"{_fmt(m['base_eval_loss'])} (base) → {_fmt(m['best_eval_loss'])} (best epoch {m['best_epoch']}"
+        f"{', stopped early' if m['stopped_early'] else ''}); {m['train_examples']} train / "
+        f"{m['heldout_examples']} held out",
+        highlight=False,
+    )
 
 
 def compare(settings: Settings, style: Any, as_json: bool) -> None:
