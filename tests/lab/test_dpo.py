@@ -119,6 +119,8 @@ def test_dpo_writes_a_version_that_loads_with_moved_adapter_weights_and_untouche
     meta = json.loads((folder / ADAPTER_META).read_text())
     assert meta["reference"] == {"version": "v1", "sha256": adapter_sha256(folder.parent / "v1")}
     assert meta["base_model_weights_sha256"] == base_hash and meta["method"] == "dpo"
+    sft_meta = json.loads((folder.parent / "v1" / ADAPTER_META).read_text())
+    assert sft_meta["base_model_weights_sha256"] == base_hash  # SFT training records the lineage too
 
 
 def test_dpo_needs_a_served_version_and_pairs_of_the_style(world: World, tmp_path: Path) -> None:

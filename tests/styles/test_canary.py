@@ -200,6 +200,12 @@ def test_the_pipeline_writes_each_brief_with_its_sides_adapter_stably(
         assert provenance["canary"]["bucket"] == pytest.approx(brief_bucket("alpha", outcome.brief.brief_id), abs=1e-6)
         digests.setdefault(version, set()).add(provenance["adapter"]["sha256"])
     assert len(digests["v1"]) == len(digests["v2"]) == 1 and digests["v1"] != digests["v2"]
+    shown = CliRunner().invoke(
+        app, ["articles", "show", "canary-0"], env={"COPYDESK_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
+    )
+    assert shown.exit_code == 0, shown.output
+    sha = first[0].result.provenance["adapter"]["sha256"]  # type: ignore[union-attr]
+    assert f"adapter sha256: {sha}" in shown.output
     again = Pipeline(settings, engine).run(list(reversed(batch[:5])))
     assert (
         {o.brief.brief_id: o.result.adapter_version for o in again}
