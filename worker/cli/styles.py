@@ -184,6 +184,7 @@ def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
         "style": style.name,
         "description": style.description,
         "served": style.adapter,
+        "canary": style.canary.model_dump(mode="json") if style.canary else None,
         "targets": style.targets.model_dump(mode="json"),
         "targets_from_corpus_profile": style.profile_targets,
         "gates": style.gates,
@@ -194,7 +195,10 @@ def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
         return
     console.print(f"[bold]{style.name}[/]: {style.description}", highlight=False)
     console.print(
-        f"serves: {style.adapter or 'the base model only'} · gates: {', '.join(style.gates)}", highlight=False
+        f"serves: {style.adapter or 'the base model only'}"
+        + (f" · canary: {style.canary.version} on {style.canary.share:.0%} of briefs" if style.canary else "")
+        + f" · gates: {', '.join(style.gates)}",
+        highlight=False,
     )
     targets = Table("target", "value", "from", title="targets")
     for key, value in data["targets"].items():

@@ -112,6 +112,8 @@ def test_promote_with_a_share_starts_a_canary_and_without_one_ends_it(styles_dir
     assert (style.adapter, style.canary.version, style.canary.share) == ("v1", "v2", 0.1)  # type: ignore[union-attr]
     assert "# A canary test style. This comment must survive every promote." in path.read_text()
     assert "adapter: v1  # served version" in path.read_text()
+    shown = runner.invoke(app, ["styles", "show", "alpha"], env=env(styles_dir, tiny_model_dir))
+    assert "canary: v2 on 10% of briefs" in shown.output, shown.output
     ended = runner.invoke(app, ["styles", "promote", "alpha", "v2"], env=env(styles_dir, tiny_model_dir))
     assert ended.exit_code == 0, ended.output
     style = load_style(path)
