@@ -302,7 +302,7 @@ def _metrics(
         "epochs_run": round(float(state.epoch or 0), 3),
         "epochs_max": run.options.epochs,
         "steps": state.global_step,
-        "best_eval_loss": after["loss"],
+        "best_dpo_eval_loss": after["loss"],  # not an LM loss: `best_eval_loss` of SFT versions is one
         "history": _log_history(state.log_history),
         "train_pairs": len(run.train),
         "heldout_pairs": len(run.heldout),
