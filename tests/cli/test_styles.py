@@ -90,7 +90,13 @@ def test_promote_rewrites_only_the_adapter_line(world: World) -> None:
 
     back = run(world, "styles", "promote", "calm", "none", "--json")
     assert back.exit_code == 0, back.output
-    assert json.loads(back.stdout) == {"style": "calm", "before": "v1", "served": None, "file": str(path)}
+    assert json.loads(back.stdout) == {
+        "style": "calm",
+        "before": "v1",
+        "served": None,
+        "canary": None,
+        "file": str(path),
+    }
     assert path.read_text() == before.replace("adapter: null", "adapter: null")
     assert load_style(path).adapter is None
 

@@ -384,6 +384,9 @@ def articles_show(
     console.print(
         Panel(json.dumps(article.provenance, indent=2, ensure_ascii=False), title="provenance"), highlight=False
     )
+    console.print(
+        f"adapter sha256: {(article.provenance.get('adapter') or {}).get('sha256') or 'none'}", highlight=False
+    )
     console.print(f"{len(candidates)} candidate(s) generated; file: {article.file_path}")
 
 

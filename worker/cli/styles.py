@@ -1,4 +1,4 @@
-"""Style and corpus commands of the CLI: corpus inspect; styles list, show, train, promote, eval."""
+"""Style and corpus commands of the CLI: corpus inspect; styles list, show, train, promote, compare, eval."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from worker.errors import EvaluationError, TrainingError
 from worker.lab.options import EvalOptions, TrainingOptions
 
 corpus_app = CommandGroup(help="Article archives used to train styles.")
-styles_app = CommandGroup(help="Styles and their adapter versions: list, show, train, promote, eval.")
+styles_app = CommandGroup(help="Styles and their adapter versions: list, show, train, promote, compare, eval.")
 
 StyleArg = Annotated[str, typer.Argument(help="Style name (a folder under the styles directory).")]
 
@@ -30,6 +30,18 @@ def configured_model_id(settings: Settings) -> str:
     directory = Path(settings.model).expanduser()
     id_file = directory / ID_FILE
     return id_file.read_text().strip() if id_file.is_file() else str(directory)
+
+
+def configured_weights_sha256(settings: Settings) -> str | None:
+    """The configured base model's weights SHA-256 (cached beside the weights), or ``None`` when the model is
+    not on disk yet: adapters are then checked by the model's name only."""
+    from worker.engine.base_model import resolve_base_model
+    from worker.errors import ModelError
+
+    try:
+        return resolve_base_model(settings).weights_hash
+    except (ModelError, OSError):
+        return None
 
 
 def _catalog(settings: Settings) -> Any:
@@ -117,10 +129,11 @@ def styles_list(as_json: JsonOpt = False) -> None:
     settings = load_settings()
     catalog = _catalog(settings)
     model_id = configured_model_id(settings)
+    weights = configured_weights_sha256(settings)
     rows = []
     for name in catalog.names:
         style = catalog.get(name)
-        versions = list_versions(style, model_id)
+        versions = list_versions(style, model_id, weights)
         rows.append(
             {
                 "style": name,
@@ -164,11 +177,12 @@ def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
 
     settings = load_settings()
     style = _catalog(settings).get(name)
-    versions = list_versions(style, configured_model_id(settings))
+    versions = list_versions(style, configured_model_id(settings), configured_weights_sha256(settings))
     data = {
         "style": style.name,
         "description": style.description,
         "served": style.adapter,
+        "canary": style.canary.model_dump(mode="json") if style.canary else None,
         "targets": style.targets.model_dump(mode="json"),
         "targets_from_corpus_profile": style.profile_targets,
         "gates": style.gates,
@@ -179,7 +193,10 @@ def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
         return
     console.print(f"[bold]{style.name}[/]: {style.description}", highlight=False)
     console.print(
-        f"serves: {style.adapter or 'the base model only'} · gates: {', '.join(style.gates)}", highlight=False
+        f"serves: {style.adapter or 'the base model only'}"
+        + (f" · canary: {style.canary.version} on {style.canary.share:.0%} of briefs" if style.canary else "")
+        + f" · gates: {', '.join(style.gates)}",
+        highlight=False,
     )
     targets = Table("target", "value", "from", title="targets")
     for key, value in data["targets"].items():
@@ -227,7 +244,10 @@ def styles_train(
     name: StyleArg,
     corpus: Annotated[Path | None, typer.Option("--corpus", help="Folder of the style's Markdown articles.")] = None,
     feedback: Annotated[
-        Path | None, typer.Option("--feedback", help="SFT examples from `copydesk feedback export` (JSONL).")
+        Path | None,
+        typer.Option(
+            "--feedback", help="From `copydesk feedback export`: SFT examples (sft) or preference pairs (dpo)."
+        ),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run from its checkpoint.")] = False,
     options: TrainingOptions = TrainingOptions(),  # options_from: one option per field
@@ -258,14 +278,9 @@ def styles_train(
     if as_json:
         print_json(result.summary())
         return
-    m = result.metrics
-    console.print(
-        f"[green]trained[/] {name} {result.version} in {m['seconds']:.0f} s: held-out loss "
-        f"{_fmt(m['base_eval_loss'])} (base) → {_fmt(m['best_eval_loss'])} (best epoch {m['best_epoch']}"
-        f"{', stopped early' if m['stopped_early'] else ''}); {m['train_examples']} train / "
-        f"{m['heldout_examples']} held out",
-        highlight=False,
-    )
+    from worker.cli.style_reports import print_training
+
+    print_training(name, result.version, result.metrics)
     console.print(f"written to {result.directory}; serve it with: copydesk styles promote {name} {result.version}")
 
 
@@ -289,20 +304,52 @@ def styles_promote(
     name: StyleArg,
     version: Annotated[str, typer.Argument(help="Version to serve (v1, v2, ...), or `none` for the base model.")],
     as_json: JsonOpt = False,
+    share: Annotated[
+        float | None,
+        typer.Option(
+            "--share", help="Canary: serve it to this share of the style's briefs only (0-1, by brief id hash)."
+        ),
+    ] = None,
 ) -> None:
-    """Serve another adapter version: checks it against the base model, then rewrites `adapter:` in style.yaml."""
+    """Serve another adapter version (checked against the base model); `--share` makes it a canary, and promoting
+    without `--share` ends any canary."""
     from worker.styles.versions import promote
 
     settings = load_settings()
     style = _catalog(settings).get(name)
     before = style.adapter
-    promoted = promote(style, version, configured_model_id(settings))
+    promoted = promote(
+        style,
+        version,
+        configured_model_id(settings),
+        share=share,
+        base_weights_sha256=configured_weights_sha256(settings),
+    )
     where = promoted.directory / "style.yaml"
     if as_json:
-        print_json({"style": name, "before": before, "served": promoted.adapter, "file": str(where)})
+        canary = {"version": promoted.canary.version, "share": promoted.canary.share} if promoted.canary else None
+        print_json({"style": name, "before": before, "served": promoted.adapter, "canary": canary, "file": str(where)})
         return
     now = promoted.adapter or "base model"
+    if promoted.canary is not None:
+        canary = promoted.canary
+        console.print(
+            f"{name}: canary [bold]{canary.version}[/] on {canary.share:.0%} of briefs, {now} on the rest ({where})",
+            highlight=False,
+        )
+        return
     console.print(f"{name}: {before or 'base model'} → [bold]{now}[/] ({where})", highlight=False)
+
+
+@styles_app.command("compare")
+@handle_errors
+def styles_compare(name: StyleArg, as_json: JsonOpt = False) -> None:
+    """Per adapter version: articles, gate pass rate, attempts, editors' decisions, edit distance, and Fisher's
+    exact test of the approval rates (the canary against the served version)."""
+    from worker.cli.style_reports import compare
+
+    settings = load_settings()
+    compare(settings, _catalog(settings).get(name), as_json)
 
 
 EVAL_ALIASES = {"output_dir": ("--output",)}  # the flag it had before it was generated from EvalOptions

@@ -9,6 +9,7 @@ message with :class:`TrainingOptions`. Light on purpose: the CLI imports it befo
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,11 +18,26 @@ ALL_LINEAR = "all-linear"
 MODULE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
+class TrainingMethod(StrEnum):
+    """``sft``: a new adapter from the style's archive (and editors' approved texts); ``dpo``: the served adapter
+    trained further on editors' preference pairs (:mod:`worker.lab.dpo`)."""
+
+    SFT = "sft"
+    DPO = "dpo"
+
+
 class TrainingOptions(BaseModel):
     """How one style is trained. Every field has a default fit for a small CPU run."""
 
     model_config = ConfigDict(extra="forbid")
 
+    method: TrainingMethod = Field(
+        TrainingMethod.SFT,
+        description="sft: from the corpus (--corpus); dpo: the served version on preference pairs (--feedback).",
+    )
+    dpo_beta: float = Field(
+        0.1, gt=0, le=10, description="DPO only: strength of the pull towards the reference (the served version)."
+    )
     epochs: int = Field(3, ge=1, le=100, description="Epochs at most (early stopping may end sooner).")
     learning_rate: float = Field(5e-4, gt=0, le=1, description="AdamW learning rate of the LoRA weights.")
     lora_r: int = Field(8, ge=1, le=256, description="LoRA rank.")

@@ -34,7 +34,7 @@ from typing import Any
 from worker.config import Settings
 from worker.errors import TrainingError
 from worker.lab.examples import to_records
-from worker.lab.options import TrainingOptions
+from worker.lab.options import TrainingMethod, TrainingOptions
 from worker.lab.training_runs import Run, last_checkpoint, new_run, resume_run, style_lock, unfinished_run, write_json
 from worker.lab.version_files import save_version
 from worker.pipeline.prompts import PromptRenderer
@@ -160,6 +160,13 @@ def train_style(
     continues it when there is one and otherwise starts afresh (what the Celery task does, so a redelivered
     task picks up where the lost one stopped), ``False`` always starts afresh.
     """
+    if options is not None and options.method == TrainingMethod.DPO:  # from the served version, on pairs
+        if resume is True:  # "auto" (the Celery task) starts afresh
+            raise TrainingError("a DPO run cannot be resumed; start it again")
+        from worker.lab.dpo import train_dpo
+
+        dpo: TrainResult = train_dpo(settings, style_name, feedback, options, progress=progress, callbacks=callbacks)
+        return dpo
     catalog = StyleCatalog.load(settings.styles_dir)
     style = catalog.get(style_name)
     with style_lock(settings, style.name):

@@ -32,7 +32,7 @@ from worker.results import ArticleResult, ArticleStatus, CandidateResult
 from worker.scoring.embeddings import Embedder
 from worker.scoring.memorisation import CorpusIndexes
 from worker.scoring.scorecard import DraftToScore, score_drafts
-from worker.styles.catalog import Style, StyleCatalog
+from worker.styles.catalog import Canary, Style, StyleCatalog, brief_bucket
 from worker.styles.layout import adapter_ref
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class Pipeline:
         decision = route(brief, self.catalog, self.settings.default_style)
         style = self.catalog.get(decision.style)
         prompt = self.renderer.render(brief, style, feedback=feedback)
-        adapter = self._adapter(style)
+        adapter = self._adapter(style, brief.brief_id)
         if adapter is not None:
             self.engine.load_adapter(adapter)  # a broken adapter fails this brief only
         generation = style.generation
@@ -161,10 +161,22 @@ class Pipeline:
         return job
 
     @staticmethod
-    def _adapter(style: Style) -> AdapterRef | None:
-        if style.adapter is None or style.adapter_dir is None:
-            return None
-        return adapter_ref(style, style.adapter)
+    def _adapter(style: Style, brief_id: str) -> AdapterRef | None:
+        """The version that writes this brief: the canary's for its share of briefs, else the served one."""
+        version = style.version_for(brief_id)
+        return None if version is None else adapter_ref(style, version)
+
+    @staticmethod
+    def _canary(job: _Job, canary: Canary) -> dict[str, Any]:
+        """Which side of the style's canary this brief fell on, and why (its bucket by brief id)."""
+        chosen = job.adapter.version if job.adapter else None
+        return {
+            "version": canary.version,
+            "share": canary.share,
+            "served": job.style.adapter,
+            "bucket": round(brief_bucket(job.style.name, job.brief.brief_id), 6),
+            "arm": "canary" if chosen == canary.version else "served",
+        }
 
     # -- one attempt: generate all candidates of all pending briefs together --------------------------
 
@@ -218,7 +230,7 @@ class Pipeline:
             title=extract_title(chosen.markdown, job.brief.title),
             body_markdown=chosen.markdown,
             style=job.style.name,
-            adapter_version=job.style.adapter,
+            adapter_version=job.adapter.version if job.adapter else None,
             scores=chosen.scorecard.to_dict(),
             failing_gates=list(chosen.failing_gates),
             provenance=self._provenance(job, chosen),
@@ -265,6 +277,7 @@ class Pipeline:
             ),
             "template": {"name": job.prompt.template, "sha256_16": job.prompt.template_hash},
             "routing": {"style": job.decision.style, "reason": job.decision.reason},
+            **({"canary": self._canary(job, job.style.canary)} if job.style.canary is not None else {}),
             "generation": {
                 "temperature": row.temperature,
                 "top_p": row.top_p,

@@ -37,6 +37,7 @@ from worker.errors import ConflictError, NotFoundError
 from worker.intake.briefs import Brief
 from worker.results import ArticleResult, ArticleStatus, BriefStatus
 from worker.store import migrations
+from worker.store.canary import CanaryStoreMixin
 from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, parse_url, safe_url, translate_errors
 from worker.store.expiry import ExpiryStoreMixin
 from worker.store.history import draft_values
@@ -76,6 +77,7 @@ class Store(
     ExpiryStoreMixin,
     StatsStoreMixin,
     ArticlePagesMixin,
+    CanaryStoreMixin,
 ):
     """SQLAlchemy-backed store on SQLite or PostgreSQL. See the package docstring for the design."""
 

@@ -7,6 +7,7 @@ serves. Style names are validated before they ever touch the file system.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -103,6 +104,29 @@ class GenerationSettings(BaseModel):
     max_new_tokens: int = Field(512, ge=16, le=4096, description="Hard cap on new tokens.")
 
 
+class Canary(BaseModel):
+    """A version tried on a stable share of the style's briefs while ``adapter:`` serves the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(description="The canary adapter version (vN).")
+    share: float = Field(gt=0, lt=1, description="Share of the style's briefs it serves, chosen by brief id.")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not is_version_name(value):
+            raise ValueError(f"canary version {value!r} must look like v1, v2, ...")
+        return value
+
+
+def brief_bucket(style_name: str, brief_id: str) -> float:
+    """Where a brief falls in ``[0, 1)`` for ``style_name``'s canary: a hash of both, so a brief always
+    falls at the same place, and a brief in a canary of share 0.1 stays in one of share 0.2."""
+    digest = hashlib.sha256(f"{style_name}\0{brief_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 class Style(BaseModel):
     """A validated ``style.yaml`` together with the directory it came from."""
 
@@ -119,6 +143,7 @@ class Style(BaseModel):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     rules: StyleRules = Field(default_factory=StyleRules)
     adapter: str | None = Field(None, description="Adapter version served (vN), or none for the base model.")
+    canary: Canary | None = Field(None, description="A version served to a stable share of briefs, if any.")
     system_prompt: str = Field("", description="Voice instructions put in the system message.")
     directory: Path = Field(Path(), exclude=True)
     profile_targets: list[str] = Field(
@@ -149,10 +174,23 @@ class Style(BaseModel):
             raise ValueError(f"adapter version {value!r} must look like v1, v2, ...")
         return value
 
+    @model_validator(mode="after")
+    def _canary_differs(self) -> Style:
+        if self.canary is not None and self.canary.version == self.adapter:
+            raise ValueError(f"canary {self.canary.version} is already the served version; drop `canary:`")
+        return self
+
     @property
     def adapter_dir(self) -> Path | None:
         """Directory of the served adapter version, or ``None`` when the style runs on the base model."""
         return None if self.adapter is None else version_dir(self, self.adapter)
+
+    def version_for(self, brief_id: str) -> str | None:
+        """The adapter version that writes ``brief_id``: the canary's for a stable share of briefs (by
+        :func:`brief_bucket`), the served ``adapter`` for the rest (``None``: the base model)."""
+        if self.canary is not None and brief_bucket(self.name, brief_id) < self.canary.share:
+            return self.canary.version
+        return self.adapter
 
 
 def load_style(path: Path) -> Style:
