@@ -25,7 +25,15 @@ import httpx
 import psutil
 import yaml
 from hypothesis import strategies as st
-from queue_helpers import Deployment, copydesk_command, free_port, wait_until
+from queue_helpers import (
+    Deployment,
+    DeploymentFiles,
+    copydesk_command,
+    free_port,
+    wait_until,
+    write_plugin,
+    write_styles,
+)
 
 from worker.intake.briefs import Brief
 from worker.results import ArticleResult, ArticleStatus
@@ -98,6 +106,21 @@ def start_server(deployment: Deployment, *, name: str = "api", **extra_env: str)
 
     wait_until(answers, timeout=60, message=lambda: f"copydesk serve did not start:\n{server.log()}")
     return server
+
+
+def api_deployment(root: Path, model_dir: Path | None = None, **settings: str) -> Deployment:
+    """A deployment under ``root`` (SQLite store, embedded broker, the queue tests' styles) for a server and,
+    with ``model_dir``, workers; ``settings`` are ``COPYDESK_*`` variables."""
+    files = DeploymentFiles(write_styles(root / "files"), write_plugin(root / "files" / "plugin"))
+    home = root / "deployment" / "home"
+    return Deployment(
+        root / "deployment",
+        model_dir or root / "no-model",
+        files.styles,
+        files.plugin,
+        f"sqlite:///{home / 'copydesk.db'}",
+        settings=dict(settings),
+    )
 
 
 def create_key(deployment: Deployment, name: str, role: Role) -> str:
