@@ -317,3 +317,21 @@ def test_the_api_checks_pinned_styles_and_names_the_request_as_the_source(
     sources = {row["id"]: row["source"] for row in by_api.sql("SELECT id, source FROM briefs")}
     assert sources == {"pin-0": f"{request}:line 1", "pin-1": f"{request}:line 2", "pin-x-0": f"{request}:line 3"}
     assert "/tmp" not in str(by_api.sql("SELECT * FROM jobs"))
+
+
+def test_without_a_styles_folder_the_api_enqueues_unchecked_with_a_warning(
+    tmp_path: Path, tiny_model_dir: Path, files: DeploymentFiles
+) -> None:
+    d = deployment(tmp_path / "api", tiny_model_dir, files)
+    key = create_key(d, "cms", Role.SUBMITTER)
+    server = start_server(d, COPYDESK_STYLES_DIR=str(tmp_path / "no-styles"))
+    try:
+        with server.client(key) as client:
+            body = json.dumps({**make_briefs("unchecked", 1)[0], "style": "anything"}) + "\n"
+            response = client.post("/v1/jobs", content=body, headers=NDJSON)
+    finally:
+        server.stop()
+    assert response.status_code == 201, response.text
+    [warning] = response.json()["warnings"]
+    assert warning.startswith("pinned styles not checked: styles directory"), warning
+    assert response.json()["enqueued"] == 1
