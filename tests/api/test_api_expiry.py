@@ -101,6 +101,42 @@ def test_a_job_without_a_window_never_expires_and_an_expired_brief_can_be_resubm
     assert again.requeued == ["gone-0"] and store.get_brief("gone-0").status == BriefStatus.QUEUED
 
 
+def test_a_shared_brief_stays_queued_while_another_live_job_wants_it(store: Store, clock: FakeClock) -> None:
+    first = store.create_job(briefs("sh", 3))
+    store.set_completion_window(first.job_id, timedelta(hours=1))
+    open_ended = store.create_job(briefs("sh", 1))  # sh-0 again, no window
+    later = store.create_job(briefs("sh", 2)[1:])  # sh-1 again, a later window
+    store.set_completion_window(later.job_id, timedelta(hours=3))
+    assert (open_ended.already_queued, later.already_queued) == (["sh-0"], ["sh-1"])
+    clock.advance(3601)
+    assert store.expire_jobs() == {first.job_id: 1}
+    status = {i: store.get_brief(f"sh-{i}").status for i in range(3)}
+    assert status == {0: BriefStatus.QUEUED, 1: BriefStatus.QUEUED, 2: BriefStatus.EXPIRED}
+    assert store.get_job(first.job_id).status == JobStatus.IN_PROGRESS  # waits for the briefs others want
+    assert store.expire_jobs() == {}  # the next reconciler pass leaves them alone too
+    clock.advance(3 * 3600)  # the later window passes as well: nothing wants sh-1 now
+    assert sum(store.expire_jobs().values()) == 1
+    assert store.get_brief("sh-1").status == BriefStatus.EXPIRED
+    assert store.get_brief("sh-0").status == BriefStatus.QUEUED  # the job without a window still wants it
+    assert store.get_job(later.job_id).status == JobStatus.EXPIRED
+    assert store.claim_brief("sh-0", owner="w", lease_seconds=60, max_attempts=3) is not None
+    store.save_article(article("sh-0"), owner="w")
+    assert store.get_job(open_ended.job_id).status == JobStatus.COMPLETED
+    job = store.get_job(first.job_id)
+    assert job.status == JobStatus.EXPIRED and (job.counts.done, job.counts.expired) == (1, 2), job
+
+
+def test_a_brief_shared_with_a_cancelled_job_still_expires(store: Store, clock: FakeClock) -> None:
+    windowed = store.create_job(briefs("cx", 1))
+    store.set_completion_window(windowed.job_id, timedelta(minutes=5))
+    cancelled = store.create_job(briefs("cx", 1))
+    store.cancel_job(cancelled.job_id)  # windowed still holds cx-0: it stays queued for it
+    assert store.get_brief("cx-0").status == BriefStatus.QUEUED
+    clock.advance(301)
+    assert store.expire_jobs() == {windowed.job_id: 1}
+    assert store.get_brief("cx-0").status == BriefStatus.EXPIRED
+
+
 def test_the_cli_sets_the_window(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -109,7 +145,7 @@ def test_the_cli_sets_the_window(tmp_path: Path) -> None:
     env = {"COPYDESK_HOME": str(tmp_path / "home"), "COPYDESK_STORE_URL": None, "COPYDESK_CONFIG": None}
     path = write_briefs(tmp_path / "b.yaml", make_briefs("cw", 1))
     bad = CliRunner().invoke(cli_app, ["submit", str(path), "--completion-window", "soon"], env=env)
-    assert bad.exit_code == 2 and "invalid completion window" in bad.output
+    assert bad.exit_code == ConfigError.exit_code and "invalid completion window" in bad.output
     ok = CliRunner().invoke(cli_app, ["submit", str(path), "--json", "--completion-window", "2h"], env=env)
     assert ok.exit_code == 0, ok.output
     job_id = json.loads(ok.stdout)["job_id"]

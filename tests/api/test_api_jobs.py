@@ -24,7 +24,15 @@ from api_helpers import (
 )
 from model_fixtures import tiny_model_dir
 from prometheus_client.parser import text_string_to_metric_families
-from queue_helpers import Deployment, DeploymentFiles, free_port, wait_until, write_plugin, write_styles
+from queue_helpers import (
+    Deployment,
+    DeploymentFiles,
+    free_port,
+    make_briefs,
+    wait_until,
+    write_plugin,
+    write_styles,
+)
 
 from worker.store import Role
 
@@ -279,3 +287,51 @@ def test_a_job_written_through_the_cli_and_through_the_api_leaves_identical_rows
     for name, (cli_rows, api_rows) in rows.items():
         assert cli_rows, name
         assert api_rows == cli_rows, name
+
+
+def test_the_api_checks_pinned_styles_and_names_the_request_as_the_source(
+    tmp_path: Path, tiny_model_dir: Path, files: DeploymentFiles
+) -> None:
+    records = [*make_briefs("pin", 2), {**make_briefs("pin-x", 1)[0], "style": "no-such-style"}]
+    body = "".join(json.dumps(record) + "\n" for record in records)
+    by_cli = deployment(tmp_path / "cli", tiny_model_dir, files)
+    path = tmp_path / "briefs.jsonl"
+    path.write_text(body)
+    cli = by_cli.cli("submit", str(path), "--json")
+    assert cli.exit_code == 0, cli.output
+    by_api = deployment(tmp_path / "api", tiny_model_dir, files)
+    key = create_key(by_api, "cms", Role.SUBMITTER)
+    server = start_server(by_api)
+    try:
+        with server.client(key) as client:
+            response = client.post("/v1/jobs", content=body, headers=NDJSON)
+    finally:
+        server.stop()
+    assert response.status_code == 201, response.text
+    job_id = response.json()["job_id"]
+    request = f"api:cms:{job_id}"
+    [warning] = response.json()["warnings"]
+    assert warning.startswith(f"enqueued; the workers' styles decide: {request}, line 3, field 'style': "), warning
+    assert "no-such-style" in warning and warning.split(": ", 2)[2] in cli.stderr.replace("\n", "")
+    assert response.json()["enqueued"] == 3  # enqueued all the same, as by the CLI
+    sources = {row["id"]: row["source"] for row in by_api.sql("SELECT id, source FROM briefs")}
+    assert sources == {"pin-0": f"{request}:line 1", "pin-1": f"{request}:line 2", "pin-x-0": f"{request}:line 3"}
+    assert "/tmp" not in str(by_api.sql("SELECT * FROM jobs"))
+
+
+def test_without_a_styles_folder_the_api_enqueues_unchecked_with_a_warning(
+    tmp_path: Path, tiny_model_dir: Path, files: DeploymentFiles
+) -> None:
+    d = deployment(tmp_path / "api", tiny_model_dir, files)
+    key = create_key(d, "cms", Role.SUBMITTER)
+    server = start_server(d, COPYDESK_STYLES_DIR=str(tmp_path / "no-styles"))
+    try:
+        with server.client(key) as client:
+            body = json.dumps({**make_briefs("unchecked", 1)[0], "style": "anything"}) + "\n"
+            response = client.post("/v1/jobs", content=body, headers=NDJSON)
+    finally:
+        server.stop()
+    assert response.status_code == 201, response.text
+    [warning] = response.json()["warnings"]
+    assert warning.startswith("pinned styles not checked: styles directory"), warning
+    assert response.json()["enqueued"] == 1

@@ -90,8 +90,8 @@ def test_keys_commands_show_the_key_once(tmp_path: Path) -> None:
     assert [(r["name"], r["role"], r["revoked_at"]) for r in rows] == [("desk", "editor", None)]
     assert key not in listed.stdout and key.split("_", 2)[2] not in listed.stdout
     again = runner.invoke(cli_app, ["keys", "create", "desk"], env=env)
-    assert again.exit_code == 7 and "already exists" in again.output
+    assert again.exit_code == ConflictError.exit_code and "already exists" in again.output
     revoked = runner.invoke(cli_app, ["keys", "revoke", "desk"], env=env)
     assert revoked.exit_code == 0 and "revoked" in revoked.stdout
     missing = runner.invoke(cli_app, ["keys", "revoke", "ghost"], env=env)
-    assert missing.exit_code == 7 and "no API key named 'ghost'" in missing.output
+    assert missing.exit_code == NotFoundError.exit_code and "no API key named 'ghost'" in missing.output

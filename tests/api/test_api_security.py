@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from api_helpers import ApiServer, create_key, start_server, write_article
+from api_helpers import (
+    ApiServer,
+    create_key,
+    hostile_bodies,
+    hostile_endpoints,
+    post_oversized,
+    start_server,
+    write_article,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from queue_helpers import Deployment, DeploymentFiles, make_briefs, write_plugin, write_styles
@@ -186,40 +194,14 @@ def test_an_oversized_body_is_refused_before_it_is_read(api: Api) -> None:
     size = 40 * 1024 * 1024
     before = api.server.rss()
     with api.server.client(api.keys.submitter) as sub:
-        declared = sub.post(
-            "/v1/jobs",
-            content=b"[" + b" " * (BODY_LIMIT * 2) + b"]",
-            headers={"Content-Type": "application/json"},
-        )
-        assert declared.status_code == 413, declared.text
-        assert declared.json()["error"]["type"] == "PayloadTooLarge"
-        sent = 0
-
-        def chunks() -> Iterator[bytes]:  # no Content-Length: chunked, counted while it streams
-            nonlocal sent
-            chunk = b" " * 65536
-            while sent < size:
-                sent += len(chunk)
-                yield chunk
-
-        try:
-            streamed = sub.post("/v1/jobs", content=chunks(), headers={"Content-Type": "application/x-ndjson"})
-            assert streamed.status_code == 413, streamed.text
-        except httpx.TransportError:
-            pass  # the server answered 413 and closed the connection while the client was still sending
-        for path in ("/v1/articles/sec-1/approve", "/v1/jobs"):
-            big = sub.post(path, content=chunks_of(size), headers={"Content-Type": "application/json"})
-            assert big.status_code in (403, 413), big.text
+        sent = post_oversized(sub, size=size, limit=BODY_LIMIT, article_id="sec-1")
+    assert sent.statuses["declared"] == 413 and sent.declared_error == "PayloadTooLarge", sent
+    assert sent.statuses["chunked"] in (413, None), sent.statuses
+    assert sent.statuses["/v1/articles/sec-1/approve"] in (403, 413) and sent.statuses["/v1/jobs"] == 413, sent
     grown = api.server.rss() - before
     assert grown < size // 4, f"the server grew by {grown} bytes for {size}-byte bodies"
-    assert sent < size, "the server read the whole chunked body"
+    assert sent.sent < size, "the server read the whole chunked body"
     assert api.server.alive()
-
-
-def chunks_of(size: int) -> Iterator[bytes]:
-    chunk = b"[" * 65536
-    for _ in range(size // len(chunk)):
-        yield chunk
 
 
 def test_too_many_briefs_is_422_and_nothing_is_stored(api: Api) -> None:
@@ -268,41 +250,7 @@ def test_path_traversal_and_sql_ish_ids_are_404_or_422(api: Api, bad_id: str) ->
         assert bad_cursor.status_code in (404, 422), bad_cursor.text
 
 
-json_leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
-json_values = st.recursive(
-    json_leaves,
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),
-    max_leaves=30,
-)
-brief_like = st.fixed_dictionaries(
-    {},
-    optional={
-        "id": json_values | st.text(max_size=140),
-        "title": json_values | st.text(max_size=200),
-        "target_words": json_values,
-        "tags": json_values,
-        "style": json_values | st.sampled_from(["quick", "../../etc", "strict"]),
-        "revision": json_values,
-        "note": json_values,
-        "reason": json_values,
-        "feedback": json_values,
-    },
-)
-hostile_bodies = st.one_of(
-    json_values.map(lambda v: json.dumps(v).encode()),
-    st.lists(brief_like, max_size=4).map(lambda v: json.dumps(v).encode()),
-    st.lists(brief_like | json_values, max_size=4).map(lambda v: "\n".join(json.dumps(x) for x in v).encode()),
-    st.binary(max_size=200),
-    st.integers(min_value=1, max_value=3000).map(lambda n: b"[" * n + b"]" * n),
-    st.integers(min_value=1, max_value=3000).map(lambda n: b'{"a":' * n + b"1" + b"}" * n),
-)
-ENDPOINTS = [
-    ("POST", "/v1/jobs", "application/json"),
-    ("POST", "/v1/jobs", "application/x-ndjson"),
-    ("POST", "/v1/articles/sec-2/approve", "application/json"),
-    ("POST", "/v1/articles/sec-2/reject", "application/json"),
-    ("POST", "/v1/articles/sec-2/send-back", "application/json"),
-]
+ENDPOINTS = hostile_endpoints("sec-2")
 
 
 @pytest.fixture(scope="module")

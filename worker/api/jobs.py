@@ -1,8 +1,10 @@
 """Job routes: submit briefs, list and read jobs, cancel, stream results.
 
 ``POST /v1/jobs`` streams the body into a temporary brief file (``.json`` for a JSON list, ``.jsonl`` for
-JSON lines, by Content-Type) and hands it to :func:`worker.queue.submit.submit`, exactly as
-``copydesk submit`` does with a file: the same validation, the same per-record problems, the same store rows.
+JSON lines, by Content-Type) and hands it to :func:`worker.queue.submit.record`, exactly as
+``copydesk submit`` does with a file: the same validation, the same per-record problems and pinned-style
+warnings, the same store rows. The briefs' ``source`` names the request (``api:<key name>:<job id>:line N``),
+not the temporary file.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
@@ -30,7 +32,11 @@ from worker.intake.loading import BriefProblem, iter_brief_file
 from worker.queue.events import job_settled
 from worker.store import ApiKeyRecord, Role, Store
 from worker.store.expiry import parse_completion_window
+from worker.store.jobs import new_job_id
 from worker.store.views import job_dict, result_line
+
+if TYPE_CHECKING:
+    from worker.queue.submit import Recorded
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +111,16 @@ def _submit(
             f"the job has {records} brief records, more than {settings.api_max_briefs} (api_max_briefs): split it",
         )
     store: Store = request.app.state.store
-    recorded = record([path], store=store, description=description or f"api: {key.name}", completion_window=window)
+    job_id = new_job_id()
+    recorded = record(
+        [path],
+        store=store,
+        description=description or f"api: {key.name}",
+        completion_window=window,
+        styles_dir=settings.styles_dir,
+        names={path: request_name(key, job_id)},
+        job_id=job_id,
+    )
     submission, problems = recorded.submission, recorded.problems
     queue_error: QueueError | None = None
     try:
@@ -120,11 +135,23 @@ def _submit(
         "invalid": len(problems),
         "published": queue_error is None,
         "problems": [problem_dict(p) for p in problems],
+        "warnings": _warnings(recorded),
         "job": job_dict(store.get_job(submission.job_id)),
     }
     if queue_error is not None:
         body["warning"] = str(queue_error)
     return body
+
+
+def _warnings(recorded: Recorded) -> list[str]:
+    """The pinned-style warnings ``copydesk submit`` prints: briefs enqueued all the same."""
+    warnings = [f"pinned styles not checked: {recorded.pins_unchecked}"] if recorded.pins_unchecked else []
+    return warnings + [f"enqueued; the workers' styles decide: {problem}" for problem in recorded.unknown_pins]
+
+
+def request_name(key: ApiKeyRecord, job_id: str) -> str:
+    """What a brief submitted over the API records as its file: ``api:<key name>:<job id>`` (then ``:line N``)."""
+    return f"api:{key.name}:{job_id}"
 
 
 @router.post("", status_code=201, summary="Submit briefs as one job")

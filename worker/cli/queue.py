@@ -28,7 +28,7 @@ from worker.cli.common import (
     print_outcome_table,
 )
 from worker.config import Settings, load_settings
-from worker.errors import QueueError, StyleError
+from worker.errors import QueueError
 from worker.store.views import job_dict, result_line
 
 RESULT_FORMATS = ("jsonl", "table")
@@ -105,14 +105,12 @@ def submit_command(
 def _record(files: list[Path], store: Any, settings: Settings, completion_window: Any = None) -> Any:
     """Record the briefs of ``files`` as one job; print the invalid records and the unknown pinned styles."""
     from worker.queue.submit import record
-    from worker.styles.catalog import StyleCatalog
 
-    try:
-        catalog = StyleCatalog.load(settings.styles_dir)
-    except StyleError as exc:  # the styles may live on the workers only: their catalog decides
-        err_console.print(f"[yellow]pinned styles not checked:[/] {exc}", highlight=False, soft_wrap=True)
-        catalog = None
-    recorded = record(files, store=store, catalog=catalog, completion_window=completion_window)
+    recorded = record(files, store=store, styles_dir=settings.styles_dir, completion_window=completion_window)
+    if recorded.pins_unchecked is not None:  # the styles may live on the workers only: their catalog decides
+        err_console.print(
+            f"[yellow]pinned styles not checked:[/] {recorded.pins_unchecked}", highlight=False, soft_wrap=True
+        )
     for problem in recorded.problems:
         err_console.print(f"[yellow]invalid (not enqueued):[/] {problem}", highlight=False, soft_wrap=True)
     for problem in recorded.unknown_pins:

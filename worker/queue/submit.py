@@ -8,9 +8,9 @@ worker's reconciler publishes them once it runs. The broker is a delivery hint; 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.transport import sqlalchemy as sqla_transport
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker.errors import QueueError
+from worker.errors import QueueError, StyleError
 from worker.intake.briefs import Brief
 from worker.intake.loading import iter_brief_file
 from worker.intake.problems import BriefProblem
@@ -120,11 +120,17 @@ def _safe(url: str) -> str:
 
 
 class FileBriefs:
-    """Iterates the briefs of several files once, collecting problems on the side (streaming)."""
+    """Iterates the briefs of several files once, collecting problems on the side (streaming).
 
-    def __init__(self, paths: Sequence[Path], catalog: StyleCatalog | None = None) -> None:
+    ``names`` gives a file the name its briefs' ``source`` and its problems carry instead of its path (the API
+    names the request, not the temporary file it was streamed to)."""
+
+    def __init__(
+        self, paths: Sequence[Path], catalog: StyleCatalog | None = None, names: Mapping[Path, str] | None = None
+    ) -> None:
         self.paths = paths
         self.catalog = catalog
+        self.names = dict(names or {})
         self.problems: list[BriefProblem] = []
         self.unknown_pins: list[BriefProblem] = []
         self.duplicates = 0
@@ -132,7 +138,10 @@ class FileBriefs:
     def __iter__(self) -> Iterator[tuple[Brief, str | None]]:
         seen: set[str] = set()
         for path in self.paths:
+            name = self.names.get(path)
             for item in iter_brief_file(path):
+                if name is not None:
+                    item = replace(item, file=name)
                 if isinstance(item, BriefProblem):
                     self.problems.append(item)
                     continue
@@ -151,6 +160,16 @@ class FileBriefs:
         yield item.brief, item.source
 
 
+def load_catalog(styles_dir: Path) -> tuple[StyleCatalog | None, str | None]:
+    """The catalog that pinned styles are checked against, or ``None`` and why not: the styles may live on the
+    workers only, and then their catalog decides (both front doors submit with this)."""
+    try:
+        return StyleCatalog.load(styles_dir), None
+    except StyleError as exc:
+        logger.info("pinned styles not checked: %s", exc)
+        return None, str(exc)
+
+
 @dataclass
 class Recorded:
     """A submission recorded in the store (every valid brief ``queued``), before it is published."""
@@ -161,6 +180,8 @@ class Recorded:
     unknown_pins: list[BriefProblem] = field(default_factory=list)
     """Briefs pinned to a style this machine's catalog does not have: enqueued all the same (the workers'
     catalog decides, and fails such a brief naming the style)."""
+    pins_unchecked: str | None = None
+    """Why pinned styles were not checked (no catalog could be loaded here), or ``None``."""
 
 
 def record(
@@ -170,15 +191,24 @@ def record(
     description: str | None = None,
     catalog: StyleCatalog | None = None,
     completion_window: timedelta | None = None,
+    styles_dir: Path | None = None,
+    names: Mapping[Path, str] | None = None,
+    job_id: str | None = None,
 ) -> Recorded:
     """Record the valid briefs of ``paths`` as one job, queued in the store; nothing is published yet. With
-    ``completion_window``, briefs not started when it has passed expire (:mod:`worker.store.expiry`)."""
-    briefs = FileBriefs(paths, catalog)
-    submission = store.create_job(briefs, kind="submit", description=description or ", ".join(map(str, paths)))
+    ``completion_window``, briefs not started when it has passed expire (:mod:`worker.store.expiry`). With
+    ``styles_dir`` (and no ``catalog``), pinned styles are checked against :func:`load_catalog` of it; ``names``
+    as in :class:`FileBriefs`; ``job_id`` when the caller chose it (default: a new one)."""
+    pins_unchecked = None
+    if catalog is None and styles_dir is not None:
+        catalog, pins_unchecked = load_catalog(styles_dir)
+    briefs = FileBriefs(paths, catalog, names)
+    shown = ", ".join(briefs.names.get(path, str(path)) for path in paths)
+    submission = store.create_job(briefs, kind="submit", description=description or shown, job_id=job_id)
     store.set_invalid_records(submission.job_id, len(briefs.problems))
     if completion_window is not None:
         store.set_completion_window(submission.job_id, completion_window)
-    return Recorded(submission, briefs.problems, briefs.unknown_pins)
+    return Recorded(submission, briefs.problems, briefs.unknown_pins, pins_unchecked)
 
 
 def publish_job(app: Celery, submission: Submission) -> None:

@@ -2,9 +2,10 @@
 
 A job submitted with a completion window (``24h``) gets ``jobs.expires_at`` = its creation + the window. Once
 that passes, :meth:`ExpiryStoreMixin.expire_jobs` (run by the worker's reconciler) marks the job's briefs that
-have not started (``queued``) ``expired``; running ones may finish. When every brief has settled the job's
-derived status is ``expired`` (``completed`` when none had to expire), and its results carry each brief's
-status. Without a window a job never expires.
+have not started (``queued``) ``expired``; running ones may finish. A queued brief that another live job also
+holds (one with no window, or a later one) is left queued: it is written for that job. When every brief has
+settled the job's derived status is ``expired`` (``completed`` when none had to expire), and its results carry
+each brief's status. Without a window a job never expires.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker.errors import ConfigError, NotFoundError
@@ -39,6 +40,23 @@ def parse_completion_window(text: str) -> timedelta:
             f"invalid completion window {text!r}: write a number and a unit (s, m, h, d), e.g. 24h, between 1s and 30d"
         )
     return window
+
+
+def _held_by_a_live_job(job_id: str, now: datetime) -> ColumnElement[bool]:
+    """The brief also belongs to another job, not being cancelled, whose window has not passed (or that has
+    none): it is still wanted, so it stays queued (the rule ``cancel_job`` follows for shared briefs)."""
+    other = job_items.alias("other")
+    return (
+        select(other.c.brief_id)
+        .join(jobs, jobs.c.id == other.c.job_id)
+        .where(
+            other.c.brief_id == briefs.c.id,
+            other.c.job_id != job_id,
+            jobs.c.cancel_requested.is_(False),
+            or_(jobs.c.expires_at.is_(None), jobs.c.expires_at > now),
+        )
+        .exists()
+    )
 
 
 class ExpiryStoreMixin:
@@ -72,7 +90,11 @@ class ExpiryStoreMixin:
                 members = select(job_items.c.brief_id).where(job_items.c.job_id == job_id)
                 result = session.execute(
                     update(briefs)
-                    .where(briefs.c.id.in_(members), briefs.c.status == BriefStatus.QUEUED.value)
+                    .where(
+                        briefs.c.id.in_(members),
+                        briefs.c.status == BriefStatus.QUEUED.value,
+                        ~_held_by_a_live_job(job_id, now),
+                    )
                     .values(status=BriefStatus.EXPIRED.value, last_error=EXPIRED_ERROR, updated_at=now)
                 )
                 if result.rowcount:

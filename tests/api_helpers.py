@@ -2,6 +2,8 @@
 
 An :class:`ApiServer` runs ``copydesk serve`` in its own session with a :class:`~queue_helpers.Deployment`'s
 environment (its home, store and broker), so that the API, the CLI and the workers share one installation.
+Shared by ``tests/api`` and ``tests/reliability/test_api_faults.py``: the server, keys, a webhook receiver, the
+hostile-body strategies and the oversized-body requests.
 """
 
 from __future__ import annotations
@@ -22,13 +24,22 @@ from typing import Any
 import httpx
 import psutil
 import yaml
-from queue_helpers import Deployment, copydesk_command, free_port, wait_until
+from hypothesis import strategies as st
+from queue_helpers import (
+    Deployment,
+    DeploymentFiles,
+    copydesk_command,
+    free_port,
+    wait_until,
+    write_plugin,
+    write_styles,
+)
 
 from worker.intake.briefs import Brief
 from worker.results import ArticleResult, ArticleStatus
 from worker.store import Role, Store
 
-SAMPLES = Path(__file__).resolve().parents[2] / "briefs" / "samples.yaml"
+SAMPLES = Path(__file__).resolve().parents[1] / "briefs" / "samples.yaml"
 
 
 @dataclass
@@ -95,6 +106,21 @@ def start_server(deployment: Deployment, *, name: str = "api", **extra_env: str)
 
     wait_until(answers, timeout=60, message=lambda: f"copydesk serve did not start:\n{server.log()}")
     return server
+
+
+def api_deployment(root: Path, model_dir: Path | None = None, **settings: str) -> Deployment:
+    """A deployment under ``root`` (SQLite store, embedded broker, the queue tests' styles) for a server and,
+    with ``model_dir``, workers; ``settings`` are ``COPYDESK_*`` variables."""
+    files = DeploymentFiles(write_styles(root / "files"), write_plugin(root / "files" / "plugin"))
+    home = root / "deployment" / "home"
+    return Deployment(
+        root / "deployment",
+        model_dir or root / "no-model",
+        files.styles,
+        files.plugin,
+        f"sqlite:///{home / 'copydesk.db'}",
+        settings=dict(settings),
+    )
 
 
 def create_key(deployment: Deployment, name: str, role: Role) -> str:
@@ -185,3 +211,92 @@ def receiving(receiver: Receiver) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------------------------- hostile and oversized bodies
+
+json_leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
+json_values = st.recursive(
+    json_leaves,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=30,
+)
+brief_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values | st.text(max_size=140),
+        "title": json_values | st.text(max_size=200),
+        "target_words": json_values,
+        "tags": json_values,
+        "style": json_values | st.sampled_from(["quick", "../../etc", "strict"]),
+        "revision": json_values,
+        "note": json_values,
+        "reason": json_values,
+        "feedback": json_values,
+    },
+)
+hostile_bodies = st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.lists(brief_like, max_size=4).map(lambda v: json.dumps(v).encode()),
+    st.lists(brief_like | json_values, max_size=4).map(lambda v: "\n".join(json.dumps(x) for x in v).encode()),
+    st.binary(max_size=200),
+    st.integers(min_value=1, max_value=3000).map(lambda n: b"[" * n + b"]" * n),
+    st.integers(min_value=1, max_value=3000).map(lambda n: b'{"a":' * n + b"1" + b"}" * n),
+)
+
+
+def hostile_endpoints(article_id: str) -> list[tuple[str, str, str]]:
+    """(method, path, content type) that take a body: job submission and the review decisions on ``article_id``."""
+    return [
+        ("POST", "/v1/jobs", "application/json"),
+        ("POST", "/v1/jobs", "application/x-ndjson"),
+        ("POST", f"/v1/articles/{article_id}/approve", "application/json"),
+        ("POST", f"/v1/articles/{article_id}/reject", "application/json"),
+        ("POST", f"/v1/articles/{article_id}/send-back", "application/json"),
+    ]
+
+
+def chunks_of(size: int, byte: bytes = b"[") -> Iterator[bytes]:
+    chunk = byte * 65536
+    for _ in range(size // len(chunk)):
+        yield chunk
+
+
+@dataclass
+class Oversized:
+    """What :func:`post_oversized` sent and got: a status per request (``None``: the server closed the
+    connection while the client was still sending, after its 413) and the bytes the chunked body produced."""
+
+    statuses: dict[str, int | None]
+    sent: int
+    size: int
+    declared_error: str
+    """The error type of the answer to the declared body (``PayloadTooLarge``)."""
+
+
+def post_oversized(client: httpx.Client, *, size: int, limit: int, article_id: str) -> Oversized:
+    """Bodies over ``limit``: one declared by Content-Length (``2 * limit``), then ``size`` bytes chunked (no
+    Content-Length) to ``POST /v1/jobs``, and ``size`` bytes to an approval and to ``POST /v1/jobs``."""
+    statuses: dict[str, int | None] = {}
+    declared = client.post(
+        "/v1/jobs", content=b"[" + b" " * (limit * 2) + b"]", headers={"Content-Type": "application/json"}
+    )
+    statuses["declared"] = declared.status_code
+    declared_error = str(declared.json().get("error", {}).get("type"))
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:  # counted while it streams
+        nonlocal sent
+        for chunk in chunks_of(size, b" "):
+            sent += len(chunk)
+            yield chunk
+
+    try:
+        streamed = client.post("/v1/jobs", content=chunks(), headers={"Content-Type": "application/x-ndjson"})
+        statuses["chunked"] = streamed.status_code
+    except httpx.TransportError:
+        statuses["chunked"] = None  # the server answered 413 and closed the connection mid-send
+    for path in (f"/v1/articles/{article_id}/approve", "/v1/jobs"):
+        big = client.post(path, content=chunks_of(size), headers={"Content-Type": "application/json"})
+        statuses[path] = big.status_code
+    return Oversized(statuses, sent, size, declared_error)
