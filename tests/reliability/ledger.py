@@ -131,7 +131,17 @@ class Ledger:
 AREA_ORDER = {
     area: i
     for i, area in enumerate(
-        ["crashes", "broker faults", "store faults", "poison and hang", "hostile input", "hostile assets", "limits"]
+        [
+            "crashes",
+            "broker faults",
+            "store faults",
+            "poison and hang",
+            "hostile input",
+            "hostile assets",
+            "limits",
+            "API",
+            "webhooks",
+        ]
     )
 }
 
