@@ -3,13 +3,17 @@ a real archive showed, on small archives of our own under tests/data/archives/."
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
+from typer.testing import CliRunner
 
+from worker.cli.main import app
 from worker.lab.corpus import load_corpus
+from worker.lab.corpus_tokens import length_report
 from worker.lab.front_matter import split_front_matter
 from worker.lab.page_body import clean_page
 
@@ -144,3 +148,44 @@ def test_min_words_counts_the_body_not_the_added_title(tmp_path: Path) -> None:
     words = " ".join(f"word{i}" for i in range(58))
     (tmp_path / "p.md").write_text(f"---\ntitle: Four more title words\n---\n{words}\n")
     assert load_corpus(tmp_path).skipped[0].reason == "near-empty page (58 words, fewer than 60)"
+
+
+# ------------------------------------------------------------------------------------------- see what you train on
+
+
+def test_inspect_lists_kept_articles_and_the_archive_figures() -> None:
+    result = CliRunner().invoke(
+        app, ["corpus", "inspect", str(ARCHIVES / "hugo-damage"), "--list", "--no-tokens", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["skipped_by_reason"] == {
+        "exact duplicate": 2,
+        "cross-post stub": 1,
+        "not a post": 1,
+        "redirect stub": 1,
+    }
+    assert report["dates"] == {"found": 3, "sources": {"front matter date": 3}}
+    assert report["authors"]["names"] == {"Ana Lima": 1}
+    assert (report["directives_inlined"], report["placeholders"], report["articles_with_warnings"]) == (1, 1, 1)
+    hidden = next(row for row in report["kept_articles"] if row["id"] == "hidden")
+    assert hidden["date_source"] == "front matter date" and hidden["authors"] == ["Ana Lima"]
+    assert hidden["warnings"] == ["shortcode not resolved: mystery-widget id=3"]
+    assert hidden["tokens"] is None
+
+
+def test_show_prints_the_brief_and_the_body_training_sees() -> None:
+    corpus = load_corpus(ARCHIVES / "go-blog")
+    result = CliRunner().invoke(app, ["corpus", "show", str(ARCHIVES / "go-blog"), "pipelines", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["body"] == corpus.articles[0].body
+    assert shown["brief"] == corpus.articles[0].brief.content_dict()
+    missing = CliRunner().invoke(app, ["corpus", "show", str(ARCHIVES / "go-blog"), "nope"])
+    assert missing.exit_code == 10 and "no kept article 'nope'" in missing.output
+
+
+def test_length_report_counts_what_max_length_cuts() -> None:
+    report = length_report([100, 300, 600, 1000], 512)
+    assert (report["longer"], report["tokens_cut"], report["max"], report["total"]) == (2, 88 + 488, 1000, 2000)
+    assert length_report([], 512)["longer"] == 0

@@ -411,26 +411,8 @@ def require_articles(corpus: Corpus, minimum: int = 2) -> None:
     )
 
 
-def inspect_corpus(corpus: Corpus, language: str = "en") -> dict[str, Any]:
-    """Counts, field coverage, length distribution, readability and tone profile: JSON-able."""
-    from worker.lab.stylometry import profile_texts
+def inspect_corpus(corpus: Corpus, language: str = "en", **options: Any) -> dict[str, Any]:
+    """The ``corpus inspect`` report: see :func:`worker.lab.corpus_report.inspect_corpus`."""
+    from worker.lab.corpus_report import inspect_corpus as report
 
-    profile = profile_texts([a.body for a in corpus.articles], language) if corpus.articles else None
-    content_types: dict[str, int] = {}
-    for article in corpus.articles:
-        key = str(article.brief.content_type)
-        content_types[key] = content_types.get(key, 0) + 1
-    return {
-        "root": str(corpus.root),
-        "files": corpus.files_seen,
-        "articles": len(corpus.articles),
-        "skipped": len(corpus.skipped),
-        "words": corpus.total_words,
-        "corpus_sha256": corpus.content_hash(),
-        "layouts": corpus.layouts(),
-        "front_matter": corpus.front_matter_formats(),
-        "content_types": dict(sorted(content_types.items())),
-        "coverage": corpus.coverage(),
-        "profile": profile,
-        "skipped_files": [{"path": s.path, "reason": s.reason} for s in corpus.skipped],
-    }
+    return report(corpus, language, **options)
