@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 
 from worker.cli.main import app
 from worker.lab.corpus import load_corpus
+from worker.lab.corpus_style import routing_weights
 from worker.lab.corpus_tokens import length_report
 from worker.lab.front_matter import split_front_matter
 from worker.lab.page_body import clean_page
+from worker.styles.catalog import Style, StyleCatalog, Targets
 
 REPO = Path(__file__).resolve().parents[2]
 ARCHIVES = REPO / "tests" / "data" / "archives"
@@ -189,3 +191,27 @@ def test_length_report_counts_what_max_length_cuts() -> None:
     report = length_report([100, 300, 600, 1000], 512)
     assert (report["longer"], report["tokens_cut"], report["max"], report["total"]) == (2, 88 + 488, 1000, 2000)
     assert length_report([], 512)["longer"] == 0
+
+
+# ------------------------------------------------------------------------------------------- a style in one step
+
+
+def test_styles_new_writes_a_style_from_the_archive_and_refuses_an_existing_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COPYDESK_STYLES_DIR", str(tmp_path))
+    archive = ARCHIVES / "hugo-damage"
+    result = CliRunner().invoke(app, ["styles", "new", "otel-voice", "--corpus", str(archive), "--json"])
+    assert result.exit_code == 0, result.output
+    style = StyleCatalog.load(tmp_path).get("otel-voice")
+    assert "otel-voice" in style.system_prompt and "edit this" in style.system_prompt
+    assert style.gates == Style.model_fields["gates"].default_factory()  # type: ignore[misc]
+    assert style.routing.content_types and max(style.routing.content_types.values()) == 3.0
+    assert style.targets.grade != Targets().grade  # from the corpus profile, not the defaults
+    again = CliRunner().invoke(app, ["styles", "new", "otel-voice", "--corpus", str(archive)])
+    assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_routing_weights_scale_with_frequency() -> None:
+    assert routing_weights(["Go", "go", "Rust", "", "go"]) == {"go": 3.0, "rust": 1.7}
+    assert routing_weights([]) == {}

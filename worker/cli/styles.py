@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from worker.cli.common import JsonOpt, console, err_console, handle_errors, print_json
@@ -160,6 +167,24 @@ TRAIN_ALIASES = {  # the flags these options had before they were generated from
 }
 
 
+@styles_app.command("new")
+@handle_errors
+def styles_new(
+    name: StyleArg,
+    corpus: Annotated[Path, typer.Option("--corpus", help="Folder of the archive's Markdown posts.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """A new style from an archive: style.yaml with targets, routing and gates from it (then train it)."""
+    from worker.lab.corpus_style import create_style
+
+    settings = load_settings()
+    path = create_style(settings.styles_dir, name, corpus, settings.language)
+    if as_json:
+        print_json({"style": name, "style_file": str(path)})
+        return
+    console.print(f"wrote {path}: edit its system prompt, then `copydesk styles train {name} --corpus {corpus}`")
+
+
 @styles_app.command("train")
 @handle_errors
 @options_from(TrainingOptions, into="options", error=TrainingError, what="training", aliases=TRAIN_ALIASES)
@@ -185,7 +210,12 @@ def styles_train(
         _submit_training(settings, name, corpus, feedback, options)
         return
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
     ) as progress:
         task = progress.add_task(f"training {name}: loading", total=None)
 
