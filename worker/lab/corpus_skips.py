@@ -14,9 +14,6 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from worker.scoring.markdown import strip_markdown
-from worker.scoring.text import words
-
 CROSS_POST_WORDS = 150
 CANONICAL_KEYS = ("canonical_url", "canonicalURL", "canonical", "canonical_link", "crosspost_url", "original_url")
 _PARSER = MarkdownIt("commonmark")
@@ -66,8 +63,3 @@ def page_skip_reason(data: Mapping[str, Any], text: str, count: int, min_words: 
     if count < min_words:
         return f"near-empty page ({count} words, fewer than {min_words})"
     return None
-
-
-def body_words(text: str) -> int:
-    """Words of a cleaned body as ``min_words`` counts them."""
-    return len(words(strip_markdown(text)))
