@@ -94,6 +94,7 @@ def test_a_time_budget_stops_a_real_run_cleanly_with_sections_and_a_length_repor
     assert metrics["best_eval_loss"] == min(row["eval_loss"] for row in metrics["history"] if "eval_loss" in row)
     lengths = metrics["token_lengths"]["train"]
     assert lengths["max_length"] == 160 and lengths["articles"] == metrics["train_examples"]
+    assert 60 < lengths["median"] <= lengths["max"] < 1000  # prompt and section in tokens, not a dict's keys
     assert metrics["seconds_per_1000_tokens"] > 0
     assert metrics["train_examples"] + metrics["heldout_examples"] > 8  # sections: more examples than articles
     assert took < 120

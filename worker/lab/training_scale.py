@@ -122,7 +122,8 @@ def token_lengths(records: Sequence[dict[str, Any]], tokenizer: Any, max_length:
     counts = []
     for record in records:
         messages = [*record["prompt"], *record["completion"]]
-        counts.append(len(tokenizer.apply_chat_template(messages, tokenize=True)))
+        encoded = tokenizer.apply_chat_template(messages, tokenize=True)
+        counts.append(len(encoded["input_ids"] if hasattr(encoded, "keys") else encoded))  # transformers 5: a dict
     report = length_report(counts, max_length)
     logger.info(
         "examples: %d, tokens median %s, max %s; %d longer than --max-length %d (%d tokens cut at the end)",
