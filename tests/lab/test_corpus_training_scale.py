@@ -50,7 +50,7 @@ def test_long_articles_become_sections_at_headings_code_kept_whole() -> None:
     words = " ".join(["word"] * 40)
     body = f"# Post\n\n{words}\n\n## Two\n\n{words}\n\n```sh\n# not a heading\n{words}\n```\n\n## Three\n\n{words}"
     parts = split_example(_example(body), max_words=90)
-    assert [p.id for p in parts] == ["post-part1", "post-part2", "post-part3"]
+    assert [p.id for p in parts] == ["post", "post", "post"]  # the article's id, so held-out sets stay by article
     assert parts[0].completion.startswith("# Post") and parts[1].completion.startswith("## Two")
     assert "# not a heading" in parts[1].completion  # a comment in fenced code never splits
     assert parts[1].brief.notes == "Author: Ana. Part 2 of 3 of the article."

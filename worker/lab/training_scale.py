@@ -92,8 +92,9 @@ def _group(parts: list[str], max_words: int) -> list[str]:
 
 
 def split_example(example: Example, max_words: int) -> list[Example]:
-    """An article longer than ``max_words`` as sections cut at headings; each keeps the brief, says which part
-    it is (``Part i of n`` in the notes) and has its own length. Shorter articles and feedback stay whole."""
+    """An article longer than ``max_words`` as sections cut at headings; each keeps the brief and the article's
+    id (held-out ids stay article ids), says which part it is (``Part i of n`` in the notes) and has its own
+    length. Shorter articles and feedback stay whole."""
     if example.source != "corpus" or len(example.completion.split()) <= max_words:
         return [example]
     groups = _group(_parts(example.completion), max_words)
@@ -104,7 +105,7 @@ def split_example(example: Example, max_words: int) -> list[Example]:
         notes = f"{example.brief.notes} Part {index} of {len(groups)} of the article.".strip()
         update = {"notes": notes[:1000], "target_words": max(1, len(text.split()))}
         brief = example.brief.model_copy(update=update)
-        sections.append(Example(f"{example.id}-part{index}", example.source, brief, text))
+        sections.append(Example(example.id, example.source, brief, text))  # the article's id: held-out sets match
     return sections
 
 
