@@ -59,6 +59,15 @@ def test_long_articles_become_sections_at_headings_code_kept_whole() -> None:
     assert split_example(_example(body), max_words=500) == [_example(body)]
 
 
+def test_a_long_part_without_headings_is_cut_at_its_paragraphs() -> None:
+    words = " ".join(["word"] * 40)
+    body = f"# Post\n\n{words}\n\n{words}\n\n```sh\n{words}\n\n{words}\n```\n\n{words}"
+    parts = split_example(_example(body), max_words=50)
+    assert len(parts) == 4 and parts[0].completion == f"# Post\n\n{words}"  # the title stays with its text
+    assert parts[2].completion == f"```sh\n{words}\n\n{words}\n```"  # a blank line in code never cuts
+    assert "\n\n".join(p.completion for p in parts) == body
+
+
 def test_a_budget_plan_stops_when_a_step_and_an_evaluation_no_longer_fit() -> None:
     plan = BudgetPlan(seconds=10.0, eval_seconds=2.0, started=0.0, last=0.0)
     assert plan.step_done(1, 100, now=1.0) is False  # 1 s per step: 1 + 1 + 2.4 <= 10

@@ -21,7 +21,7 @@ from worker.lab.examples import Example
 
 logger = logging.getLogger(__name__)
 
-PROMPT_TOKENS = 200  # room left for the prompt (system message, brief, chat template) when sections are cut
+PROMPT_TOKENS = 320  # room left for the prompt (system message, brief, chat template) when sections are cut
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 _HEADING = re.compile(r"^#{1,3}\s+\S")
 _UNITS = {"": 60, "s": 1, "m": 60, "h": 3600}
@@ -80,6 +80,26 @@ def _parts(body: str) -> list[str]:
     return ["\n".join(part).strip("\n") for part in parts if "\n".join(part).strip()]
 
 
+def _paragraphs(part: str, max_words: int) -> list[str]:
+    """A part longer than ``max_words`` cut at its blank lines outside fenced code (a heading stays with what
+    follows it); a shorter part as it is."""
+    if len(part.split()) <= max_words:
+        return [part]
+    blocks: list[list[str]] = [[]]
+    fence = ""
+    for line in part.split("\n"):
+        stripped = line.lstrip()
+        if stripped.startswith(("```", "~~~")):
+            marker = stripped[:3]
+            fence = "" if fence == marker else (fence or marker)
+        previous = blocks[-1]
+        if not fence and not line.strip() and previous and not previous[-1].lstrip().startswith("#"):
+            blocks.append([])
+        else:
+            blocks[-1].append(line)
+    return ["\n".join(block).strip("\n") for block in blocks if "\n".join(block).strip()]
+
+
 def _group(parts: list[str], max_words: int) -> list[str]:
     """Consecutive parts joined while they fit ``max_words``; a part longer than that stays whole."""
     groups: list[str] = []
@@ -97,7 +117,8 @@ def split_example(example: Example, max_words: int) -> list[Example]:
     length. Shorter articles and feedback stay whole."""
     if example.source != "corpus" or len(example.completion.split()) <= max_words:
         return [example]
-    groups = _group(_parts(example.completion), max_words)
+    pieces = [piece for part in _parts(example.completion) for piece in _paragraphs(part, max_words)]
+    groups = _group(pieces, max_words)
     if len(groups) == 1:
         return [example]
     sections = []
