@@ -190,6 +190,7 @@ def test_show_prints_the_brief_and_the_body_training_sees() -> None:
 def test_length_report_counts_what_max_length_cuts() -> None:
     report = length_report([100, 300, 600, 1000], 512)
     assert (report["longer"], report["tokens_cut"], report["max"], report["total"]) == (2, 88 + 488, 1000, 2000)
+    assert report["mean_within_max_length"] == (100 + 300 + 512 + 512) / 4
     assert length_report([], 512)["longer"] == 0
 
 

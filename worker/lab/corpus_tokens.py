@@ -38,4 +38,5 @@ def length_report(tokens: Sequence[int], max_length: int) -> dict[str, Any]:
         "max_length": max_length,
         "longer": len(longer),
         "tokens_cut": sum(count - max_length for count in longer),
+        "mean_within_max_length": round(statistics.fmean(min(count, max_length) for count in ordered), 1),
     }

@@ -301,6 +301,7 @@ def _train(trainer: Any, run: Run, plan: BudgetPlan | None = None) -> None:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         run.record["train_seconds"] = round(time.perf_counter() - started, 1)
         run.record["stopped_by_time_budget"] = bool(plan and plan.stopped)
+        run.record["seconds_per_step"] = round(plan.seconds_per_step, 2) if plan and plan.seconds_per_step else None
     except BaseException:
         run.record["status"] = "interrupted"
         write_json(run.run_dir / RUN_FILE, run.record)
@@ -335,17 +336,18 @@ def _metrics(trainer: Any, run: Run, seconds: float) -> dict[str, Any]:
 
 
 def _scale_metrics(steps: int, run: Run) -> dict[str, Any]:
-    """Time budget, token lengths, and the measured seconds per 1,000 training tokens (examples seen in the
-    steps run, at their mean length within --max-length)."""
+    """Time budget, token lengths, and the measured seconds per 1,000 training tokens: the step time (measured
+    without evaluations when there is a time budget, else the training time over the steps) over the tokens
+    of one step (batch x accumulation x the mean example length within --max-length)."""
     options, lengths = run.options, run.record.get("token_lengths", {}).get("train", {})
-    train_seconds = run.record.get("train_seconds")
-    examples_seen = steps * options.batch_size * options.gradient_accumulation
-    mean = min(options.max_length, lengths.get("total", 0) / max(1, lengths.get("articles", 0)))
-    tokens = examples_seen * mean
+    train_seconds, per_step = run.record.get("train_seconds"), run.record.get("seconds_per_step")
+    per_step_tokens = options.batch_size * options.gradient_accumulation * lengths.get("mean_within_max_length", 0)
+    seconds, tokens = (per_step, per_step_tokens) if per_step else (train_seconds, steps * per_step_tokens)
     return {
         "time_budget": options.time_budget,
         "stopped_by_time_budget": run.record.get("stopped_by_time_budget", False),
         "token_lengths": run.record.get("token_lengths"),
         "train_seconds": train_seconds,
-        "seconds_per_1000_tokens": round(1000 * train_seconds / tokens, 2) if train_seconds and tokens else None,
+        "seconds_per_step": per_step,
+        "seconds_per_1000_tokens": round(1000 * seconds / tokens, 2) if seconds and tokens else None,
     }
