@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from worker.cli.main import app
 from worker.intake.briefs import ContentType
-from worker.lab.corpus import CorpusError, inspect_corpus, load_corpus, require_articles
+from worker.lab.corpus import KEPT, CorpusError, inspect_corpus, load_corpus, require_articles
 from worker.lab.stylometry import FEATURE_NAMES, profile_texts, targets_from_profile, text_features
 from worker.names import is_safe_name
 from worker.styles.catalog import Targets
@@ -125,13 +125,13 @@ def test_every_skipped_file_has_its_reason(corpus) -> None:  # type: ignore[no-u
         "_drafts/an-idea.md": "draft (in _drafts/)",
         "_posts/2020-01-01-unpublished.md": "draft (published: false)",
         "content/_index.md": "section list page (_index.md), not an article",
-        "content/posts/alias-stub.md": "redirect stub (aliases only, 5 words)",
+        "content/posts/alias-stub.md": "near-empty page (4 words, fewer than 60)",  # aliases alone: no redirect
         "content/posts/broken-yaml.md": reasons["content/posts/broken-yaml.md"],
         "content/posts/draft.md": "draft (draft: true)",
         "content/posts/latin1.md": "not UTF-8 text",
         "content/posts/never-closed.md": "front matter opened with +++ is never closed",
         "content/posts/old-url.md": "redirect stub (redirect_to: /new-url/)",
-        "content/posts/tiny.md": "near-empty page (4 words, fewer than 60)",
+        "content/posts/tiny.md": "near-empty page (3 words, fewer than 60)",  # the added title is not counted
         "content/posts/zz-copy-of-cast-iron.md": reasons["content/posts/zz-copy-of-cast-iron.md"],
     }
     assert reasons["content/posts/broken-yaml.md"].startswith("front matter is not valid YAML")
@@ -148,7 +148,7 @@ def test_exact_duplicates_and_the_min_words_option(tmp_path: Path) -> None:
         (tmp_path / f"{name}.md").write_text(f"---\ntitle: {name}\n---\n{body('same')}\n")
     corpus = load_corpus(tmp_path)
     assert [a.id for a in corpus.articles] == ["a"]
-    assert corpus.skipped[0].reason == "exact duplicate of a.md"
+    assert corpus.skipped[0].reason == f"exact duplicate of a.md ({KEPT})"
     assert load_corpus(tmp_path, min_words=500).articles == []
 
 
@@ -195,7 +195,7 @@ def test_corpus_defaults_file(tmp_path: Path) -> None:
 def test_missing_folder_and_too_small_corpus(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="does not exist"):
         load_corpus(tmp_path / "nope")
-    (tmp_path / "tiny.md").write_text("hello")
+    (tmp_path / "tiny.md").write_text("---\ntitle: Tiny\n---\nhello")
     with pytest.raises(CorpusError, match=r"0 usable article\(s\).*tiny.md: near-empty"):
         require_articles(load_corpus(tmp_path))
 

@@ -35,6 +35,7 @@ from worker.cli.common import (
     print_outcome_table,
     status_option,
 )
+from worker.cli.corpus import register as register_corpus_commands
 from worker.cli.jobs import register as register_job_commands
 from worker.cli.publish import register as register_publish_commands
 from worker.cli.queue import register as register_queue_commands
@@ -403,6 +404,7 @@ def _scorecard_table(scores: dict[str, Any], failing: Sequence[str]) -> Table:
 
 register_queue_commands(app)
 register_style_commands(app)
+register_corpus_commands(app)
 register_review_commands(app)
 register_publish_commands(app, articles_app)
 register_job_commands(app)

@@ -1,4 +1,4 @@
-"""Style and corpus commands of the CLI: corpus inspect; styles list, show, train, promote, compare, eval."""
+"""Style commands of the CLI: styles list, show, new, train, promote, compare, eval (corpus: worker.cli.corpus)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from worker.cli.common import CommandGroup, JsonOpt, console, err_console, handle_errors, print_json
@@ -15,8 +22,7 @@ from worker.config import DEFAULT_MODEL, Settings, load_settings
 from worker.errors import EvaluationError, TrainingError
 from worker.lab.options import EvalOptions, TrainingOptions
 
-corpus_app = CommandGroup(help="Article archives used to train styles.")
-styles_app = CommandGroup(help="Styles and their adapter versions: list, show, train, promote, compare, eval.")
+styles_app = CommandGroup(help="Styles and their adapter versions: list, show, new, train, promote, compare, eval.")
 
 StyleArg = Annotated[str, typer.Argument(help="Style name (a folder under the styles directory).")]
 
@@ -54,67 +60,6 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return ""
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-# ----------------------------------------------------------------------------------------------- corpus
-
-
-@corpus_app.command("inspect")
-@handle_errors
-def corpus_inspect(
-    directory: Annotated[Path, typer.Argument(help="Folder of Markdown posts (Hugo, Jekyll, Zola).")],
-    min_words: Annotated[int, typer.Option(help="Pages with fewer words are skipped as near-empty.")] = 60,
-    as_json: JsonOpt = False,
-) -> None:
-    """Counts, field coverage, length distribution, readability and tone profile, and every skipped file."""
-    from worker.lab.corpus import inspect_corpus, load_corpus
-
-    settings = load_settings()
-    report = inspect_corpus(load_corpus(directory, min_words=min_words), settings.language)
-    if as_json:
-        print_json(report)
-        return
-    console.print(
-        f"[bold]{report['articles']}[/] article(s) from {report['files']} Markdown file(s) in {report['root']}, "
-        f"{report['words']} words; {report['skipped']} skipped",
-        highlight=False,
-    )
-    console.print(
-        "layouts: "
-        + _pairs(report["layouts"])
-        + " · front matter: "
-        + _pairs(report["front_matter"])
-        + " · content types: "
-        + _pairs(report["content_types"]),
-        highlight=False,
-    )
-    coverage = Table("field", "given in front matter", title="field coverage")
-    for name, count in report["coverage"].items():
-        coverage.add_row(name, f"{count}/{report['articles']}")
-    console.print(coverage)
-    if report["profile"]:
-        _print_profile(report["profile"])
-    if report["skipped_files"]:
-        skipped = Table("file", "reason", title="skipped files")
-        for item in report["skipped_files"]:
-            skipped.add_row(item["path"], item["reason"])
-        console.print(skipped)
-
-
-def _pairs(counts: dict[str, int]) -> str:
-    return ", ".join(f"{key} {value}" for key, value in counts.items()) or "none"
-
-
-def _print_profile(profile: dict[str, Any]) -> None:
-    lengths = Table("words", "articles", title="length distribution")
-    for row in profile["length_histogram"]:
-        if row["count"]:
-            lengths.add_row(row["words"], "█" * row["count"] + f" {row['count']}")
-    console.print(lengths)
-    table = Table("measure", "p10", "median", "p90", "mean", title="readability and tone profile")
-    for name, summary in {"words": profile["words"], **profile["features"]}.items():
-        table.add_row(name, *(_fmt(summary[key], 2) for key in ("p10", "median", "p90", "mean")))
-    console.print(table)
 
 
 # ----------------------------------------------------------------------------------------------- styles
@@ -237,6 +182,24 @@ TRAIN_ALIASES = {  # the flags these options had before they were generated from
 }
 
 
+@styles_app.command("new")
+@handle_errors
+def styles_new(
+    name: StyleArg,
+    corpus: Annotated[Path, typer.Option("--corpus", help="Folder of the archive's Markdown posts.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """A new style from an archive: style.yaml with targets, routing and gates from it (then train it)."""
+    from worker.lab.corpus_style import create_style
+
+    settings = load_settings()
+    path = create_style(settings.styles_dir, name, corpus, settings.language)
+    if as_json:
+        print_json({"style": name, "style_file": str(path)})
+        return
+    console.print(f"wrote {path}: edit its system prompt, then `copydesk styles train {name} --corpus {corpus}`")
+
+
 @styles_app.command("train")
 @handle_errors
 @options_from(TrainingOptions, into="options", error=TrainingError, what="training", aliases=TRAIN_ALIASES)
@@ -265,7 +228,12 @@ def styles_train(
         _submit_training(settings, name, corpus, feedback, options)
         return
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
     ) as progress:
         task = progress.add_task(f"training {name}: loading", total=None)
 
@@ -496,5 +464,4 @@ def _pooled_attribution(reports: list[Any]) -> tuple[float, float, dict[str, Any
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(corpus_app, name="corpus")
     app.add_typer(styles_app, name="styles")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -40,12 +41,14 @@ import yaml
 
 from worker.errors import CorpusError
 from worker.intake.briefs import Brief
+from worker.lab.corpus_clean import archive_of
+from worker.lab.corpus_meta import page_authors, page_date_and_source
+from worker.lab.corpus_skips import page_skip_reason
 from worker.lab.front_matter import FrontMatterError, FrontMatterLoader, one_line, split_front_matter
-from worker.lab.page_body import clean_body, first_heading, with_title_heading
+from worker.lab.page_body import clean_page, first_heading, with_title_heading
 from worker.lab.page_metadata import (
     brief_fields,
     make_brief,
-    page_date,
     page_title,
     read_labels,
     skip_reason,
@@ -62,6 +65,7 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 MIN_WORDS = 60
 NEAR_DUPLICATE = 0.8
 SHINGLE = 5
+KEPT = "numbers and dates aside; the first in path order is kept"
 _DATED_NAME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[-_](.+)$")
 IGNORED_DIRS = frozenset({"node_modules", "public", "_site", "resources", "static", "assets", "themes", "vendor"})
 
@@ -84,6 +88,12 @@ class CorpusArticle:
     date: str | None = None
     given: frozenset[str] = frozenset()  # metadata fields found in the file (not inferred or defaulted)
     extra: dict[str, Any] = field(default_factory=dict)  # authors, other taxonomies, ...
+    date_source: str = "none"  # front matter <key>, folder, file name or none
+    title_added: bool = False  # the body's `# title` line was added from the metadata
+    code_blocks: int = 0
+    inlined: int = 0  # directives replaced by their text (highlight, Go code/play)
+    placeholders: int = 0  # directives left as a marked placeholder
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,10 +194,11 @@ def _describe(root: Path, path: Path) -> _Candidate:
 class _Options:
     min_words: int
     defaults: dict[str, Any]
+    root: Path
+    without_front_matter: bool = False  # copydesk-corpus.yaml: `posts_without_front_matter: true`
 
 
-def read_defaults(root: Path) -> dict[str, Any]:
-    """The optional ``copydesk-corpus.yaml`` of a corpus: ``defaults`` for audience, tone, content_type."""
+def _settings_file(root: Path) -> dict[str, Any]:
     path = root / DEFAULTS_FILE
     if not path.is_file():
         return {}
@@ -195,11 +206,36 @@ def read_defaults(root: Path) -> dict[str, Any]:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=FrontMatterLoader)  # noqa: S506
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
         raise CorpusError(f"{path}: cannot read the corpus defaults: {one_line(exc)}") from exc
-    defaults = (data or {}).get("defaults", {}) if isinstance(data, dict) else None
+    if data is not None and not isinstance(data, dict):
+        raise CorpusError(f"{path}: expected a mapping with `defaults:` and `posts_without_front_matter:`")
+    return data or {}
+
+
+def posts_without_front_matter(root: Path) -> bool:
+    """Whether ``copydesk-corpus.yaml`` says files without front matter are posts (they are not, by default)."""
+    return _settings_file(root).get("posts_without_front_matter") is True
+
+
+def read_defaults(root: Path) -> dict[str, Any]:
+    """The optional ``copydesk-corpus.yaml`` of a corpus: ``defaults`` for audience, tone, content_type."""
+    path = root / DEFAULTS_FILE
+    data = _settings_file(root)
+    defaults = data.get("defaults", {})
     allowed = {"audience", "tone", "content_type", "category"}
     if not isinstance(defaults, dict) or set(defaults) - allowed:
         raise CorpusError(f"{path}: expected `defaults:` with any of {sorted(allowed)}")
     return {key: str(value) for key, value in defaults.items()}
+
+
+def _body(candidate: _Candidate, kind: str, data: dict[str, Any], raw_body: str, options: _Options) -> Any:
+    """The cleaned body and its word count (without an added title), or a skip reason."""
+    if kind == "none" and not options.without_front_matter:
+        return f"not a post (no front matter; set posts_without_front_matter in {DEFAULTS_FILE} to keep it)"
+    cleaned = clean_page(raw_body, archive_of(options.root, candidate.path), data)
+    count = len(words(strip_markdown(cleaned.text)))
+    if reason := page_skip_reason(data, cleaned.text, count, options.min_words):
+        return reason
+    return cleaned, count
 
 
 def _article(candidate: _Candidate, kind: str, data: dict[str, Any], raw_body: str, options: _Options) -> Any:
@@ -208,21 +244,20 @@ def _article(candidate: _Candidate, kind: str, data: dict[str, Any], raw_body: s
         return reason
     if isinstance(data.get("slug"), str) and data["slug"].strip():
         candidate = dataclasses.replace(candidate, slug=slugify(data["slug"]))
-    body = clean_body(raw_body)
-    title, titled = page_title(data, first_heading(body), candidate.slug)
-    body = with_title_heading(body, title)
-    count = len(words(strip_markdown(body)))
-    if count < options.min_words:
-        if data.get("aliases") or data.get("redirect_from"):
-            return f"redirect stub (aliases only, {count} words)"
-        return f"near-empty page ({count} words, fewer than {options.min_words})"
+    found = _body(candidate, kind, data, raw_body, options)
+    if isinstance(found, str):
+        return found
+    cleaned, _ = found
+    title, titled = page_title(data, first_heading(cleaned.text), candidate.slug)
+    body = with_title_heading(cleaned.text, title)
     labels = read_labels(data)
+    labels.authors = page_authors(data)
     fields = brief_fields(data, title, body, labels, options.defaults)
-    brief = make_brief(fields, candidate.slug, count)
+    brief = make_brief(fields, candidate.slug, len(words(strip_markdown(body))))
     if isinstance(brief, str):
         return brief
-    date = page_date(data)
-    given = fields.given | ({"title"} if titled else set()) | ({"date"} if date else set())
+    date, source = page_date_and_source(data, candidate.relative)
+    given = fields.given | ({"title"} if titled else set()) | ({"date"} if source.startswith("front") else set())
     return CorpusArticle(
         id=candidate.slug,
         path=candidate.relative,
@@ -230,17 +265,23 @@ def _article(candidate: _Candidate, kind: str, data: dict[str, Any], raw_body: s
         front_matter=kind,
         brief=brief,
         body=body,
-        words=count,
-        date=date or candidate.date,
+        words=brief.target_words,
+        date=date,
         given=frozenset(given),
         extra=labels.extra(),
+        date_source=source,
+        title_added=body != cleaned.text,
+        code_blocks=cleaned.code_blocks,
+        inlined=cleaned.inlined,
+        placeholders=cleaned.placeholders,
+        warnings=tuple(cleaned.warnings),
     )
 
 
 def _read(root: Path, candidate: _Candidate) -> tuple[str, dict[str, Any], str] | str:
     path = candidate.path
     try:
-        if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
+        if path.is_symlink() and not path.resolve(strict=True).is_relative_to(root.resolve()):
             return "symbolic link to a file outside the corpus; not followed"
         if not path.is_file():
             return "not a regular file"
@@ -249,7 +290,11 @@ def _read(root: Path, candidate: _Candidate) -> tuple[str, dict[str, Any], str] 
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         return "not UTF-8 text"
+    except RuntimeError:  # Python 3.11 reports a symlink loop this way
+        return "symbolic link loop"
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
         return f"cannot be read: {exc.strerror or exc}"
     try:
         return split_front_matter(text)
@@ -257,8 +302,13 @@ def _read(root: Path, candidate: _Candidate) -> tuple[str, dict[str, Any], str] 
         return str(exc)
 
 
+def _normalised(text: str) -> list[str]:
+    """Words of a body with every number, version and date as ``0``, so template-generated posts compare equal."""
+    return ["0" if any(char.isdigit() for char in token) else token.lower() for token in words(strip_markdown(text))]
+
+
 def _shingles(text: str) -> frozenset[int]:
-    tokens = [token.lower() for token in words(strip_markdown(text))]
+    tokens = _normalised(text)
     if len(tokens) < SHINGLE:
         return frozenset({hash(" ".join(tokens))})
     return frozenset(hash(" ".join(tokens[i : i + SHINGLE])) for i in range(len(tokens) - SHINGLE + 1))
@@ -270,19 +320,19 @@ def _drop_duplicates(articles: list[CorpusArticle], threshold: float) -> tuple[l
     skipped: list[SkippedFile] = []
     for article in articles:
         body_only = "\n".join(article.body.split("\n")[1:])  # the title line is not the article
-        exact = hashlib.sha256(" ".join(body_only.lower().split()).encode()).hexdigest()
+        exact = hashlib.sha256(" ".join(_normalised(body_only)).encode()).hexdigest()
         shingles = _shingles(body_only)
         reason = None
         for other, other_shingles, other_exact in kept:
             if exact == other_exact:
-                reason = f"exact duplicate of {other.path}"
+                reason = f"exact duplicate of {other.path} ({KEPT})"
                 break
             small, large = sorted((len(shingles), len(other_shingles)))
             if large and small / large < threshold:
                 continue
             similarity = len(shingles & other_shingles) / max(1, len(shingles | other_shingles))
             if similarity >= threshold:
-                reason = f"near-duplicate of {other.path} (similarity {similarity:.2f})"
+                reason = f"near-duplicate of {other.path} (similarity {similarity:.2f}; {KEPT})"
                 break
         if reason:
             skipped.append(SkippedFile(article.path, reason))
@@ -318,7 +368,7 @@ def load_corpus(
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"corpus folder {root} does not exist or is not a folder")
-    options = _Options(min_words, {**read_defaults(root), **(defaults or {})})
+    options = _Options(min_words, {**read_defaults(root), **(defaults or {})}, root, posts_without_front_matter(root))
     accepted: list[CorpusArticle] = []
     skipped: list[SkippedFile] = []
     seen = 0
@@ -355,26 +405,8 @@ def require_articles(corpus: Corpus, minimum: int = 2) -> None:
     )
 
 
-def inspect_corpus(corpus: Corpus, language: str = "en") -> dict[str, Any]:
-    """Counts, field coverage, length distribution, readability and tone profile: JSON-able."""
-    from worker.lab.stylometry import profile_texts
+def inspect_corpus(corpus: Corpus, language: str = "en", **options: Any) -> dict[str, Any]:
+    """The ``corpus inspect`` report: see :func:`worker.lab.corpus_report.inspect_corpus`."""
+    from worker.lab.corpus_report import inspect_corpus as report
 
-    profile = profile_texts([a.body for a in corpus.articles], language) if corpus.articles else None
-    content_types: dict[str, int] = {}
-    for article in corpus.articles:
-        key = str(article.brief.content_type)
-        content_types[key] = content_types.get(key, 0) + 1
-    return {
-        "root": str(corpus.root),
-        "files": corpus.files_seen,
-        "articles": len(corpus.articles),
-        "skipped": len(corpus.skipped),
-        "words": corpus.total_words,
-        "corpus_sha256": corpus.content_hash(),
-        "layouts": corpus.layouts(),
-        "front_matter": corpus.front_matter_formats(),
-        "content_types": dict(sorted(content_types.items())),
-        "coverage": corpus.coverage(),
-        "profile": profile,
-        "skipped_files": [{"path": s.path, "reason": s.reason} for s in corpus.skipped],
-    }
+    return report(corpus, language, **options)

@@ -61,6 +61,15 @@ class TrainingOptions(BaseModel):
     min_words: int = Field(60, ge=1, description="Shorter corpus pages are skipped as near-empty.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: no limit). For smoke tests.")
     keep_checkpoints: bool = Field(False, description="Keep the run's Trainer checkpoints after it finished.")
+    max_articles: int | None = Field(
+        None, ge=2, description="Train on at most this many articles: a stable choice stratified by type and year."
+    )
+    time_budget: str | None = Field(
+        None, description="Stop within this time (45m, 2h, 900s): steps planned from the measured step time."
+    )
+    sections: bool = Field(
+        False, description="Split articles longer than --max-length at headings into sections, not cut at the end."
+    )
 
     @field_validator("target_modules")
     @classmethod

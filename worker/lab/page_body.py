@@ -1,31 +1,15 @@
-"""The body of a blog post as training reads it: site-generator syntax, raw HTML and front-matter remnants
-removed (code blocks kept), starting with a ``# title`` line."""
+"""The body of a blog post as training reads it: front-matter remnants removed, then cleaned by
+:mod:`worker.lab.corpus_clean` (code kept byte for byte), starting with a ``# title`` line."""
 
 from __future__ import annotations
 
-import html
 import re
+from collections.abc import Mapping
+from typing import Any
 
-_FENCE_SPLIT = re.compile(r"(^\s{0,3}(?:```|~~~)[^\n]*\n.*?^\s{0,3}(?:```|~~~)[ \t]*$)", re.MULTILINE | re.DOTALL)
-_HUGO_HIGHLIGHT = re.compile(
-    r"\{\{[<%]\s*highlight\s+([\w+-]*)[^}]*?[>%]\}\}\n?(.*?)\{\{[<%]\s*/\s*highlight\s*[>%]\}\}", re.DOTALL
-)
-_LIQUID_HIGHLIGHT = re.compile(
-    r"\{%-?\s*highlight\s+([\w+-]*)[^%]*-?%\}\n?(.*?)\{%-?\s*endhighlight\s*-?%\}", re.DOTALL
-)
-_LIQUID_COMMENT = re.compile(r"\{%-?\s*comment\s*-?%\}.*?\{%-?\s*endcomment\s*-?%\}", re.DOTALL)
-_SHORTCODE = re.compile(r"\{\{[<%].*?[>%]\}\}", re.DOTALL)
-_LIQUID_TAG = re.compile(r"\{%-?.*?-?%\}", re.DOTALL)
-_LIQUID_OUTPUT = re.compile(r"\{\{-?.*?-?\}\}", re.DOTALL)
-_HTML_DROP = re.compile(
-    r"<(script|style|iframe|svg|noscript|object|video|audio)\b.*?</\1\s*>", re.DOTALL | re.IGNORECASE
-)
-_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-_HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_HTML_BLOCK_END = re.compile(r"</(p|div|section|article|figure|figcaption|blockquote|li|h[1-6])\s*>", re.IGNORECASE)
-_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
-_IAL = re.compile(r"^\s*\{:[^}]*\}\s*$", re.MULTILINE)
-_INLINE_IAL = re.compile(r"\{:\s*[.#][^}]*\}")
+from worker.lab.corpus_clean import Cleaned, clean_markup
+from worker.lab.corpus_include import Archive
+
 _KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*\s*[:=]")
 _HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$")
 
@@ -48,31 +32,14 @@ def _strip_front_matter_remnants(body: str) -> str:
     return "\n".join(lines)
 
 
-def _clean_prose(segment: str) -> str:
-    segment = _LIQUID_COMMENT.sub("", segment)
-    segment = _SHORTCODE.sub("", segment)
-    segment = _LIQUID_TAG.sub("", segment)
-    segment = _LIQUID_OUTPUT.sub("", segment)
-    segment = _HTML_COMMENT.sub("", segment)
-    segment = _HTML_DROP.sub("", segment)
-    segment = _HTML_BREAK.sub("\n", segment)
-    segment = _HTML_BLOCK_END.sub("\n\n", segment)
-    segment = _HTML_TAG.sub("", segment)
-    segment = _IAL.sub("", segment)
-    segment = _INLINE_IAL.sub("", segment)
-    return html.unescape(segment)
+def clean_page(body: str, archive: Archive | None = None, params: Mapping[str, Any] | None = None) -> Cleaned:
+    """A body without site-generator syntax, raw HTML or front-matter remnants; code kept byte for byte."""
+    return clean_markup(_strip_front_matter_remnants(body.replace("\r\n", "\n").replace("\r", "\n")), archive, params)
 
 
 def clean_body(body: str) -> str:
-    """Markdown body without site-generator syntax, raw HTML or front-matter remnants; code blocks kept."""
-    body = _strip_front_matter_remnants(body.replace("\r\n", "\n").replace("\r", "\n"))
-    body = _HUGO_HIGHLIGHT.sub(lambda m: f"```{m.group(1)}\n{m.group(2).rstrip()}\n```", body)
-    body = _LIQUID_HIGHLIGHT.sub(lambda m: f"```{m.group(1)}\n{m.group(2).rstrip()}\n```", body)
-    parts = _FENCE_SPLIT.split(body)
-    cleaned = [part if index % 2 else _clean_prose(part) for index, part in enumerate(parts)]
-    lines = [line.rstrip() for line in "".join(cleaned).split("\n")]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
-    return text.strip()
+    """The cleaned text of :func:`clean_page` (no archive to resolve Go directives against)."""
+    return clean_page(body).text
 
 
 def first_heading(body: str) -> str | None:

@@ -36,6 +36,7 @@ from worker.errors import TrainingError
 from worker.lab.examples import to_records
 from worker.lab.options import TrainingMethod, TrainingOptions
 from worker.lab.training_runs import Run, last_checkpoint, new_run, resume_run, style_lock, unfinished_run, write_json
+from worker.lab.training_scale import BudgetPlan, budget_callback, parse_budget, token_lengths
 from worker.lab.version_files import save_version
 from worker.pipeline.prompts import PromptRenderer
 from worker.styles.catalog import StyleCatalog
@@ -197,8 +198,9 @@ def _execute(
     source = resolve_base_model(settings)
     started = time.perf_counter()
     tokenizer = _tokenizer(source)
-    trainer = _trainer(settings, run, source, tokenizer, device, [*callbacks], progress)
-    _train(trainer, run)
+    plan = _budget_plan(run)
+    trainer = _trainer(settings, run, source, tokenizer, device, [*callbacks, *_budget(plan)], progress)
+    _train(trainer, run, plan)
     metrics = _metrics(trainer, run, time.perf_counter() - started)
     version, directory = save_version(settings, run, trainer, tokenizer, source, metrics, embedder)
     run.record.update(status="finished", version=version, finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -248,11 +250,14 @@ def _trainer(
         task_type="CAUSAL_LM",
         bias="none",
     )
+    train_records = to_records(run.train, run.style, renderer)
+    eval_records = to_records(run.heldout, run.style, renderer)
+    _report_lengths(run, train_records, eval_records, tokenizer, progress)
     trainer = SFTTrainer(
         model=model,
         args=_sft_config(options, run.run_dir, device),
-        train_dataset=Dataset.from_list(to_records(run.train, run.style, renderer)),
-        eval_dataset=Dataset.from_list(to_records(run.heldout, run.style, renderer)),
+        train_dataset=Dataset.from_list(train_records),
+        eval_dataset=Dataset.from_list(eval_records),
         processing_class=tokenizer,
         peft_config=lora,
         callbacks=[*callbacks, EarlyStoppingCallback(early_stopping_patience=options.early_stopping_patience)],
@@ -262,17 +267,48 @@ def _trainer(
     return trainer
 
 
-def _train(trainer: Any, run: Run) -> None:
+def _report_lengths(
+    run: Run, train: list[dict[str, Any]], heldout: list[dict[str, Any]], tokenizer: Any, progress: ProgressFn | None
+) -> None:
+    """Before training: the examples' token lengths and what --max-length cuts, in run.json and the progress."""
+    lengths = token_lengths(train, tokenizer, run.options.max_length)
+    run.record["token_lengths"] = {
+        "train": lengths,
+        "heldout": token_lengths(heldout, tokenizer, run.options.max_length),
+    }
+    if progress:
+        cut = f"{lengths['longer']} of {lengths['articles']} training examples longer than --max-length"
+        progress(f"{cut} {run.options.max_length} ({lengths['tokens_cut']} tokens cut)", 0, 0)
+
+
+def _budget_plan(run: Run) -> BudgetPlan | None:
+    seconds = parse_budget(run.options.time_budget)
+    return BudgetPlan(seconds, eval_seconds=0.0) if seconds else None
+
+
+def _budget(plan: BudgetPlan | None) -> list[Any]:
+    return [budget_callback(plan)] if plan else []
+
+
+def _train(trainer: Any, run: Run, plan: BudgetPlan | None = None) -> None:
     """Train from the start (measuring the base model's held-out loss first) or from the last checkpoint;
     ``run.json`` says which, and says ``interrupted`` when training stops with an exception."""
     checkpoint = last_checkpoint(run.run_dir)
+    started = time.perf_counter()
     if checkpoint is None:
         run.record["base_eval_loss"] = trainer.evaluate()["eval_loss"]  # LoRA B starts at zero: the base model
+        if plan:
+            plan.eval_seconds = time.perf_counter() - started
+            plan.seconds -= plan.eval_seconds
     else:
         run.record.setdefault("resumed_from", []).append(checkpoint.name)
     write_json(run.run_dir / RUN_FILE, run.record)
     try:
+        started = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        run.record["train_seconds"] = round(time.perf_counter() - started, 1)
+        run.record["stopped_by_time_budget"] = bool(plan and plan.stopped)
+        run.record["seconds_per_step"] = round(plan.seconds_per_step, 2) if plan and plan.seconds_per_step else None
     except BaseException:
         run.record["status"] = "interrupted"
         write_json(run.run_dir / RUN_FILE, run.record)
@@ -302,4 +338,23 @@ def _metrics(trainer: Any, run: Run, seconds: float) -> dict[str, Any]:
         "heldout_examples": len(run.heldout),
         "resumed_from": run.record.get("resumed_from", []),
         "seconds": round(seconds, 1),
+        **_scale_metrics(state.global_step, run),
+    }
+
+
+def _scale_metrics(steps: int, run: Run) -> dict[str, Any]:
+    """Time budget, token lengths, and the measured seconds per 1,000 training tokens: the step time (measured
+    without evaluations when there is a time budget, else the training time over the steps) over the tokens
+    of one step (batch x accumulation x the mean example length within --max-length)."""
+    options, lengths = run.options, run.record.get("token_lengths", {}).get("train", {})
+    train_seconds, per_step = run.record.get("train_seconds"), run.record.get("seconds_per_step")
+    per_step_tokens = options.batch_size * options.gradient_accumulation * lengths.get("mean_within_max_length", 0)
+    seconds, tokens = (per_step, per_step_tokens) if per_step else (train_seconds, steps * per_step_tokens)
+    return {
+        "time_budget": options.time_budget,
+        "stopped_by_time_budget": run.record.get("stopped_by_time_budget", False),
+        "token_lengths": run.record.get("token_lengths"),
+        "train_seconds": train_seconds,
+        "seconds_per_step": per_step,
+        "seconds_per_1000_tokens": round(1000 * seconds / tokens, 2) if seconds and tokens else None,
     }

@@ -20,6 +20,7 @@ from worker.files import write_atomic
 from worker.lab.corpus import Corpus, load_corpus, require_articles
 from worker.lab.examples import Example, corpus_examples, read_feedback, split_examples
 from worker.lab.options import TrainingOptions
+from worker.lab.training_scale import choose_articles, sectioned
 from worker.names import check_safe_name
 from worker.styles.catalog import Style
 from worker.styles.layout import RUN_FILE
@@ -86,6 +87,7 @@ class Run:
 
 def _gather(style: Style, corpus_dir: Path | None, feedback: Path | None, options: TrainingOptions) -> Any:
     corpus = load_corpus(corpus_dir, min_words=options.min_words) if corpus_dir is not None else None
+    corpus = choose_articles(corpus, options.max_articles, options.seed) if corpus is not None else None
     examples = corpus_examples(corpus) if corpus is not None else []
     if corpus is not None:
         require_articles(corpus)
@@ -107,11 +109,23 @@ def _fingerprint(corpus: Corpus, feedback_examples: Sequence[Example]) -> str:
     return digest.hexdigest()
 
 
+def _sections(
+    style: Style, options: TrainingOptions, train: list[Example], heldout: list[Example]
+) -> tuple[list[Example], list[Example]]:
+    """With ``--sections``, long articles as sections (split after the held-out choice: one article's parts
+    never straddle it)."""
+    if not options.sections:
+        return train, heldout
+    per_word = style.generation.tokens_per_word
+    return sectioned(train, options.max_length, per_word), sectioned(heldout, options.max_length, per_word)
+
+
 def new_run(
     settings: Settings, style: Style, corpus_dir: Path | None, feedback: Path | None, options: TrainingOptions
 ) -> Run:
     corpus, examples, feedback_examples, problems = _gather(style, corpus_dir, feedback, options)
-    train, heldout = split_examples(examples, options.eval_fraction, options.seed)
+    whole_train, whole_heldout = split_examples(examples, options.eval_fraction, options.seed)
+    train, heldout = _sections(style, options, whole_train, whole_heldout)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     run_dir = training_root(settings, style.name) / f"run-{stamp}"
     run_dir.mkdir(parents=True)
@@ -123,7 +137,7 @@ def new_run(
         "corpus_dir": str(Path(corpus_dir).resolve()) if corpus_dir else None,
         "feedback_file": str(Path(feedback).resolve()) if feedback else None,
         "fingerprint": _fingerprint(corpus, feedback_examples),
-        "heldout_ids": [e.id for e in heldout],
+        "heldout_ids": [e.id for e in whole_heldout],
         "feedback_examples": len(feedback_examples),
         "feedback_problems": problems,
     }
@@ -146,6 +160,6 @@ def resume_run(settings: Settings, style: Style, run_dir: Path, corpus_dir: Path
         )
     heldout_ids = set(record["heldout_ids"])
     train = [e for e in examples if e.id not in heldout_ids]
-    heldout = [e for e in examples if e.id in heldout_ids]
+    train, heldout = _sections(style, options, train, [e for e in examples if e.id in heldout_ids])
     logger.info("resuming %s from %s", run_dir.name, last_checkpoint(run_dir))
     return Run(style, run_dir, options, train, heldout, corpus, record)
