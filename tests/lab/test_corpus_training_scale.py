@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from corpus_fixtures import body, write_style, write_voice
 from model_fixtures import one_torch_thread, tiny_model_dir
-from worker.lab.errors import TrainingError
 
 from worker.config import Settings
+from worker.errors import TrainingError
 from worker.intake.briefs import Brief
 from worker.lab.corpus import load_corpus
 from worker.lab.examples import Example

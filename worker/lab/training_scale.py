@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from worker.errors import TrainingError
 from worker.lab.corpus import Corpus
 from worker.lab.corpus_tokens import length_report
-from worker.lab.errors import TrainingError
 from worker.lab.examples import Example
 
 logger = logging.getLogger(__name__)
