@@ -145,9 +145,24 @@ def test_eval_without_a_second_corpus_reports_no_attribution(world: World) -> No
     assert report.data["sign_test"] == {}
     assert report.data["machine"]["dtype"] == "float32"  # the evaluation's default: the engine's exact mode
     assert list(report.data["paired"]["v1"]) == ["profile_distance"]  # no P(style) without a classifier
-    assert report.data["verdict"]["v1"]["verdict"] == "no evidence"  # one pair: its interval is one point
+    assert report.data["verdict"]["v1"]["verdict"] == "no evidence"  # one brief: no interval
     assert any("drafts not attributed" in note for note in report.data["caveats"])
     assert "n/a" in report_markdown(report)
+
+
+def test_fp32_drafts_are_the_same_from_run_to_run_and_batch_to_batch(world: World) -> None:
+    """The default (fp32, exact rows): a second run, with another version in the batch, writes the same drafts."""
+    settings = world.settings()
+    options = EvalOptions(briefs=2, seeds=2, max_new_tokens=12)
+    first = evaluate_style(settings, "calm", options=options)
+    v1 = world.styles_dir / "calm" / "adapters" / "v1"
+    shutil.copytree(v1, v1.with_name("v2"))
+    second = evaluate_style(settings, "calm", version="v1", against="v2", options=options)
+    assert first.data["machine"]["dtype"] == second.data["machine"]["dtype"] == "float32"
+    for label in ("base", "v1"):
+        assert second.data["drafts"][label] == first.data["drafts"][label]
+    assert second.data["drafts"]["v2"] == first.data["drafts"]["v1"]  # the same weights under another name
+    assert second.data["paired"]["v1"] == first.data["paired"]["v1"]  # and so the same statistics
 
 
 def test_eval_command_prints_the_table(world: World) -> None:
