@@ -344,8 +344,22 @@ def write_report(report: EvalReport, directory: Path) -> dict[str, str]:
     return {"json": str(json_path), "markdown": str(md_path), "plot": str(png_path)}
 
 
+def _error_bars(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray | None:
+    """``(2, rows)``: how far each row's 95 % interval of ``key`` reaches below and above its value (0: none)."""
+    interval_key = INTERVALS.get(key)
+    if interval_key is None:
+        return None
+    bars = np.zeros((2, len(rows)))
+    for index, row in enumerate(rows):
+        value, interval = row.get(key), row.get(interval_key)
+        if value is not None and interval and not any(b is None or math.isnan(b) for b in interval):
+            bars[:, index] = (max(0.0, value - interval[0]), max(0.0, interval[1] - value))
+    return bars
+
+
 def plot_report(report: EvalReport, path: Path) -> None:
-    """Four bar charts: held-out perplexity, stylometric and embedding distance to the corpus, attribution."""
+    """Four bar charts: held-out perplexity, stylometric and embedding distance to the corpus, attribution; each
+    share and distance with its 95 % interval as an error bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -374,15 +388,26 @@ def plot_report(report: EvalReport, path: Path) -> None:
                 (("attribution_accuracy", "share attributed"), ("style_probability", "mean P(style)"))
             ):
                 heights = np.nan_to_num(values(column), nan=0.0)
-                axis.bar(positions + (offset - 0.5) * 0.38, heights, width=0.38, label=name)
+                bars = _error_bars(rows, column)
+                axis.bar(positions + (offset - 0.5) * 0.38, heights, width=0.38, label=name, yerr=bars, capsize=3)
             axis.set_xticks(positions, labels)
             axis.set_ylim(0, 1.15)
             axis.legend(fontsize=7, loc="upper right")
             continue
-        shown = [(label, h, colour) for label, h, colour in zip(labels, values(key), colours, strict=True)]
+        bars = _error_bars(rows, key)
+        shown = [
+            (label, h, colour, i) for i, (label, h, colour) in enumerate(zip(labels, values(key), colours, strict=True))
+        ]
         shown = [item for item in shown if not math.isnan(item[1])]
-        axis.bar([item[0] for item in shown], [item[1] for item in shown], color=[item[2] for item in shown])
-        for index, (_, height, _) in enumerate(shown):
+        errors = None if bars is None else bars[:, [item[3] for item in shown]]
+        axis.bar(
+            [item[0] for item in shown],
+            [item[1] for item in shown],
+            color=[item[2] for item in shown],
+            yerr=errors,
+            capsize=3,
+        )
+        for index, (_, height, _, _) in enumerate(shown):
             axis.text(index, height, f"{height:.2f}", ha="center", va="bottom", fontsize=8)
         if not shown:
             axis.text(0.5, 0.5, "not measured", ha="center", va="center", transform=axis.transAxes)
