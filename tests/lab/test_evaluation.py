@@ -23,8 +23,9 @@ from worker.intake.briefs import Brief
 from worker.lab.eval_inputs import (
     EVAL_BRIEFS_FILE,
 )
+from worker.lab.eval_measures import draft_key, draft_requests
 from worker.lab.eval_report import report_markdown
-from worker.lab.evaluation import evaluate_style, evaluate_styles
+from worker.lab.evaluation import cpu_features, evaluate_style, evaluate_styles
 from worker.lab.options import EvalOptions
 from worker.lab.stylometry import FUNCTION_WORDS, VOICE_FEATURE_NAMES, voice_features, voice_matrix
 from worker.scoring.embeddings import default_embedder
@@ -65,12 +66,15 @@ def test_eval_reports_perplexity_fidelity_and_writes_table_and_plot(world: World
         "calm",
         version="v1",
         against="v2",
-        options=EvalOptions(briefs=2, max_new_tokens=24),
+        options=EvalOptions(briefs=2, seeds=2, max_new_tokens=24),
         engine=engine,
         embedder=default_embedder(),
     )
     data = report.data
     assert report.variants == ["base", "v1", "v2"]
+    assert data["machine"]["dtype"] == str(engine.dtype).removeprefix("torch.") and data["machine"]["device"] == "cpu"
+    assert set(data["machine"]["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    assert data["machine"]["cpu_capability"] and data["machine"]["threads"] == 1
     assert [row["variant"] for row in data["table"]] == ["base", "v1", "v2", "held-out articles"]
     perplexity = data["perplexity"]
     assert all(math.isfinite(value) and value > 1 for value in perplexity.values())
@@ -83,10 +87,25 @@ def test_eval_reports_perplexity_fidelity_and_writes_table_and_plot(world: World
         fidelity = data["fidelity"][label]
         assert fidelity["profile_distance"] >= 0 and 0 <= fidelity["embedding_distance"] <= 2
         assert 0 <= fidelity["attribution_accuracy"] <= 1 and 0 <= fidelity["style_probability"] <= 1
-        assert len(fidelity["attributed_to"]) == 2 and set(fidelity["attributed_to"]) <= {"calm", "stiff"}
-        assert len(data["drafts"][label]) == 2
+        # Two seeds per brief: four drafts per variant, each measured on its own for the pairing.
+        assert len(fidelity["attributed_to"]) == 4 and set(fidelity["attributed_to"]) <= {"calm", "stiff"}
+        assert len(data["drafts"][label]) == 4 and len(set(data["drafts"][label])) > 1
+        assert len(fidelity["style_probabilities"]) == len(fidelity["profile_distances"]) == 4
         assert all(draft.startswith("# ") for draft in data["drafts"][label])
         assert fidelity["memorisation_trips"] == 0.0  # a random model copies nothing of the corpus
+        assert fidelity["memorisation_interval"][0] == 0.0 and 0 < fidelity["memorisation_interval"][1] < 1
+        low, high = fidelity["profile_distance_interval"]
+        assert low <= fidelity["profile_distance"] <= high
+        low, high = fidelity["attribution_interval"]  # Wilson: never empty, inside [0, 1]
+        assert 0 <= low <= fidelity["attribution_accuracy"] <= high <= 1 and high - low > 0.2
+    assert data["seeds_per_brief"] == 2 and data["drafts_per_variant"] == 4
+    # The paired change adapter - base per draft, with its interval and Wilcoxon test, and the verdict from it.
+    assert set(data["paired"]) == set(data["verdict"]) == {"v1", "v2"}
+    assert data["paired"]["v1"] == data["paired"]["v2"]  # the same weights write the same drafts
+    change = data["paired"]["v1"]["style_probability"]
+    assert change["up"] + change["down"] <= 4 and change["interval"][0] <= change["mean"] <= change["interval"][1]
+    assert 0 <= change["wilcoxon"]["p_value"] <= 1 and "profile_distance" in data["paired"]["v1"]
+    assert data["verdict"]["v1"]["verdict"] in {"the adapter moves the voice", "no evidence", "worse"}
     probe = data["memorisation_probe"]  # drafts for briefs of articles v1 trained on, where copying would show
     assert probe["briefs"] == 2
     for label in ("base", "v1", "v2"):
@@ -113,35 +132,58 @@ def test_eval_reports_perplexity_fidelity_and_writes_table_and_plot(world: World
     assert "| variant | perplexity (held-out) |" in markdown and "| v1 |" in markdown
     assert "leave-one-out accuracy 1.00 over all 16 articles" in markdown
     assert "exact sign test" in markdown
+    assert "paired change v1 − base in P(style)" in markdown and "verdict, v1:" in markdown
+    assert "Machine: " in markdown and " [" in markdown  # intervals in the table
     assert "memorisation probe, drafts for 2 briefs of articles the version trained on" in markdown
 
 
 def test_eval_without_a_second_corpus_reports_no_attribution(world: World) -> None:
     shutil.rmtree(world.styles_dir / "stiff" / "corpus")
     settings = world.settings()
-    report = evaluate_style(settings, "calm", options=EvalOptions(briefs=1, max_new_tokens=8))
+    report = evaluate_style(settings, "calm", options=EvalOptions(briefs=1, seeds=1, max_new_tokens=8))
     assert report.data["fidelity"]["base"].get("attribution_accuracy") is None
     assert report.data["sign_test"] == {}
+    assert report.data["machine"]["dtype"] == "float32"  # the evaluation's default: the engine's exact mode
+    assert list(report.data["paired"]["v1"]) == ["profile_distance"]  # no P(style) without a classifier
+    assert report.data["verdict"]["v1"]["verdict"] == "no evidence"  # one brief: no interval
     assert any("drafts not attributed" in note for note in report.data["caveats"])
     assert "n/a" in report_markdown(report)
+
+
+def test_fp32_drafts_are_the_same_from_run_to_run_and_batch_to_batch(world: World) -> None:
+    """The default (fp32, exact rows): a second run, with another version in the batch, writes the same drafts."""
+    settings = world.settings()
+    options = EvalOptions(briefs=2, seeds=2, max_new_tokens=12)
+    first = evaluate_style(settings, "calm", options=options)
+    v1 = world.styles_dir / "calm" / "adapters" / "v1"
+    shutil.copytree(v1, v1.with_name("v2"))
+    second = evaluate_style(settings, "calm", version="v1", against="v2", options=options)
+    assert first.data["machine"]["dtype"] == second.data["machine"]["dtype"] == "float32"
+    for label in ("base", "v1"):
+        assert second.data["drafts"][label] == first.data["drafts"][label]
+    assert second.data["drafts"]["v2"] == first.data["drafts"]["v1"]  # the same weights under another name
+    assert second.data["paired"]["v1"] == first.data["paired"]["v1"]  # and so the same statistics
 
 
 def test_eval_command_prints_the_table(world: World) -> None:
     output = world.root / "report"
     result = CliRunner().invoke(
         app,
-        ["styles", "eval", "calm", "--briefs", "1", "--max-new-tokens", "16", "--output", str(output)],
+        ["styles", "eval", "calm", "--briefs", "1", "--seeds", "2", "--max-new-tokens", "16", "--output", str(output)],
         env=world.env(),
     )
     assert result.exit_code == 0, result.output
     for text in ("calm v1 against base", "perplexity", "attributed (voice)", "held-out", "leave-one-out"):
         assert text in result.output
+    for text in ("paired change v1 − base in P(style)", "Wilcoxon signed-rank", "verdict, v1:", "float32 on cpu"):
+        assert text in result.output
+    assert json.loads((output / "against-base.json").read_text())["drafts_per_variant"] == 2
     assert (output / "against-base.png").read_bytes()[:8] == PNG_MAGIC
     assert (output / "against-base.md").is_file()
 
 
 def test_eval_all_evaluates_every_style_with_a_version(world: World) -> None:
-    command = ["styles", "eval", "--all", "--briefs", "1", "--max-new-tokens", "8"]
+    command = ["styles", "eval", "--all", "--briefs", "1", "--seeds", "1", "--max-new-tokens", "8"]
     result = CliRunner().invoke(app, command, env=world.env())
     assert result.exit_code == 0, result.output
     assert "calm v1 against base" in result.output and "stiff v" not in result.output  # stiff has no version
@@ -151,6 +193,7 @@ def test_eval_all_evaluates_every_style_with_a_version(world: World) -> None:
     assert result.exit_code == 0, result.output
     assert "stiff v1 against base" in result.output
     assert "summary" in result.output and "all styles" in result.output  # both styles' drafts pooled
+    assert "verdict" in result.output
     for bad in (["styles", "eval"], ["styles", "eval", "calm", "--all"]):
         refused = CliRunner().invoke(app, bad, env=world.env())
         assert refused.exit_code == 2 and "give one style NAME or --all" in refused.output
@@ -183,6 +226,36 @@ def test_eval_needs_a_version_and_the_shared_briefs(world: World) -> None:
 
 
 # ------------------------------------------------------------------------------------------- pieces
+
+
+def test_draft_requests_pair_variants_and_seed_each_brief_twice(world: World) -> None:
+    from worker.pipeline.pipeline import derive_seed
+    from worker.pipeline.prompts import PromptRenderer
+
+    settings = world.settings()
+    style = StyleCatalog.load(settings.styles_dir).get("calm")
+    briefs = [Brief(id=f"eval-{n}", title=f"Topic {n}", target_words=60, style="calm") for n in ("a", "b")]
+    refs = {"base": None, "v1": None}
+    requests = draft_requests(settings, PromptRenderer(settings.templates_dir), style, briefs, refs, 32, seeds=2)
+    keys = [r.key for r in requests]
+    assert keys[:4] == [draft_key("calm", "base", brief, seed) for brief in ("eval-a", "eval-b") for seed in (0, 1)]
+    assert len(set(keys)) == 8
+    seeds = {r.key: r.settings.seed for r in requests}
+    # Seed 0 is what a one-seed evaluation always used (the pipeline's first candidate); variants share seeds.
+    assert seeds["calm/base/eval-a#0"] == derive_seed(settings.seed, "eval-a", 1, 0) == seeds["calm/v1/eval-a#0"]
+    assert seeds["calm/base/eval-a#1"] == derive_seed(settings.seed, "eval-a", 1, 1) != seeds["calm/base/eval-a#0"]
+
+
+def test_cpu_features_from_cpuinfo() -> None:
+    cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f avx512_bf16 sse\n"
+    assert cpu_features(cpuinfo) == {
+        "cpu_model": "AMD EPYC 9R14",
+        "cpu_flags": {"avx2": True, "avx512f": True, "avx512_bf16": True, "amx_bf16": False},
+    }
+    assert cpu_features("") == {
+        "cpu_model": None,
+        "cpu_flags": dict.fromkeys(("avx2", "avx512f", "avx512_bf16", "amx_bf16"), False),
+    }
 
 
 def test_voice_features_measure_voice_not_topic() -> None:

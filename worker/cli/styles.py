@@ -368,7 +368,7 @@ def styles_eval(
 
 
 def _print_eval(report: Any) -> None:
-    from worker.lab.eval_report import classifier_summary, probe_lines
+    from worker.lab.eval_report import classifier_summary, machine_summary, paired_lines, probe_lines, table_cell
 
     data = report.data
     table = Table(
@@ -385,11 +385,11 @@ def _print_eval(report: Any) -> None:
         table.add_row(
             row["variant"],
             _fmt(row["perplexity"], 2) or "n/a",
-            _fmt(row["profile_distance"]),
-            _fmt(row["embedding_distance"]),
-            _fmt(row["attribution_accuracy"], 2) or "n/a",
+            table_cell(row, "profile_distance", 3),
+            table_cell(row, "embedding_distance", 3),
+            table_cell(row, "attribution_accuracy", 2),
             _fmt(row["style_probability"], 2) or "n/a",
-            _fmt(row.get("memorisation_trips"), 2) or "n/a",
+            table_cell(row, "memorisation_trips", 2),
         )
     console.print(table)
     for label, test in data["sign_test"].items():
@@ -398,7 +398,10 @@ def _print_eval(report: Any) -> None:
             f"only base's {test['base_only']} (sign test p = {test['p_value']:.3f})",
             highlight=False,
         )
+    for line in paired_lines(data):
+        console.print(line, highlight=False)
     console.print(classifier_summary(data["classifier"]), highlight=False)
+    console.print(machine_summary(data.get("machine", {})), highlight=False)
     for line in probe_lines(data.get("memorisation_probe", {})):
         console.print(line.removeprefix("- "), highlight=False)
     for note in data["caveats"]:
@@ -415,6 +418,7 @@ def _print_eval_summary(reports: list[Any]) -> None:
         "sign test p",
         "profile distance base → adapter",
         "embedding distance base → adapter",
+        "verdict",
         title="summary",
     )
     for report in reports:
@@ -429,6 +433,7 @@ def _print_eval_summary(reports: list[Any]) -> None:
             _fmt(test["p_value"]) if test else "n/a",
             f"{_fmt(base['profile_distance'])} → {_fmt(tuned['profile_distance'])}",
             f"{_fmt(base['embedding_distance'])} → {_fmt(tuned['embedding_distance'])}",
+            report.data.get("verdict", {}).get(report.version, {}).get("verdict", "n/a"),
         )
     pooled = _pooled_attribution(reports)
     if pooled is not None:
@@ -439,6 +444,7 @@ def _print_eval_summary(reports: list[Any]) -> None:
             "",
             f"{base_share:.2f} → {tuned_share:.2f}",
             _fmt(test["p_value"]),
+            "",
             "",
             "",
         )

@@ -76,6 +76,11 @@ class Plan:
     briefs: list[Brief] = field(default_factory=list)
     probe: list[Brief] = field(default_factory=list)  # briefs of articles the version trained on
     perplexity: dict[str, float] = field(default_factory=dict)
+    seeds: int = 1  # drafts per shared brief and variant, each with its own seed
+
+    def draft_groups(self) -> list[str]:
+        """The brief of each shared draft, in the drafts' order (brief by brief, seed by seed)."""
+        return [brief.brief_id for brief in self.briefs for _ in range(self.seeds)]
 
 
 def read_heldout(directory: Path) -> list[HeldOut]:

@@ -1,11 +1,12 @@
-"""What an evaluation measures: held-out perplexity, the drafts' requests, and a set of drafts' distance to the
-style's corpus profile, attribution by the voice classifier and memorisation guard trips."""
+"""What an evaluation measures: held-out perplexity, the drafts' requests (one per brief, seed and variant), and
+a set of drafts' distance to the style's corpus profile, attribution by the voice classifier and memorisation
+guard trips, each with its 95 % interval (:mod:`worker.lab.eval_stats`) and its per-draft values for pairing."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from worker.config import Settings
 from worker.engine.adapters import AdapterRef
 from worker.intake.briefs import Brief
 from worker.lab.eval_inputs import HeldOut, Plan, StyleData
+from worker.lab.eval_stats import mean_interval, weighted_interval, wilson_interval
 from worker.lab.stylometry import FEATURE_NAMES, feature_matrix, standardise, voice_matrix
 from worker.lab.voice_classifier import StyleClassifier
 from worker.pipeline.prompts import PromptRenderer
@@ -60,6 +62,11 @@ def perplexity(
     return math.exp(total_nll / total_tokens) if total_tokens else float("nan")
 
 
+def draft_key(style: str, label: str, brief_id: str, seed_index: int, tag: str = "") -> str:
+    """The request key of one draft: style, variant, brief and seed index."""
+    return f"{style}/{label}/{tag}{brief_id}#{seed_index}"
+
+
 def draft_requests(
     settings: Settings,
     renderer: PromptRenderer,
@@ -68,8 +75,12 @@ def draft_requests(
     refs: dict[str, AdapterRef | None],
     max_new_tokens: int,
     tag: str = "",
+    seeds: int = 1,
 ) -> list[Any]:
-    """One request per brief and variant: same prompt, same seed, only the adapter differs."""
+    """One request per brief, seed and variant: same prompt, same seed, only the adapter differs.
+
+    Seed ``k`` of a brief is the seed of the pipeline's candidate ``k`` for it (first attempt), so seed 0 is the
+    seed a one-seed evaluation always used."""
     from worker.engine.engine import GenerationRequest
     from worker.engine.sampling import RowSettings
     from worker.pipeline.pipeline import derive_seed
@@ -79,32 +90,40 @@ def draft_requests(
     requests = []
     for label, ref in refs.items():
         for brief in briefs:
-            row = RowSettings(
-                generation.temperature,
-                generation.top_p,
-                generation.repetition_penalty,
-                min(max_new_tokens, budget(brief, style)),
-                derive_seed(settings.seed, brief.brief_id, 1, 0),
-            )
             messages = renderer.render(brief, style).messages()
-            key = f"{style.name}/{label}/{tag}{brief.brief_id}"
-            requests.append(GenerationRequest(key, messages, row, ref))
+            for seed_index in range(seeds):
+                row = RowSettings(
+                    generation.temperature,
+                    generation.top_p,
+                    generation.repetition_penalty,
+                    min(max_new_tokens, budget(brief, style)),
+                    derive_seed(settings.seed, brief.brief_id, 1, seed_index),
+                )
+                key = draft_key(style.name, label, brief.brief_id, seed_index, tag)
+                requests.append(GenerationRequest(key, messages, row, ref))
     return requests
 
 
-def _rms_z(features: np.ndarray, reference: np.ndarray) -> float:
+def rms_z(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each draft's root-mean-square z-score against the reference (its profile distance)."""
     if not len(features):
-        return float("nan")
+        return np.zeros(0)
     z = standardise(features, reference.mean(axis=0), reference.std(axis=0))
-    return float(np.mean(np.sqrt(np.mean(z**2, axis=1))))
+    return np.sqrt(np.mean(z**2, axis=1))
+
+
+def cosine_distance(vector: np.ndarray, centroid: np.ndarray) -> float:
+    return float(1 - vector @ centroid / (np.linalg.norm(vector) * np.linalg.norm(centroid) + 1e-12))
 
 
 def _embedding_distance(embeddings: np.ndarray, reference: np.ndarray) -> float:
     if not len(embeddings):
         return float("nan")
-    centroid = reference.mean(axis=0)
-    mean = embeddings.mean(axis=0)
-    return float(1 - mean @ centroid / (np.linalg.norm(mean) * np.linalg.norm(centroid) + 1e-12))
+    return cosine_distance(embeddings.mean(axis=0), reference.mean(axis=0))
+
+
+def _rounded(interval: tuple[float, float], digits: int = 4) -> list[float]:
+    return [round(bound, digits) for bound in interval]
 
 
 def _memorisation(texts: Sequence[str], embeddings: np.ndarray, guard: Guard | None) -> dict[str, Any]:
@@ -116,6 +135,7 @@ def _memorisation(texts: Sequence[str], embeddings: np.ndarray, guard: Guard | N
     trips = [c.too_close(limits) for c in closeness]
     return {
         "memorisation_trips": round(float(np.mean(trips)), 4),
+        "memorisation_interval": _rounded(wilson_interval(sum(trips), len(trips))),
         "memorisation_tripped": sum(trips),
         "longest_copied_run": max(c.copied_words for c in closeness),
         "max_corpus_similarity": max((c.similarity or 0.0) for c in closeness),
@@ -142,22 +162,42 @@ def fidelity(
     language: str,
     embedder: Any,
     guard: Guard | None = None,
+    groups: Sequence[Hashable] | None = None,
 ) -> dict[str, Any]:
+    """A set of drafts against a style's corpus, each figure with its 95 % interval; ``groups`` (one per draft,
+    e.g. the brief) are what the bootstrap resamples together (default: each draft alone)."""
     features = feature_matrix(list(texts), language)
     embeddings = np.asarray(embed_texts(list(texts), embedder), dtype=np.float64)
+    distances = rms_z(features, data.features)
+    centroid = data.embeddings.mean(axis=0)
     result: dict[str, Any] = {
-        "profile_distance": round(_rms_z(features, data.features), 4),
+        "profile_distance": round(float(distances.mean()), 4) if len(distances) else float("nan"),
+        "profile_distance_interval": _rounded(mean_interval(distances, groups)),
+        "profile_distances": [round(float(d), 6) for d in distances],
         "embedding_distance": round(_embedding_distance(embeddings, data.embeddings), 4),
+        "embedding_distance_interval": _rounded(
+            weighted_interval(embeddings, lambda mean: cosine_distance(mean, centroid), groups)
+        ),
         "features": {name: round(float(features[:, i].mean()), 3) for i, name in enumerate(FEATURE_NAMES)},
         **_memorisation(texts, embeddings.astype(np.float32), guard),
     }
     if classifier is not None and data.name in classifier.labels and len(texts):
-        probabilities = classifier.probabilities(voice_matrix(list(texts), language))
-        predicted = [classifier.labels[i] for i in probabilities.argmax(axis=1)]
-        right = [p == data.name for p in predicted]
-        result["attribution_accuracy"] = round(float(np.mean(right)), 4)
-        result["style_probability"] = round(float(probabilities[:, classifier.labels.index(data.name)].mean()), 4)
-        result["attributed_to"] = predicted
-        result["attributed_counts"] = dict(Counter(predicted).most_common())
-        result["right"] = right
+        result.update(_attribution(classifier, voice_matrix(list(texts), language), data.name))
     return result
+
+
+def _attribution(classifier: StyleClassifier, voice: np.ndarray, style: str) -> dict[str, Any]:
+    """Which style the voice classifier gives each draft, the share it gives this one, and P(style) per draft."""
+    probabilities = classifier.probabilities(voice)
+    predicted = [classifier.labels[i] for i in probabilities.argmax(axis=1)]
+    right = [p == style for p in predicted]
+    own = probabilities[:, classifier.labels.index(style)]
+    return {
+        "attribution_accuracy": round(float(np.mean(right)), 4),
+        "attribution_interval": _rounded(wilson_interval(sum(right), len(right))),
+        "style_probability": round(float(own.mean()), 4),
+        "style_probabilities": [round(float(p), 6) for p in own],
+        "attributed_to": predicted,
+        "attributed_counts": dict(Counter(predicted).most_common()),
+        "right": right,
+    }

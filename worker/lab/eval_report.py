@@ -1,4 +1,5 @@
-"""The evaluation report: its data (table, fidelity, sign tests, caveats), as JSON, Markdown and a PNG plot."""
+"""The evaluation report: its data (table with 95 % intervals, fidelity, sign tests, the paired changes and the
+verdict, the machine, caveats), as JSON, Markdown and a PNG plot."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from worker.config import Settings
 from worker.files import write_atomic
 from worker.lab.eval_inputs import BASE_LABEL, EVAL_BRIEFS_FILE, HeldOut, Plan, read_features
 from worker.lab.eval_measures import fidelity
+from worker.lab.eval_stats import Evidence, paired_change, verdict
 from worker.lab.options import EvalOptions
 from worker.lab.voice_classifier import StyleClassifier, sign_test
 from worker.scoring.memorisation import CorpusIndex, guard_limits
@@ -43,6 +45,7 @@ def build_report(
     embedder: Any,
     options: EvalOptions,
     model_id: str,
+    machine: dict[str, Any] | None = None,
 ) -> EvalReport:
     """The report of one style: each variant's drafts measured against the evaluated version's corpus."""
     style = plan.style
@@ -51,19 +54,25 @@ def build_report(
     language = settings.language
     index = CorpusIndex.load(plan.directory)
     guard = (index, guard_limits(style.targets)) if index is not None else None
-    measured = {label: fidelity(texts, own, classifier, language, embedder, guard) for label, texts in drafts.items()}
+    groups = plan.draft_groups()
+    measured = {
+        label: fidelity(texts, own, classifier, language, embedder, guard, groups) for label, texts in drafts.items()
+    }
     reference = fidelity([h.article for h in plan.heldout], own, classifier, language, embedder)
     attributed = "attribution_accuracy" in measured[BASE_LABEL]
     table = [_row(label, measured[label], plan.perplexity[label]) for label in plan.refs]
     table.append(_row("held-out articles", reference, None))
+    paired = _paired_changes(measured, plan.refs, groups)
     data = {
         "style": style.name,
         "version": plan.chosen,
         "against": plan.others[0] if plan.others else BASE_LABEL,
         "base_model_id": model_id,
+        "machine": machine or {},
         "heldout_articles": len(plan.heldout),
         "eval_briefs": _briefs_record(plan, options),
-        "drafts_per_variant": len(plan.briefs),
+        "seeds_per_brief": plan.seeds,
+        "drafts_per_variant": len(groups),
         "max_new_tokens": options.max_new_tokens,
         "seed": settings.seed,
         "classifier": check,
@@ -71,6 +80,8 @@ def build_report(
         "fidelity": measured,
         "reference": reference,
         "sign_test": _sign_tests(measured, plan.refs) if attributed else {},
+        "paired": paired,
+        "verdict": {label: verdict(_evidence(changes)) for label, changes in paired.items()},
         "table": table,
         "drafts": drafts,
         "caveats": _caveats(style, plan.chosen, plan.others, plan.heldout, check, attributed),
@@ -84,15 +95,50 @@ def _sign_tests(measured: dict[str, dict[str, Any]], labels: Iterable[str]) -> d
     return {label: sign_test(base, measured[label]["right"]) for label in labels if label != BASE_LABEL}
 
 
+PAIRED_MEASURES = (  # per-draft value in the fidelity record, name in the report, higher is better
+    ("style_probabilities", "style_probability", True),
+    ("profile_distances", "profile_distance", False),
+)
+PAIRED_NAMES = {"style_probability": "P(style)", "profile_distance": "profile distance"}
+
+
+def _paired_changes(
+    measured: dict[str, dict[str, Any]], labels: Iterable[str], groups: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Each adapter's per-draft change against the base model's draft for the same brief and seed."""
+    base = measured[BASE_LABEL]
+    return {
+        label: {
+            name: paired_change(base[key], measured[label][key], groups).as_dict()
+            for key, name, _ in PAIRED_MEASURES
+            if key in base
+        }
+        for label in labels
+        if label != BASE_LABEL
+    }
+
+
+def _evidence(changes: dict[str, Any]) -> list[Evidence]:
+    return [
+        Evidence(PAIRED_NAMES[name], changes[name]["interval"], higher, changes[name]["wilcoxon"]["p_value"])
+        for _, name, higher in PAIRED_MEASURES
+        if name in changes
+    ]
+
+
 def _row(label: str, values: dict[str, Any], perplexity: float | None) -> dict[str, Any]:
     return {
         "variant": label,
         "perplexity": None if perplexity is None else round(perplexity, 3),
         "profile_distance": values["profile_distance"],
+        "profile_distance_interval": values.get("profile_distance_interval"),
         "embedding_distance": values["embedding_distance"],
+        "embedding_distance_interval": values.get("embedding_distance_interval"),
         "attribution_accuracy": values.get("attribution_accuracy"),
+        "attribution_interval": values.get("attribution_interval"),
         "style_probability": values.get("style_probability"),
         "memorisation_trips": values.get("memorisation_trips"),
+        "memorisation_interval": values.get("memorisation_interval"),
     }
 
 
@@ -148,6 +194,62 @@ def _cell(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+INTERVALS = {
+    "profile_distance": "profile_distance_interval",
+    "embedding_distance": "embedding_distance_interval",
+    "attribution_accuracy": "attribution_interval",
+    "memorisation_trips": "memorisation_interval",
+}
+
+
+def table_cell(row: dict[str, Any], key: str, digits: int) -> str:
+    """A table cell: the value, and its 95 % interval in brackets where it has one."""
+    interval = row.get(INTERVALS.get(key, ""))
+    text = _cell(row.get(key), digits)
+    if text == "n/a" or not interval or any(b is None or math.isnan(b) for b in interval):
+        return text
+    return f"{text} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+def _signed(value: float, digits: int) -> str:
+    return f"{value:+.{digits}f}"
+
+
+def _p(value: float) -> str:
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
+
+
+def paired_lines(data: dict[str, Any]) -> list[str]:
+    """One line per adapter and paired measure, then the verdict: what ``styles eval`` prints."""
+    lines = []
+    for label, changes in data.get("paired", {}).items():
+        for name, change in changes.items():
+            low, high = change["interval"]
+            test = change["wilcoxon"]
+            lines.append(
+                f"paired change {label} − base in {PAIRED_NAMES[name]}: mean {_signed(change['mean'], 3)} "
+                f"[{_signed(low, 3)}, {_signed(high, 3)}], up {change['up']} / down {change['down']} of "
+                f"{data['drafts_per_variant']}; Wilcoxon signed-rank {_p(test['p_value'])}"
+            )
+        judged = data["verdict"][label]
+        lines.append(f"verdict, {label}: {judged['verdict']} ({judged['reason']})")
+    return lines
+
+
+def machine_summary(machine: dict[str, Any]) -> str:
+    if not machine:
+        return "Machine: not recorded."
+    flags = ", ".join(name for name, present in machine.get("cpu_flags", {}).items() if present) or "none of"
+    overrides = ", ".join(f"{k}={v}" for k, v in machine.get("isa_overrides", {}).items())
+    return (
+        f"Machine: {machine.get('dtype')} on {machine.get('device')}, torch {machine.get('torch')} "
+        f"({machine.get('threads')} threads, CPU capability {machine.get('cpu_capability')}), "
+        f"{machine.get('cpu_model') or 'unknown CPU'} ({flags} avx2/avx512f/avx512_bf16/amx_bf16)"
+        + (f"; ISA forced: {overrides}" if overrides else "")
+        + "."
+    )
+
+
 COLUMNS = (
     ("perplexity", "perplexity (held-out)", 2),
     ("profile_distance", "profile distance", 3),
@@ -183,19 +285,23 @@ def report_markdown(report: EvalReport) -> str:
         f"Base model `{data['base_model_id']}`; perplexity on {data['heldout_articles']} held-out article(s); "
         f"drafts for the {briefs['count']} shared evaluation briefs ({briefs['file']}: the same titles for every "
         f"style, here as {shape}, about {briefs['target_words']} words) per variant, at most "
-        f"{data['max_new_tokens']} new tokens, seed {data['seed']}.",
+        f"{data['max_new_tokens']} new tokens, {data.get('seeds_per_brief', 1)} seed(s) per brief from seed "
+        f"{data['seed']}.",
         "",
         "| variant | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
         "| --- |" + " --- |" * len(COLUMNS),
     ]
     for row in data["table"]:
-        cells = [_cell(row[key], digits) for key, _, digits in COLUMNS]
+        cells = [table_cell(row, key, digits) for key, _, digits in COLUMNS]
         lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Lower perplexity and distances are better; attribution is the share of drafts the voice classifier "
-        "gives to this style, P(style) its mean probability.",
+        "gives to this style, P(style) its mean probability. In brackets: 95 % intervals (Wilson for shares, "
+        "bootstrap over briefs for distances).",
         "",
+        *[f"- {line}" for line in paired_lines(data)],
+        f"- {machine_summary(data.get('machine', {}))}",
     ]
     for label, values in data["fidelity"].items():
         if "attributed_counts" in values:
@@ -238,8 +344,22 @@ def write_report(report: EvalReport, directory: Path) -> dict[str, str]:
     return {"json": str(json_path), "markdown": str(md_path), "plot": str(png_path)}
 
 
+def _error_bars(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray | None:
+    """``(2, rows)``: how far each row's 95 % interval of ``key`` reaches below and above its value (0: none)."""
+    interval_key = INTERVALS.get(key)
+    if interval_key is None:
+        return None
+    bars = np.zeros((2, len(rows)))
+    for index, row in enumerate(rows):
+        value, interval = row.get(key), row.get(interval_key)
+        if value is not None and interval and not any(b is None or math.isnan(b) for b in interval):
+            bars[:, index] = (max(0.0, value - interval[0]), max(0.0, interval[1] - value))
+    return bars
+
+
 def plot_report(report: EvalReport, path: Path) -> None:
-    """Four bar charts: held-out perplexity, stylometric and embedding distance to the corpus, attribution."""
+    """Four bar charts: held-out perplexity, stylometric and embedding distance to the corpus, attribution; each
+    share and distance with its 95 % interval as an error bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,15 +388,26 @@ def plot_report(report: EvalReport, path: Path) -> None:
                 (("attribution_accuracy", "share attributed"), ("style_probability", "mean P(style)"))
             ):
                 heights = np.nan_to_num(values(column), nan=0.0)
-                axis.bar(positions + (offset - 0.5) * 0.38, heights, width=0.38, label=name)
+                bars = _error_bars(rows, column)
+                axis.bar(positions + (offset - 0.5) * 0.38, heights, width=0.38, label=name, yerr=bars, capsize=3)
             axis.set_xticks(positions, labels)
             axis.set_ylim(0, 1.15)
             axis.legend(fontsize=7, loc="upper right")
             continue
-        shown = [(label, h, colour) for label, h, colour in zip(labels, values(key), colours, strict=True)]
+        bars = _error_bars(rows, key)
+        shown = [
+            (label, h, colour, i) for i, (label, h, colour) in enumerate(zip(labels, values(key), colours, strict=True))
+        ]
         shown = [item for item in shown if not math.isnan(item[1])]
-        axis.bar([item[0] for item in shown], [item[1] for item in shown], color=[item[2] for item in shown])
-        for index, (_, height, _) in enumerate(shown):
+        errors = None if bars is None else bars[:, [item[3] for item in shown]]
+        axis.bar(
+            [item[0] for item in shown],
+            [item[1] for item in shown],
+            color=[item[2] for item in shown],
+            yerr=errors,
+            capsize=3,
+        )
+        for index, (_, height, _, _) in enumerate(shown):
             axis.text(index, height, f"{height:.2f}", ha="center", va="bottom", fontsize=8)
         if not shown:
             axis.text(0.5, 0.5, "not measured", ha="center", va="center", transform=axis.transAxes)

@@ -20,19 +20,28 @@
     and for each adapter, with an exact sign test over the paired drafts. The classifier's own accuracy is
     reported too: on the held-out articles and by leave-one-out over all corpus articles.
 
+Drafts are written in the engine's exact fp32 mode by default (``--dtype``), two seeds per shared brief
+(``--seeds``), and every figure comes with its 95 % interval; the paired per-draft change from the base model's
+draft to the adapter's (same brief and seed) in P(style) and in profile distance, with bootstrap intervals and
+a Wilcoxon signed-rank test, gives the verdict (:mod:`~worker.lab.eval_stats`). The report records the dtype,
+the device and the CPU's features, so that two machines' reports can be compared.
+
 The report is written as JSON, Markdown and a PNG plot into ``adapters/vN/eval/`` (or ``--output``).
 
 This module drives an evaluation; the pieces live beside it: :mod:`~worker.lab.eval_inputs` (what is read),
 :mod:`~worker.lab.voice_classifier` (attribution, sign test), :mod:`~worker.lab.eval_measures` (perplexity,
-fidelity, memorisation) and :mod:`~worker.lab.eval_report` (the report, its Markdown and plot).
+fidelity, memorisation), :mod:`~worker.lab.eval_stats` (intervals, paired tests, verdict) and
+:mod:`~worker.lab.eval_report` (the report, its Markdown and plot).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from worker.config import Settings
@@ -50,7 +59,7 @@ from worker.lab.eval_inputs import (
     training_briefs,
     voice_corpus,
 )
-from worker.lab.eval_measures import draft_requests, perplexity, probe_report
+from worker.lab.eval_measures import draft_key, draft_requests, perplexity, probe_report
 from worker.lab.eval_report import EvalReport, build_report, write_report
 from worker.lab.options import EvalOptions
 from worker.lab.voice_classifier import StyleClassifier, train_voice_classifier
@@ -63,6 +72,8 @@ logger = logging.getLogger(__name__)
 
 PROBE_TAG = "trained-on/"  # request keys of the memorisation probe's drafts
 ProgressFn = Callable[[str], None]
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the ISA levels torch and oneDNN pick kernels by
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # what forces a lower one
 
 
 def _resolve_versions(style: Style, version: str | None, against: str | None) -> tuple[str, list[str]]:
@@ -134,9 +145,9 @@ def evaluate_styles(
         raise EvaluationError("--version and --against apply to one style; evaluate it on its own")
     catalog = StyleCatalog.load(settings.styles_dir)
     topics, target_words = read_eval_topics(options.briefs_file or settings.styles_dir / EVAL_BRIEFS_FILE)
-    topics = topics[: max(1, options.briefs)]
+    topics = topics[: options.briefs]
     plans = [_plan(catalog.get(name), version, against) for name in style_names]
-    engine = engine if engine is not None else _load_engine(settings, say)
+    engine = engine if engine is not None else _load_engine(settings, options.dtype, say)
     if embedder is None:
         from worker.scoring.embeddings import default_embedder
 
@@ -156,10 +167,11 @@ def evaluate_styles(
         plan.house = house_metadata(corpus.briefs if corpus else [h.brief for h in plan.heldout])
         plan.briefs = eval_briefs(topics, plan.style.name, plan.house, target_words)
         plan.probe = training_briefs(corpus, options.briefs)
+        plan.seeds = options.seeds
         requests += _requests(settings, renderer, plan, options.max_new_tokens)
     say(f"generating {len(requests)} draft(s)")
     outputs = {out.key: out.text for out in engine.generate(requests)}
-    context = _Context(settings, classifier, check, embedder, options, engine.source.model_id)
+    context = _Context(settings, classifier, check, embedder, options, engine.source.model_id, machine_record(engine))
     return [_style_report(context, plan, outputs, say) for plan in plans]
 
 
@@ -178,13 +190,40 @@ def _plan(style: Style, version: str | None, against: str | None) -> Plan:
     return Plan(style, chosen, others, directory, read_heldout(directory), max_length)
 
 
-def _load_engine(settings: Settings, say: ProgressFn) -> Any:
+def _load_engine(settings: Settings, dtype: str, say: ProgressFn) -> Any:
+    """The engine in the evaluation's dtype (float32 by default: the engine's exact mode), whatever serving uses."""
     from worker.engine.engine import Engine
     from worker.lab.training import quiet_libraries
 
     quiet_libraries()
-    say("loading the base model")
-    return Engine.from_settings(settings)
+    say(f"loading the base model ({dtype})")
+    return Engine.from_settings(settings.model_copy(update={"dtype": dtype}))
+
+
+def cpu_features(cpuinfo: str) -> dict[str, Any]:
+    """The CPU's model name and which of :data:`CPU_FLAGS` ``/proc/cpuinfo`` lists."""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return {"cpu_model": model or None, "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS}}
+
+
+def machine_record(engine: Any) -> dict[str, Any]:
+    """What the drafts' numerics depend on: dtype, device, torch, threads and the CPU's features and ISA limits."""
+    import torch
+
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        cpuinfo = ""
+    return {
+        "dtype": str(getattr(engine, "dtype", "unknown")).removeprefix("torch."),
+        "device": str(getattr(engine, "device", "unknown")),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **cpu_features(cpuinfo),
+        "isa_overrides": {name: os.environ[name] for name in ISA_VARIABLES if name in os.environ},
+    }
 
 
 def _prepare(engine: Any, renderer: PromptRenderer, plan: Plan, say: ProgressFn) -> None:
@@ -204,8 +243,8 @@ def _prepare(engine: Any, renderer: PromptRenderer, plan: Plan, say: ProgressFn)
 
 
 def _requests(settings: Settings, renderer: PromptRenderer, plan: Plan, max_new_tokens: int) -> list[Any]:
-    """Drafts for the shared briefs and for the memorisation probe's briefs, per variant."""
-    shared = draft_requests(settings, renderer, plan.style, plan.briefs, plan.refs, max_new_tokens)
+    """Drafts for the shared briefs (each seed) and for the memorisation probe's briefs (one seed), per variant."""
+    shared = draft_requests(settings, renderer, plan.style, plan.briefs, plan.refs, max_new_tokens, seeds=plan.seeds)
     probe = draft_requests(settings, renderer, plan.style, plan.probe, plan.refs, max_new_tokens, tag=PROBE_TAG)
     return shared + probe
 
@@ -220,16 +259,22 @@ class _Context:
     embedder: Any
     options: EvalOptions
     model_id: str
+    machine: dict[str, Any]
 
 
 def _style_report(context: _Context, plan: Plan, outputs: dict[str, str], say: ProgressFn) -> EvalReport:
     say(f"{plan.style.name}: measuring style fidelity")
+    name = plan.style.name
     drafts, probe = (
         {
-            label: [clean_draft(outputs[f"{plan.style.name}/{label}/{tag}{b.brief_id}"], b.title) for b in briefs]
+            label: [
+                clean_draft(outputs[draft_key(name, label, b.brief_id, seed, tag)], b.title)
+                for b in briefs
+                for seed in range(seeds)
+            ]
             for label in plan.refs
         }
-        for tag, briefs in (("", plan.briefs), (PROBE_TAG, plan.probe))
+        for tag, briefs, seeds in (("", plan.briefs, plan.seeds), (PROBE_TAG, plan.probe, 1))
     )
     report = build_report(
         context.settings,
@@ -240,6 +285,7 @@ def _style_report(context: _Context, plan: Plan, outputs: dict[str, str], say: P
         context.embedder,
         context.options,
         context.model_id,
+        context.machine,
     )
     report.data["memorisation_probe"] = probe_report(plan, probe, context.embedder)
     report.files = write_report(report, context.options.output_dir or plan.directory / "eval")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -91,7 +92,13 @@ class EvalOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    briefs: int = Field(24, description="Shared evaluation briefs to write drafts for (per variant).")
+    briefs: int = Field(72, ge=1, description="Shared evaluation briefs to write drafts for (the first N; 72: all).")
+    seeds: int = Field(2, ge=1, le=16, description="Drafts per shared brief and variant, each with its own seed.")
+    dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32",
+        description="Precision of the drafts: float32 is the engine's exact mode (the same drafts on every run, "
+        "verdicts that hold across CPUs); bfloat16 or auto (what serving picks) are faster.",
+    )
     max_new_tokens: int = Field(192, description="New tokens per draft at most (the style's budget may cap it).")
     output_dir: Path | None = Field(None, description="Folder for the report (default: adapters/vN/eval/).")
     briefs_file: Path | None = Field(
