@@ -207,6 +207,7 @@ def test_metrics_move_by_the_size_of_the_job(run: Run) -> None:
     assert delta("copydesk_brief_attempts_total") == n
     assert delta("copydesk_generation_tokens_total", style="quick") > 0
     assert delta("copydesk_generation_seconds_total", style="quick") > 0
+    assert delta("copydesk_scoring_seconds_total", style="quick") > 0
     assert delta("copydesk_api_requests_total", route="/v1/jobs", method="POST", status="201") == 1
     assert after[("copydesk_queue_depth", (("queue", "train"),))] == 0
     assert after[("copydesk_queue_depth", (("queue", "generate"),))] <= n  # companions' messages, skipped when read

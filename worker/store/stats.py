@@ -1,7 +1,7 @@
 """Figures for monitoring, read from the store (the source of truth), so every process reports the same.
 
 :meth:`StatsStoreMixin.stats` counts briefs by status and style, articles by status and style, claims
-(attempts), candidates' gate failures by gate and style, generated tokens and generation seconds by style,
+(attempts), candidates' gate failures by gate and style, generated tokens, generation and scoring seconds by style,
 the age of the oldest queued brief, and webhook deliveries by status. :class:`StoreCollector` turns them (and
 the broker's queue depths) into Prometheus metrics at each scrape, for ``copydesk serve``'s ``/metrics``
 (:mod:`worker.api.metrics`) and a worker's own port (:mod:`worker.tasks.metrics`).
@@ -10,6 +10,7 @@ the broker's queue depths) into Prometheus metrics at each scrape, for ``copydes
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -40,6 +41,7 @@ class StoreStats:
     gate_failures: dict[tuple[str, str], int] = field(default_factory=dict)  # (gate, style) -> candidates
     tokens: dict[str, int] = field(default_factory=dict)  # style -> generated tokens
     generation_seconds: dict[str, float] = field(default_factory=dict)  # style -> seconds
+    scoring_seconds: dict[str, float] = field(default_factory=dict)  # style -> seconds (articles' provenance)
     oldest_queued_seconds: float = 0.0
     webhook_deliveries: dict[str, int] = field(default_factory=dict)  # status -> count
 
@@ -86,6 +88,7 @@ class StatsStoreMixin:
             ):
                 failures.update((str(gate), name) for gate in gates or [])
             result.gate_failures = dict(failures)
+            result.scoring_seconds = _scoring_seconds(session)
             oldest = session.execute(
                 select(func.min(briefs.c.updated_at)).where(briefs.c.status == BriefStatus.QUEUED.value)
             ).scalar()
@@ -97,6 +100,18 @@ class StatsStoreMixin:
             oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=now.tzinfo)
             result.oldest_queued_seconds = max(0.0, (now - oldest).total_seconds())
         return result
+
+
+def _scoring_seconds(session: Session) -> dict[str, float]:
+    """Seconds spent scoring, by style: each article's share of its batch's scoring (``timings_s.score_s`` in
+    its provenance, written by the pipeline), summed."""
+    totals: dict[str, float] = {}
+    for name, provenance in session.execute(select(articles.c.style, articles.c.provenance)):
+        timings = provenance.get("timings_s") if isinstance(provenance, dict) else None
+        seconds = timings.get("score_s") if isinstance(timings, dict) else None
+        if isinstance(seconds, int | float) and math.isfinite(seconds):
+            totals[name] = totals.get(name, 0.0) + float(seconds)
+    return totals
 
 
 class StatsSource(Protocol):
@@ -141,6 +156,8 @@ class StoreCollector(Collector):
                        ["style"], {(k,): v for k, v in stats.tokens.items()})  # fmt: skip
         yield _counter("copydesk_generation_seconds", "Seconds spent generating candidates, by style.",
                        ["style"], {(k,): v for k, v in stats.generation_seconds.items()})  # fmt: skip
+        yield _counter("copydesk_scoring_seconds", "Seconds spent scoring drafts, by style.",
+                       ["style"], {(k,): v for k, v in stats.scoring_seconds.items()})  # fmt: skip
         oldest = GaugeMetricFamily("copydesk_oldest_queued_brief_age_seconds", "Age of the oldest queued brief.")
         oldest.add_metric([], stats.oldest_queued_seconds)
         yield oldest
