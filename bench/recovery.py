@@ -16,7 +16,8 @@ the real model (``--model`` a model id or folder, ``--new-tokens`` 256); the def
 (tests/tiny_model.py) only checks that it works, and its ratios are mostly process start-up.
 
     python bench/recovery.py                                   # tiny model: a quick check
-    python bench/recovery.py --model HuggingFaceTB/SmolLM2-360M-Instruct --new-tokens 256 --dtype auto
+    python bench/recovery.py --model ~/.cache/copydesk/models/smollm2-135m-instruct-* --new-tokens 256 \
+        --dtype auto --kill-after 20   # the converted default model (a local folder: nothing downloads)
 """
 
 from __future__ import annotations
