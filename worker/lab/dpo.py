@@ -202,35 +202,14 @@ def _execute(settings: Settings, run: DpoRun, progress: Any, callbacks: list[Any
 
 
 def _dpo_config(options: TrainingOptions, run_dir: Path, device: str) -> Any:
-    import torch
     from trl import DPOConfig
 
+    from worker.lab.training import trainer_arguments
+
     return DPOConfig(
-        output_dir=str(run_dir / "checkpoints"),
+        **trainer_arguments(options, run_dir, device),
         beta=options.dpo_beta,
-        num_train_epochs=options.epochs,
-        max_steps=options.max_steps,
-        learning_rate=options.learning_rate,
-        per_device_train_batch_size=options.batch_size,
         per_device_eval_batch_size=1,  # per-pair figures: the held-out means are over pairs, not batches
-        gradient_accumulation_steps=options.gradient_accumulation,
-        warmup_steps=options.warmup_ratio,
-        weight_decay=options.weight_decay,
-        max_length=options.max_length,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        logging_strategy="epoch",
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        save_total_limit=2,
-        seed=options.seed,
-        data_seed=options.seed,
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=device == "cpu",
-        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
-        dataloader_num_workers=0,
     )
 
 

@@ -90,39 +90,47 @@ def _progress_callback(progress: ProgressFn | None) -> Any:
     return _Progress()
 
 
-def _sft_config(options: TrainingOptions, run_dir: Path, device: str) -> Any:
+def trainer_arguments(options: TrainingOptions, run_dir: Path, device: str) -> dict[str, Any]:
+    """The Trainer arguments every copydesk training method shares (SFT and DPO): the options' schedule, one
+    checkpoint and held-out evaluation per epoch, the best epoch kept, the seed, no reporting, and the device."""
     import torch
+
+    return {
+        "output_dir": str(run_dir / "checkpoints"),
+        "num_train_epochs": options.epochs,
+        "max_steps": options.max_steps,
+        "learning_rate": options.learning_rate,
+        "per_device_train_batch_size": options.batch_size,
+        "gradient_accumulation_steps": options.gradient_accumulation,
+        "warmup_steps": options.warmup_ratio,
+        "weight_decay": options.weight_decay,
+        "max_length": options.max_length,
+        "eval_strategy": "epoch",
+        "save_strategy": "epoch",
+        "logging_strategy": "epoch",
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "eval_loss",
+        "greater_is_better": False,
+        "save_total_limit": 2,
+        "seed": options.seed,
+        "data_seed": options.seed,
+        "report_to": [],
+        "disable_tqdm": True,
+        "use_cpu": device == "cpu",
+        "bf16": device == "cuda" and torch.cuda.is_bf16_supported(),
+        "dataloader_num_workers": 0,
+    }
+
+
+def _sft_config(options: TrainingOptions, run_dir: Path, device: str) -> Any:
     from trl import SFTConfig
 
-    bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     return SFTConfig(
-        output_dir=str(run_dir / "checkpoints"),
-        num_train_epochs=options.epochs,
-        max_steps=options.max_steps,
-        learning_rate=options.learning_rate,
-        per_device_train_batch_size=options.batch_size,
+        **trainer_arguments(options, run_dir, device),
         per_device_eval_batch_size=options.batch_size,
-        gradient_accumulation_steps=options.gradient_accumulation,
-        warmup_steps=options.warmup_ratio,
-        weight_decay=options.weight_decay,
         lr_scheduler_type="linear",
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        logging_strategy="epoch",
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        save_total_limit=2,
-        max_length=options.max_length,
         completion_only_loss=True,
         packing=False,
-        seed=options.seed,
-        data_seed=options.seed,
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=device == "cpu",
-        bf16=bf16,
-        dataloader_num_workers=0,
         dataset_num_proc=None,
     )
 
