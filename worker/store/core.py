@@ -52,6 +52,7 @@ from worker.store.records import (
     brief_record,
     content_hash,
 )
+from worker.store.recovery import RecoveryStoreMixin
 from worker.store.review import ReviewStoreMixin
 from worker.store.runs import RunStoreMixin
 from worker.store.schema import articles, briefs, candidates
@@ -78,6 +79,7 @@ class Store(
     StatsStoreMixin,
     ArticlePagesMixin,
     CanaryStoreMixin,
+    RecoveryStoreMixin,
 ):
     """SQLAlchemy-backed store on SQLite or PostgreSQL. See the package docstring for the design."""
 

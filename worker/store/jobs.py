@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from worker.errors import NotFoundError
@@ -309,141 +309,6 @@ class JobStoreMixin:
         with self._read() as session:
             ids = [brief_id for brief_id in session.execute(statement).scalars() if brief_id != exclude]
         return ids[:limit]
-
-    def touch_briefs(self, brief_ids: Iterable[str]) -> None:
-        """Mark briefs as just published (the reconciler's "stale since" clock restarts).
-
-        A running brief whose lease expired goes back to queued (the claim that takes it counts an attempt as
-        usual): it is then published again only after ``stale_after``, like any queued brief, instead of on
-        every reconciler pass until a worker gets to it.
-        """
-        ids = list(brief_ids)
-        now = self._now()
-        lease_over = _lease_over(now)
-        with self._write() as session:
-            for chunk in _chunks(ids, CHUNK):
-                session.execute(
-                    update(briefs)
-                    .where(briefs.c.id.in_(chunk), briefs.c.status == BriefStatus.QUEUED.value)
-                    .values(updated_at=now)
-                )
-                session.execute(
-                    update(briefs)
-                    .where(briefs.c.id.in_(chunk), briefs.c.status == BriefStatus.RUNNING.value, lease_over)
-                    .values(status=BriefStatus.QUEUED.value, lease_owner=None, lease_expires_at=None, updated_at=now)
-                )
-
-    def retry_group_of(self, brief_id: str) -> list[str]:
-        """The queued briefs retried together with ``brief_id`` (its half of a crashed batch, itself included),
-        in id order; ``[]`` when the brief is not queued in a retry group."""
-        group = select(briefs.c.retry_group).where(briefs.c.id == brief_id, briefs.c.status == BriefStatus.QUEUED.value)
-        statement = (
-            select(briefs.c.id)
-            .where(briefs.c.retry_group == group.scalar_subquery(), briefs.c.status == BriefStatus.QUEUED.value)
-            .order_by(briefs.c.id)
-        )
-        with self._read() as session:
-            return list(session.execute(statement).scalars())
-
-    def crashed_batches(self, *, owner: str | None = None, limit: int = CHUNK) -> list[list[str]]:
-        """Running briefs whose lease expired (their process died or was killed), grouped by lease owner: a
-        process runs one batch at a time, so each group is the unfinished part of one batch. At most ``limit``
-        briefs; only ``owner``'s when given."""
-        now = self._now()
-        statement = (
-            select(briefs.c.id, briefs.c.lease_owner)
-            .where(briefs.c.status == BriefStatus.RUNNING.value, _lease_over(now))
-            .order_by(briefs.c.lease_owner, briefs.c.id)
-            .limit(limit)
-        )
-        if owner is not None:
-            statement = statement.where(briefs.c.lease_owner == owner)
-        batches: dict[str, list[str]] = {}
-        with self._read() as session:
-            for row in session.execute(statement):
-                batches.setdefault(row.lease_owner or "", []).append(row.id)
-        return list(batches.values())
-
-    def requeue_in_halves(self, brief_ids: Sequence[str]) -> list[list[str]]:
-        """Queue the briefs of a batch that did not finish again, split in two halves (bisection).
-
-        Of ``brief_ids`` only those running with an expired lease (a crash, a hard time limit) or queued again
-        after an attempt outside any group (a soft time limit) change. Each half of two or more briefs gets
-        its own ``retry_group``: a task for one of them claims the whole half, uncounted
-        (:meth:`~worker.store.Store.claim_brief`); a half of one brief runs alone and counts its attempts as
-        usual. So a poison brief is alone after log2(n) crashes and the others keep running in batches.
-        Returns the halves (each in id order; one list when a single brief changed).
-        """
-        now = self._now()
-        again = or_(
-            and_(briefs.c.status == BriefStatus.RUNNING.value, _lease_over(now)),
-            and_(
-                briefs.c.status == BriefStatus.QUEUED.value,
-                briefs.c.retry_group.is_(None),
-                briefs.c.attempts > 0,
-            ),
-        )
-        with self._write() as session:
-            ids = list(
-                session.execute(
-                    select(briefs.c.id)
-                    .where(briefs.c.id.in_(list(brief_ids)), again)
-                    .order_by(briefs.c.id)
-                    .with_for_update()
-                ).scalars()
-            )
-            middle = (len(ids) + 1) // 2
-            halves = [half for half in (ids[:middle], ids[middle:]) if half]
-            for half in halves:
-                session.execute(
-                    update(briefs)
-                    .where(briefs.c.id.in_(half), again)
-                    .values(
-                        status=BriefStatus.QUEUED.value,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        retry_group=new_retry_group() if len(half) > 1 else None,
-                        updated_at=now,
-                    )
-                )
-        return halves
-
-    def running_leases(self) -> list[tuple[str, str]]:
-        """``(brief id, lease owner)`` of every running brief."""
-        with self._read() as session:
-            rows = session.execute(
-                select(briefs.c.id, briefs.c.lease_owner).where(briefs.c.status == BriefStatus.RUNNING.value)
-            ).all()
-        return [(row.id, row.lease_owner or "") for row in rows]
-
-    def expire_lease(self, brief_id: str, owner: str, *, error: str | None = None) -> bool:
-        """End ``owner``'s lease now (its process is gone); the brief becomes claimable again.
-
-        With ``error``, it is recorded as the brief's ``last_error`` (why the run ended).
-        """
-        now = self._now()
-        values: dict[str, Any] = {"lease_expires_at": now, "updated_at": now}
-        if error is not None:
-            values["last_error"] = error
-        with self._write() as session:
-            result = session.execute(
-                update(briefs)
-                .where(
-                    briefs.c.id == brief_id,
-                    briefs.c.status == BriefStatus.RUNNING.value,
-                    briefs.c.lease_owner == owner,
-                )
-                .values(**values)
-            )
-        return result.rowcount == 1
-
-
-def new_retry_group() -> str:
-    return "retry-" + uuid.uuid4().hex[:16]
-
-
-def _lease_over(now: datetime) -> ColumnElement[bool]:
-    return or_(briefs.c.lease_expires_at.is_(None), briefs.c.lease_expires_at <= now)
 
 
 def derive_status(stored: str, cancel_requested: bool, counts: JobCounts) -> str:

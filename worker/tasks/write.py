@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from worker.names import is_safe_name
 from worker.pipeline.pipeline import Pipeline
 from worker.pipeline.runner import worker_identity, write_briefs
 from worker.queue.fork_guard import main_process_store
-from worker.queue.reconciler import ReconcilerThread, reconcile_once
+from worker.queue.reconciler import ReconcilerThread, owner_is_dead_here, reconcile_once
 from worker.results import BriefStatus
 from worker.store import BriefRecord, Store, utc_now
 from worker.tasks.webhooks import emit_after_briefs, expire_due_jobs, republish_due_deliveries
@@ -97,10 +98,9 @@ def record_hard_time_limit(pid: int, timeout: float) -> int:
     marked = 0
     try:
         with main_process_store(lambda: resources().store) as store:  # the main process: the pool forks here
-            for brief_id, lease_owner in store.running_leases():
-                if lease_owner == owner and store.expire_lease(brief_id, owner, error=error):
-                    logger.error("brief %s: %s", brief_id, error)
-                    marked += 1
+            for brief_id in store.expire_leases_of(owner, error=error):
+                logger.error("brief %s: %s", brief_id, error)
+                marked += 1
     except CopydeskError as exc:
         logger.warning("hard time limit of process %d not recorded: %s", pid, exc)
     return marked
@@ -140,8 +140,10 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
     if record.status not in (BriefStatus.QUEUED, BriefStatus.RUNNING):
         return {"skipped": {brief_id: str(record.status)}}
     if record.status == BriefStatus.RUNNING and record.lease_expires_at and record.lease_expires_at > utc_now():
-        # Leased to a live worker: nothing to do, and no reason to load the model for it.
-        return {"skipped": {brief_id: f"leased to {record.lease_owner}"}}
+        taken_over = take_over_from_dead_holder(res.store, record)
+        if taken_over is None:  # leased to a live worker: nothing to do, and no reason to load the model for it
+            return {"skipped": {brief_id: f"leased to {record.lease_owner}"}}
+        record = taken_over
     batch = batch_for(res.store, res.settings, brief_id, record)
     try:
         outcomes = write_briefs(
@@ -161,6 +163,21 @@ def write_brief(brief_id: Any) -> dict[str, Any]:
     settle_runs_of(res.store, batch)
     emit_after_briefs(res.store, current_app, batch)
     return {o.brief_id: o.status for o in outcomes}
+
+
+def take_over_from_dead_holder(store: Store, record: BriefRecord) -> BriefRecord | None:
+    """The brief again after ending its holder's leases, when the process holding it died on this host (a lost
+    pool process, a killed and restarted worker); ``None`` when its holder may be alive.
+
+    The task that meets such a brief recovers the dead process's batch at once instead of waiting for the
+    reconciler's next pass; every lease of that process ends in one statement, so :func:`batch_for` then
+    halves the whole batch, never a part of it.
+    """
+    owner = record.lease_owner or ""
+    if not owner_is_dead_here(owner, socket.gethostname()):
+        return None
+    store.expire_leases_of(owner)
+    return store.get_brief(record.id)
 
 
 def batch_for(

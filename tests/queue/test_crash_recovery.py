@@ -33,7 +33,7 @@ from worker.queue.reconciler import ReconcileReport, reconcile_once, requeue_cra
 from worker.queue.submit import COMMIT_EVERY, publish
 from worker.results import ArticleResult, ArticleStatus, BriefStatus
 from worker.store import JobCounts, JobStatus, Store
-from worker.tasks.write import batch_for
+from worker.tasks.write import batch_for, take_over_from_dead_holder
 
 LEASE = 60.0
 ATTEMPTS = 3
@@ -282,3 +282,49 @@ def test_a_task_meeting_a_crashed_batch_takes_its_half_and_publishes_the_other(
     assert batch == ["b-4", "b-3", "b-5"]  # its half, itself first
     assert published == [["b-0", "b-1", "b-2"]]  # the other half gets its message now
     assert store.retry_group_of("b-0") == ["b-0", "b-1", "b-2"]
+
+
+def test_a_task_meeting_a_batch_of_a_dead_local_process_halves_all_of_it_at_once(
+    store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    # A worker SIGKILLed and restarted: its pool process held a 6-brief batch under a lease far from expiry.
+    dead = f"celery@{socket.gethostname()}:{dead_pid()}"
+    store.create_job(items(*(brief(f"b-{i}") for i in range(7))))
+    for i in range(6):
+        store.claim_brief(f"b-{i}", owner=dead, lease_seconds=3600, max_attempts=ATTEMPTS)
+    live = f"celery@{socket.gethostname()}:{os.getpid()}"
+    store.claim_brief("b-6", owner=live, lease_seconds=3600, max_attempts=ATTEMPTS)
+
+    assert take_over_from_dead_holder(store, store.get_brief("b-6")) is None  # its holder is alive
+    record = take_over_from_dead_holder(store, store.get_brief("b-4"))
+    assert record is not None and record.lease_expires_at <= store._now()
+    published: list[list[str]] = []
+    batch = batch_for(store, recovery_settings(tmp_path), "b-4", record, publish=published.extend)
+    # the whole batch in two halves, never the part of it whose leases happened to be ended first
+    assert batch == ["b-4", "b-3", "b-5"]
+    assert published == [["b-0", "b-1", "b-2"]]
+    assert store.get_brief("b-6").lease_owner == live
+
+
+def test_a_reconciler_pass_and_a_task_recovering_the_same_crash_make_two_halves(
+    store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    dead = f"celery@{socket.gethostname()}:{dead_pid()}"
+    store.create_job(items(*(brief(f"b-{i}") for i in range(8))))
+    for i in range(8):
+        store.claim_brief(f"b-{i}", owner=dead, lease_seconds=3600, max_attempts=ATTEMPTS)
+    published: list[list[str]] = []
+
+    def record(ids: list[str]) -> int:
+        published.append(ids)
+        return len(ids)
+
+    stale = store.get_brief("b-1")  # read by a task before the reconciler's pass
+    report = reconcile_once(store, Settings(home=tmp_path / "home"), record, "redis://unused", clock=clock)
+    assert (report.expired_leases, report.requeued_halves) == (8, 2)
+    taken = take_over_from_dead_holder(store, stale)
+    assert taken is not None and taken.status == BriefStatus.QUEUED  # the reconciler was first
+    batch = batch_for(store, recovery_settings(tmp_path), "b-1", taken, publish=published.extend)
+    assert batch == ["b-1", "b-0", "b-2", "b-3"]
+    assert sorted(len(ids) for ids in published) == [2]  # one message per half, from the reconciler only
+    assert store.retry_group_of("b-4") == ["b-4", "b-5", "b-6", "b-7"]
