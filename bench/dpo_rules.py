@@ -31,8 +31,9 @@ It prints a table and writes everything as JSON (``--json``). Generation runs in
 (``COPYDESK_THREADS``, default 1 here): on a busy shared machine a second spinning thread costs far more than it
 gives.
 
-    .venv/bin/python bench/dpo_rules.py --json /tmp/dpo_rules.json            # the default model, ~30 min on 2 cores
-    .venv/bin/python bench/dpo_rules.py --epochs 3 --beta 0.1 --train-topics 110 --seeds 1 --voice-briefs 24
+    .venv/bin/python bench/dpo_rules.py --json /tmp/dpo_rules.json     # the run of docs/styles.md (default model)
+    .venv/bin/python bench/dpo_rules.py --epochs 2 --beta 0.1 --train-topics 96 --seeds 2 --voice-briefs 24
+    .venv/bin/python bench/dpo_rules.py --probe-topics 2 --train-topics 4 --fresh-briefs 2 --voice-briefs 2  # smoke
 """
 
 from __future__ import annotations
@@ -416,17 +417,18 @@ def probe(demo: Demo, topics: Sequence[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
-def play_editor(demo: Demo, store: Any, rules: StyleRules, fix: Callable[[str], str]) -> dict[str, int]:
+def play_editor(demo: Demo, store: Any, home: Path, rules: StyleRules, fix: Callable[[str], str]) -> dict[str, int]:
     """Step b: every stored draft that breaks ``rules`` is edited (``fix``) and approved; the others approved."""
     from worker.review.actions import refresh_article_file, rescore
 
+    settings = demo.settings.model_copy(update={"home": home})  # the store's home: its article files
     counts = {"drafts": 0, "edited": 0, "approved_as_written": 0, "fix_left_violations": 0}
     for article in store.list_articles(style=demo.args.style, limit=10_000):
         counts["drafts"] += 1
         if violations(article.body_markdown, rules):
             fixed = fix(article.body_markdown)
             counts["fix_left_violations"] += bool(violations(fixed, rules))
-            scored = rescore(store, demo.settings, article, fixed, embedder=demo.embedder)
+            scored = rescore(store, settings, article, fixed, embedder=demo.embedder)
             article = store.edit_article(
                 article.id,
                 actor="bench-editor",
@@ -443,7 +445,7 @@ def play_editor(demo: Demo, store: Any, rules: StyleRules, fix: Callable[[str], 
         else:
             counts["approved_as_written"] += 1
         article = store.approve(article.id, actor="bench-editor", expected_revision=article.revision)
-        refresh_article_file(store, demo.settings, article)
+        refresh_article_file(store, settings, article)
     return counts
 
 
@@ -462,7 +464,12 @@ def train_dpo(demo: Demo, pairs: Path) -> dict[str, Any]:
         max_length=args.max_length,
         early_stopping_patience=args.epochs,  # the held-out DPO loss picks the kept epoch; run every epoch
     )
-    result = train_style(demo.settings, args.style, feedback=pairs, options=options)
+
+    def progress(message: str, done: int, total: int) -> None:
+        if done and (done % 10 == 0 or done == total or "held-out" in message):
+            say(f"DPO {message}: step {done}/{total}")
+
+    result = train_style(demo.settings, args.style, feedback=pairs, options=options, progress=progress)
     keep = ("heldout_before", "heldout", "epochs_run", "steps", "train_pairs", "heldout_pairs", "seconds", "beta")
     return {
         "version": result.version,
@@ -572,7 +579,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     started = time.perf_counter()
     store = demo.write(root / "train", demo.briefs(topics, "train-"))
     demo.timed("training_drafts", started)
-    editor = play_editor(demo, store, only, editor_fix(rule))
+    editor = play_editor(demo, store, root / "train", only, editor_fix(rule))
     from worker.review.feedback import export_feedback
 
     summary = export_feedback(store, root / "feedback.jsonl", style=args.style)
@@ -643,10 +650,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="COPYDESK_MODEL for this run (default: the configured one)")
     parser.add_argument("--rule", choices=RULE_CHOICES, default="auto")
     parser.add_argument("--probe-topics", type=int, default=8, help="training topics the rule is chosen on")
-    parser.add_argument("--train-topics", type=int, default=110, help="training drafts the editor reviews")
+    parser.add_argument("--train-topics", type=int, default=96, help="training drafts the editor reviews")
     parser.add_argument("--fresh-briefs", type=int, default=72, help="shared briefs written by both versions")
     parser.add_argument("--seeds", type=int, default=1, help="drafts per fresh brief and version")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1, help="DPO epochs over the pairs")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=2)
