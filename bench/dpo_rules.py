@@ -31,7 +31,7 @@ It prints a table and writes everything as JSON (``--json``). Generation runs in
 (``COPYDESK_THREADS``, default 1 here): on a busy shared machine a second spinning thread costs far more than it
 gives.
 
-    .venv/bin/python bench/dpo_rules.py --json /tmp/dpo_rules.json     # the run of docs/styles.md (default model)
+    .venv/bin/python bench/dpo_rules.py --json /tmp/dpo_rules.json     # run 3 of docs/styles.md (default model)
     .venv/bin/python bench/dpo_rules.py --epochs 2 --beta 0.1 --train-topics 96 --seeds 2 --voice-briefs 24
     .venv/bin/python bench/dpo_rules.py --probe-topics 2 --train-topics 4 --fresh-briefs 2 --voice-briefs 2  # smoke
 """
@@ -655,7 +655,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=1, help="drafts per fresh brief and version")
     parser.add_argument("--epochs", type=int, default=1, help="DPO epochs over the pairs")
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=5e-5, help="5e-4 over-optimised (docs/styles.md, run 2)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=640)
     parser.add_argument("--voice-briefs", type=int, default=24, help="shared briefs of the voice check (0: skip)")
