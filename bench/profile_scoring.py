@@ -73,14 +73,16 @@ TOKENS_PER_WORD = 1.5  # SmolLM2's tokenizer on these drafts, about (bench/throu
 
 # Component -> the names that worker.scoring.scorecard calls for it (module attributes, or Class.method).
 COMPONENTS: dict[str, tuple[str, ...]] = {
-    "markdown (blocks, plain text, words)": (
+    # Since issue 19 (item 2) a draft is parsed and split once (analyse_draft), sentences and their words included:
+    # what "sentences" cost under sentiment and readability before is counted here after.
+    "parse and split (blocks, plain text, words; after: sentences too)": (
         "parse_blocks",
         "strip_markdown",
         "prose_texts",
         "words",
         "analyse_draft",
     ),
-    "readability (sentences, syllables)": ("count_text", "readability_scores"),
+    "readability (sentences, syllables)": ("count_text", "count_sentences", "readability_scores"),
     "sentiment (VADER per sentence)": ("sentences", "sentiment_score"),
     "formality": ("formality_score",),
     "structure": ("structure_score",),
