@@ -13,14 +13,17 @@ and fills per-word caches, as in a worker that has been running), with every fun
 of the batch's scoring time. The near-duplicate check of ``worker.pipeline.runner`` (outside
 ``score_drafts``: it runs at store time) is timed beside it against each style's corpus as the stored
 articles. ``--repeats N`` runs the measured pass N times and reports each component's median.
-``--cprofile`` prints the top functions of one more pass by internal time.
+``--cprofile`` prints the top functions of one more pass by internal time. ``--embedder-ab N`` times the
+embedding of the batch's briefs and chunks with sentence-transformers' own batching (what ``Embedder.encode``
+did before issue 19) and with ``Embedder.encode``, alternating, N times each: the one change whose effect a busy
+machine's noise would hide between two invocations.
 
 ``--generation-briefs N`` also runs ``bench/throughput.py``'s (b) alone (the real pipeline, real model) on N
 briefs with ``--new-tokens`` and reports scoring's measured share of that run's wall time. Scoring's share is
 also projected for drafts of this bench's length from session 5's measured generation speed.
 
     python bench/profile_scoring.py --threads 2 --repeats 3
-    python bench/profile_scoring.py --threads 2 --generation-briefs 16 --new-tokens 128
+    python bench/profile_scoring.py --threads 2 --embedder-ab 3 --generation-briefs 16 --new-tokens 128
 """
 
 from __future__ import annotations
@@ -57,8 +60,10 @@ from worker.intake.briefs import Brief
 from worker.lab.corpus import load_corpus
 from worker.pipeline.routing import route
 from worker.scoring.embeddings import default_embedder
+from worker.scoring.markdown import strip_markdown
 from worker.scoring.memorisation import CorpusIndex, CorpusIndexes, StoredArticles
 from worker.scoring.scorecard import DraftToScore, score_drafts
+from worker.scoring.topicality import brief_text, chunk_words
 from worker.styles.catalog import StyleCatalog
 from worker.styles.layout import adapter_ref
 
@@ -234,6 +239,33 @@ def measured_pass(batch: list[DraftToScore]) -> dict[str, tuple[float, float]]:
     return rows
 
 
+def embedder_ab(batch: list[DraftToScore], rounds: int) -> dict[str, list[float]]:
+    """Wall seconds to embed the batch's briefs and chunks (what on_topic encodes), alternating sentence-transformers'
+    own batching (32 texts grouped by length in characters: Embedder.encode before issue 19) with
+    Embedder.encode (groups of 32 by length in word pieces), ``rounds`` times each, in this one process."""
+    texts = list(
+        dict.fromkeys(
+            [brief_text(draft.brief) for draft in batch]
+            + [chunk for draft in batch for chunk in chunk_words(strip_markdown(draft.markdown))]
+        )
+    )
+    embedder = default_embedder()
+    options = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False}
+    timings: dict[str, list[float]] = {"sentence-transformers, 32 by characters": [], "Embedder.encode": []}
+    for _ in range(rounds):
+        for name, encode in (
+            (
+                "sentence-transformers, 32 by characters",
+                lambda: embedder._model.encode(texts, batch_size=32, **options),
+            ),
+            ("Embedder.encode", lambda: embedder.encode(texts)),
+        ):
+            started = time.perf_counter()
+            encode()
+            timings[name].append(round(time.perf_counter() - started, 2))
+    return timings
+
+
 def cprofile_pass(batch: list[DraftToScore], top: int) -> str:
     profile = cProfile.Profile()
     embedder = default_embedder()
@@ -276,6 +308,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="measured passes; each component's median")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--cprofile", type=int, default=0, help="print the top N functions of one more pass")
+    parser.add_argument("--embedder-ab", type=int, default=0, help="rounds of the embedder's old and new batching")
     parser.add_argument("--generation-briefs", type=int, default=0, help="also run throughput.py's (b) alone")
     parser.add_argument("--new-tokens", type=int, default=128, help="token budget of that (b) run")
     args = parser.parse_args()
@@ -310,8 +343,16 @@ def main() -> None:
     generation_per_draft = words * TOKENS_PER_WORD / SESSION5_TOKENS_PER_SECOND
     projected = per_draft / (per_draft + generation_per_draft * (1 + SESSION5_OTHER_SHARE))
     report["projected_share_of_wall_at_session5_speed"] = round(projected, 4)
+    if args.embedder_ab:
+        report["embedder_ab_wall_s"] = embedder_ab(batch, args.embedder_ab)
     if args.generation_briefs:
-        report["b_run"] = generation_share(args.generation_briefs, args.new_tokens, args.threads)
+        run = report["b_run"] = generation_share(args.generation_briefs, args.new_tokens, args.threads)
+        # Generation per draft of this bench's length at the speed (b) measured just now, with (b)'s own
+        # share of queue/store/other on top: what scoring's share would be in a batch of such drafts.
+        generation = words * TOKENS_PER_WORD / run["tokens_per_second"]
+        other = run["queue_store_other_share_of_wall"]
+        share = per_draft / (per_draft + generation * (1 + other))
+        report["projected_share_of_wall_at_b_run_speed"] = round(share, 4)
     print(json.dumps(report, indent=2))
     if args.cprofile:
         print(cprofile_pass(batch, args.cprofile))

