@@ -37,6 +37,30 @@ def test_encoding_is_deterministic_and_batch_independent(embedder: Embedder) -> 
     assert np.allclose(together[-1], alone[0], atol=1e-5)
 
 
+def test_texts_of_mixed_lengths_come_back_in_their_order(embedder: Embedder) -> None:
+    """Batches are formed by length in word pieces, longest first; each vector still lands in its text's row."""
+    words = [
+        "the",
+        "kettle",
+        "boils",
+        "water",
+        "quickly",
+        "while",
+        "the",
+        "garden",
+        "hose",
+        "waters",
+        "the",
+        "tomato",
+        "plants",
+    ]
+    texts = [" ".join(words[: 1 + (i * 7) % len(words)] * (1 + i % 9)) for i in range(40)]  # 1..126 words
+    together = embedder.encode(texts)
+    for row in (0, 5, 17, 39):
+        assert np.allclose(together[row], embedder.encode([texts[row]])[0], atol=1e-5)
+    assert np.allclose(together, embedder.encode(texts[::-1])[::-1], atol=1e-5)
+
+
 def test_on_topic_text_is_more_similar_than_off_topic(embedder: Embedder) -> None:
     brief = "How to repot a houseplant: potting mix, drainage hole, root ball"
     on_topic = "Ease the plant out of its old pot, loosen the roots and set it in fresh potting mix."
