@@ -68,10 +68,11 @@ def resources() -> WorkerResources:
 def pipeline() -> Pipeline:
     """The model, embedder and pipeline of this process, loaded on first use and kept."""
     from worker.engine.engine import Engine
-    from worker.scoring.embeddings import default_embedder
+    from worker.scoring.embeddings import default_embedder, embedder_dtype_for
 
     settings = resources().settings
-    return Pipeline(settings, Engine.from_settings(settings), embedder=default_embedder())
+    engine = Engine.from_settings(settings)
+    return Pipeline(settings, engine, embedder=default_embedder(embedder_dtype_for(engine.dtype_name)))
 
 
 def companions(store: Store, settings: Settings, brief_id: str) -> list[str]:
