@@ -68,7 +68,7 @@ def test_export_writes_sft_examples_and_preference_pairs(store: Store, tmp_path:
     build_history(store)
     path = tmp_path / "feedback.jsonl"
     summary = export_feedback(store, path)
-    assert (summary.examples, summary.pairs) == (3, 1)
+    assert (summary.examples, summary.pairs) == (3, 2)
     assert summary.pairs_path == tmp_path / "feedback.pairs.jsonl"
 
     examples = read_jsonl(path)
@@ -84,7 +84,9 @@ def test_export_writes_sft_examples_and_preference_pairs(store: Store, tmp_path:
     assert first["brief"] == make_brief(1).model_dump(mode="json")
     assert examples[2]["completion"] == SECOND_DRAFT
 
-    (pair,) = read_jsonl(summary.pairs_path)
+    edit_pair, pair = read_jsonl(summary.pairs_path)
+    assert (edit_pair["article_id"], edit_pair["chosen_revision"], edit_pair["rejected_revision"]) == ("a-rev-2", 2, 1)
+    assert (edit_pair["chosen"], edit_pair["rejected"]) == (GOOD_BODY, SHORT_BODY)  # the edit over the draft
     assert pair == {
         "style": "plain-howto",
         "brief": make_brief(3).model_dump(mode="json"),
@@ -105,6 +107,44 @@ def test_a_sent_back_revision_is_a_rejected_side_too(store: Store, tmp_path: Pat
     assert summary.pairs == 1
     (pair,) = read_jsonl(summary.pairs_path)
     assert (pair["chosen"], pair["rejected"]) == (GOOD_BODY, SHORT_BODY)
+
+
+def test_an_edit_pairs_with_the_pipeline_draft_it_replaced_not_with_an_earlier_edit(
+    store: Store, tmp_path: Path
+) -> None:
+    add_article(store, 1, SHORT_BODY)
+    brief = store.get_brief("rev-1").brief
+    for revision, body in ((1, SECOND_DRAFT), (2, GOOD_BODY)):  # two edits: the draft, then the editor's own text
+        edited = scored_result(brief, body)
+        store.edit_article(
+            "rev-1",
+            actor="ed",
+            title=edited.title,
+            body_markdown=body,
+            scores=edited.scores,
+            failing_gates=edited.failing_gates,
+            expected_revision=revision,
+        )
+    store.approve("rev-1", actor="ed")
+    summary = export_feedback(store, tmp_path / "f.jsonl")
+    (pair,) = read_jsonl(summary.pairs_path)
+    assert (pair["chosen_revision"], pair["rejected_revision"]) == (3, 1)
+    assert (pair["chosen"], pair["rejected"]) == (GOOD_BODY, SHORT_BODY)
+
+
+def test_an_edited_article_not_yet_approved_makes_no_pair(store: Store, tmp_path: Path) -> None:
+    add_article(store, 1, SHORT_BODY)
+    edited = scored_result(store.get_brief("rev-1").brief, GOOD_BODY)
+    store.edit_article(
+        "rev-1",
+        actor="ed",
+        title=edited.title,
+        body_markdown=GOOD_BODY,
+        scores=edited.scores,
+        failing_gates=edited.failing_gates,
+        expected_revision=1,
+    )
+    assert export_feedback(store, tmp_path / "f.jsonl").pairs == 0
 
 
 def test_style_filter_and_empty_store(store: Store, tmp_path: Path) -> None:
@@ -182,6 +222,6 @@ def test_feedback_export_command(tmp_path: Path) -> None:
         root.handlers[:] = handlers
         root.setLevel(level)
     assert result.exit_code == 0, result.output
-    assert "3 example(s) written" in result.stdout and "1 preference pair(s)" in result.stdout
+    assert "3 example(s) written" in result.stdout and "2 preference pair(s)" in result.stdout
     assert len(load_feedback_examples(target)) == 3
-    assert len(read_jsonl(tmp_path / "pairs.jsonl")) == 1
+    assert len(read_jsonl(tmp_path / "pairs.jsonl")) == 2

@@ -9,7 +9,8 @@ Two JSONL files (format in ``docs/review.md``):
      "article_id": "a-...", "revision": 3, "edited": true}
 
 * **Preference pairs** (``--pairs``, default ``FILE`` with ``.pairs.jsonl``): for an approved article, one
-  line per earlier revision of it that an editor rejected or sent back::
+  line per earlier revision of it that an editor rejected or sent back, or replaced by an edit (a pipeline draft
+  an editor edited: the approved text is preferred over it)::
 
     {"style": ..., "brief": {...}, "chosen": "<approved text>", "rejected": "<rejected text>",
      "article_id": ..., "chosen_revision": 3, "rejected_revision": 1}
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 APPROVED_STATUSES = (ArticleStatus.APPROVED.value, ArticleStatus.PUBLISHED.value)
 REJECTING_EVENTS = (EventKind.REJECTED.value, EventKind.SENT_BACK.value)
+EDIT_SOURCE = "edit"  # the source of a revision an editor wrote (worker.store.review)
 SFT_KEYS = ("style", "brief", "completion", "article_id", "revision")
 
 
@@ -97,7 +99,10 @@ def _from_article(store: Store, article: ArticleRecord) -> tuple[FeedbackExample
     events = store.list_events(article.id)
     edited = any(r.source == "edit" for r in revisions.values())
     example = FeedbackExample(article.style, brief, article.body_markdown, article.id, article.revision, edited)
-    rejected = sorted({e.revision for e in events if e.kind in REJECTING_EVENTS and e.revision != article.revision})
+    rejected = sorted(
+        {e.revision for e in events if e.kind in REJECTING_EVENTS} | _drafts_edited_away(events, revisions)
+    )
+    rejected = [number for number in rejected if number != article.revision]
     pairs = [
         PreferencePair(
             article.style,
@@ -112,6 +117,17 @@ def _from_article(store: Store, article: ArticleRecord) -> tuple[FeedbackExample
         if number in revisions and revisions[number].body_markdown != article.body_markdown
     ]
     return example, pairs
+
+
+def _drafts_edited_away(events: list[Any], revisions: dict[int, Any]) -> set[int]:
+    """Revisions written by the pipeline (generated or regenerated) that an editor's edit replaced: the edit is
+    preferred over the draft it replaced. An edit of an editor's own text is not a rejected draft."""
+    replaced = (e.details.get("previous_revision") for e in events if e.kind == EventKind.EDITED.value)
+    return {
+        number
+        for number in replaced
+        if isinstance(number, int) and number in revisions and revisions[number].source != EDIT_SOURCE
+    }
 
 
 def _write_lines(path: Path, lines: list[str]) -> int:
