@@ -28,7 +28,7 @@ from worker.intake.briefs import Brief
 from worker.intake.loading import load_brief_files
 from worker.pipeline.pipeline import Pipeline
 from worker.pipeline.runner import write_briefs
-from worker.scoring.embeddings import default_embedder
+from worker.scoring.embeddings import default_embedder, embedder_dtype_for
 from worker.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings(dtype=args.dtype, batch_size=max(16, args.briefs * 2))
     engine = Engine.from_settings(settings)
-    pipeline = Pipeline(settings, engine, embedder=default_embedder())
+    pipeline = Pipeline(settings, engine, embedder=default_embedder(embedder_dtype_for(engine.dtype_name)))
     briefs = sample_briefs(args.briefs, args.target_words)
     pipeline.run(briefs[:1])  # warm-up: first call pays one-off costs
     one = run_mode("one-at-a-time", pipeline, briefs, group=1)

@@ -49,15 +49,22 @@ from queue_helpers import (  # noqa: E402 (tests/ on the path first)
 )
 from tiny_model import build_tiny_model  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from workload import sample_briefs  # noqa: E402
+
 REDIS_DB = 15  # this bench's own Redis database, flushed before each run
 BATCH = 64
 POISON_ID = "b-3x"  # sorts among the others (b-3 < b-3x < b-30), not at an end
 MARKER = "CRASH-ME"
+SHIPPED_WORDS = 300  # target words of the shipped-style briefs
 
 
 def deployment(root: Path, model: str, args: argparse.Namespace) -> Deployment:
-    styles = root / "styles"
-    write_style(styles, "quick", gates=[], max_new_tokens=args.new_tokens)
+    if args.styles == "shipped":
+        styles = ROOT / "styles"  # the shipped styles, their served adapters and generation settings
+    else:
+        styles = root / "styles"
+        write_style(styles, "quick", gates=[], max_new_tokens=args.new_tokens)
     broker_url = None
     if args.broker == "redis":
         broker_url = redis_url(REDIS_DB)
@@ -68,16 +75,40 @@ def deployment(root: Path, model: str, args: argparse.Namespace) -> Deployment:
         "COPYDESK_RECONCILE_INTERVAL": str(args.reconcile_interval),
         "COPYDESK_DTYPE": args.dtype,
         "COPYDESK_THREADS": str(args.threads),
+        **({"COPYDESK_DEFAULT_STYLE": "plain-howto"} if args.styles == "shipped" else {}),
     }
     store_url = f"sqlite:///{root / 'home' / 'copydesk.db'}"
     return Deployment(root, Path(model), styles, write_plugin(root / "plugin"), store_url, broker_url, settings)
 
 
-def briefs(poison: bool) -> list[dict[str, Any]]:
-    records = make_briefs("b", BATCH - 1 if poison else BATCH)
+def briefs(poison: bool, styles: str) -> list[dict[str, Any]]:
+    count = BATCH - 1 if poison else BATCH
+    if styles == "shipped":  # 64 distinct briefs of the three shipped styles (bench/workload.py)
+        records = [b.model_dump(mode="json", exclude_none=True) for b in sample_briefs(count, SHIPPED_WORDS)]
+        category = "home"
+    else:
+        records = make_briefs("b", count)
+        category = "quick-cat"
     if poison:
-        records.insert(BATCH // 2, {"id": POISON_ID, "title": f"{MARKER} a poison brief", "category": "quick-cat"})
+        records.insert(BATCH // 2, {"id": POISON_ID, "title": f"{MARKER} a poison brief", "category": category})
     return records
+
+
+def timeline(d: Deployment, started_at: float) -> list[str]:
+    """Each generated batch as ``size@start-end`` in seconds since submit (from the workers' phase log)."""
+    starts: dict[tuple[int, tuple[str, ...]], float] = {}
+    spans = []
+    for event in d.phases():
+        key = (event["pid"], tuple(event["briefs"]))
+        if event["phase"] == "generate":
+            starts[key] = event["t"]
+        elif event["phase"] == "generated" and key in starts:
+            spans.append((starts.pop(key), event["t"], len(key[1])))
+    spans += [(t, None, len(key[1])) for key, t in starts.items()]  # killed mid-generation
+    return [
+        f"{size}@{start - started_at:.0f}-{'killed' if end is None else f'{end - started_at:.0f}'}"
+        for start, end, size in sorted(spans)
+    ]
 
 
 def generating(d: Deployment, *, without: str | None = None) -> dict[str, Any]:
@@ -96,8 +127,8 @@ def run(name: str, root: Path, model: str, args: argparse.Namespace) -> dict[str
     env = {**d.phase_env(), **({"COPYDESK_TEST_CRASH_ON_TITLE": MARKER} if poison else {})}
     try:
         worker = d.start_worker("w1", **env)
-        started = time.perf_counter()
-        job_id = d.submit(write_briefs(root / "briefs.yaml", briefs(poison)))["job_id"]
+        started, started_at = time.perf_counter(), time.time()
+        job_id = d.submit(write_briefs(root / "briefs.yaml", briefs(poison, args.styles)))["job_id"]
         if name != "unkilled":
             generating(d, without=POISON_ID if poison else None)
             time.sleep(args.kill_after)
@@ -109,7 +140,7 @@ def run(name: str, root: Path, model: str, args: argparse.Namespace) -> dict[str
         d.kill_all()
     runs = d.runs()
     counts = d.article_counts()
-    good = [r["id"] for r in briefs(poison) if r["id"] != POISON_ID]
+    good = [r["id"] for r in briefs(poison, args.styles) if r["id"] != POISON_ID]
     assert all(counts[b] == 1 for b in good), counts  # none lost, none duplicated
     return {
         "run": name,
@@ -117,6 +148,7 @@ def run(name: str, root: Path, model: str, args: argparse.Namespace) -> dict[str
         "done": job.counts.done,
         "failed": job.counts.failed,
         "batches": [len(r["briefs"]) for r in runs],
+        "timeline": timeline(d, started_at),
     }
 
 
@@ -126,6 +158,13 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the worker (0: torch's default)")
     parser.add_argument("--new-tokens", type=int, default=16, help="max_new_tokens of the style (at least 16)")
+    parser.add_argument(
+        "--styles",
+        choices=["quick", "shipped"],
+        default="quick",
+        help="quick: one style without adapter or gates, one candidate, --new-tokens; shipped: the repo's styles "
+        "with their adapters, candidates and token caps, on 64 distinct bench briefs (a real batch)",
+    )
     parser.add_argument("--broker", choices=["redis", "embedded"], default="redis")
     parser.add_argument("--kill-after", type=float, default=1.0, help="seconds into generation before the kill")
     parser.add_argument("--reconcile-interval", type=float, default=5.0)
@@ -143,14 +182,16 @@ def main() -> None:
     base = next((r["seconds"] for r in rows if r["run"] == "unkilled"), None)
     print(
         f"\nrecovery: {BATCH} briefs, flush_size {BATCH}, {args.broker} broker, model {args.model}, "
-        f"{args.new_tokens} new tokens, killed {args.kill_after:g} s into generation, "
+        f"styles {args.styles}, {args.new_tokens} new tokens (quick style), "
+        f"killed {args.kill_after:g} s into generation, "
         f"reconcile_interval {args.reconcile_interval:g} s"
     )
-    print("| run | seconds | vs unkilled | done | failed | batches generated (sizes) |")
+    print("| run | seconds | vs unkilled | done | failed | batches generated (size@start-end, s since submit) |")
     print("|---|---:|---:|---:|---:|---|")
     for r in rows:
         ratio = f"{r['seconds'] / base:.2f}x" if base else "-"
-        print(f"| {r['run']} | {r['seconds']:.1f} | {ratio} | {r['done']} | {r['failed']} | {r['batches']} |")
+        spans = ", ".join(r["timeline"])
+        print(f"| {r['run']} | {r['seconds']:.1f} | {ratio} | {r['done']} | {r['failed']} | {spans} |")
 
 
 if __name__ == "__main__":

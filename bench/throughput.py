@@ -48,7 +48,7 @@ from worker.intake.briefs import Brief
 from worker.pipeline.pipeline import Pipeline
 from worker.pipeline.routing import route
 from worker.pipeline.runner import write_briefs
-from worker.scoring.embeddings import default_embedder
+from worker.scoring.embeddings import default_embedder, embedder_dtype_for
 from worker.store import Store
 
 
@@ -73,7 +73,7 @@ def naive(settings: Settings, prompts: list[str], new_tokens: int) -> dict[str, 
 def copydesk(settings: Settings, briefs: list[Brief]) -> dict[str, float]:
     """(b) The real pipeline: mixed styles, batched, scored, stored; each style's candidates, one attempt."""
     engine = Engine.from_settings(settings)
-    pipeline = Pipeline(settings, engine, embedder=default_embedder())
+    pipeline = Pipeline(settings, engine, embedder=default_embedder(embedder_dtype_for(engine.dtype_name)))
     # Warm-up on one brief of each style: every adapter loaded once, as in a worker that has been running
     # (loading an adapter is a one-off per process, not a cost per article).
     first_of_style: dict[str, Brief] = {}

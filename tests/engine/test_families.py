@@ -205,3 +205,19 @@ def test_lora_target_modules_follow_the_family(tmp_path_factory: pytest.TempPath
 
     assert families.lora_target_modules(Phi3Config()) == ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
     assert {"q_proj", "v_proj", "gate_proj"} <= set(families.lora_target_modules(LlamaConfig()))
+
+
+def test_training_targets_name_the_familys_layers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from transformers import AutoModelForCausalLM
+
+    phi3 = AutoModelForCausalLM.from_pretrained(tiny_family("phi3", tmp_path_factory).model_dir)
+    assert families.training_targets(phi3, ["q_proj", "v_proj"]) == ["qkv_proj"]
+    assert families.training_targets(phi3, ["q_proj", "up_proj", "o_proj"]) == ["qkv_proj", "gate_up_proj", "o_proj"]
+    assert families.training_targets(phi3, "all-linear") == "all-linear"
+    assert families.training_targets(phi3, list(families.lora_target_modules(phi3.config))) == [
+        "qkv_proj", "o_proj", "gate_up_proj", "down_proj"
+    ]  # fmt: skip
+    gemma = AutoModelForCausalLM.from_pretrained(tiny_family("gemma3", tmp_path_factory).model_dir)
+    assert families.training_targets(gemma, ["q_proj", "v_proj"]) == ["q_proj", "v_proj"]
+    with pytest.raises(ModelError, match=r"\['qkv_proj'\] are not linear layers of this 'gemma3_text' model"):
+        families.training_targets(gemma, ["q_proj", "qkv_proj"])

@@ -3,6 +3,7 @@ report before training, and --time-budget stopping a real (tiny-model) run clean
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from worker.lab.options import TrainingOptions
 from worker.lab.training import train_style
 from worker.lab.training_scale import BudgetPlan, choose_articles, parse_budget, split_example
 from worker.scoring.embeddings import default_embedder
+from worker.styles.layout import HELDOUT_FILE
 
 __all__ = ["one_torch_thread", "tiny_model_dir"]
 
@@ -106,4 +108,7 @@ def test_a_time_budget_stops_a_real_run_cleanly_with_sections_and_a_length_repor
     assert 60 < lengths["median"] <= lengths["max"] < 1000  # prompt and section in tokens, not a dict's keys
     assert metrics["seconds_per_1000_tokens"] > 0
     assert metrics["train_examples"] + metrics["heldout_examples"] > 8  # sections: more examples than articles
+    meta = json.loads((result.directory / "copydesk-adapter.json").read_text())
+    heldout_sections = [json.loads(line) for line in (result.directory / HELDOUT_FILE).read_text().splitlines()]
+    assert meta["heldout_ids"] == sorted({h["id"] for h in heldout_sections})  # one id per article, not per section
     assert took < 120

@@ -321,6 +321,7 @@ def test_provenance_names_model_adapter_template_settings_seed_tokens_timings(
             "device": "cpu",
         }
         assert re.fullmatch(r"[0-9a-f]{64}", prov["model"]["weights_sha256"])
+        assert prov["scoring"] == {"embedder_dtype": "float32"}  # the on_topic scores' precision
         template = f"prompts/{brief.content_type}.j2"
         assert prov["template"] == {"name": template, "sha256_16": renderer.template_hash(template)}
         assert re.fullmatch(r"[0-9a-f]{16}", prov["template"]["sha256_16"])

@@ -4,10 +4,10 @@
   crash-on-title, run delay) plus three more test-only hooks, all inert unless their variable is set:
 
   - ``COPYDESK_TEST_CLAIM_GATE`` / ``COPYDESK_TEST_SAVE_GATE``: a directory. Before a claim
-    (``Store.claim_brief``), or after generation and before the article is stored, the worker process
-    writes ``ready-<pid>`` there and waits until a file ``go`` exists. A test waits for ``ready``, injects
-    its fault (locks the SQLite store, stops PostgreSQL), writes ``go`` and lifts the fault a few seconds
-    later: the store call is certain to meet the fault.
+    (``Store.claim_brief`` or ``Store.claim_briefs``), or after generation and before the article is stored,
+    the worker process writes ``ready-<pid>`` there and waits until a file ``go`` exists. A test waits for
+    ``ready``, injects its fault (locks the SQLite store, stops PostgreSQL), writes ``go`` and lifts the fault a
+    few seconds later: the store call is certain to meet the fault.
   - ``COPYDESK_TEST_HANG_ON_TITLE``: a batch with a brief whose title contains it hangs for ever (sleeping,
     and swallowing the soft time limit), so that only the hard time limit can end it.
   - ``COPYDESK_TEST_SQLITE_BUSY_MS``: SQLite's busy timeout (30 s in production) for the worker, so that a
@@ -80,6 +80,14 @@ if os.environ.get("COPYDESK_TEST_HOOKS") == "1":
         return _original_claim(self, *args, **kwargs)
 
     _Store.claim_brief = _claim
+
+    _original_claim_batch = _Store.claim_briefs
+
+    def _claim_batch(self, *args, **kwargs):
+        _gate("COPYDESK_TEST_CLAIM_GATE")
+        return _original_claim_batch(self, *args, **kwargs)
+
+    _Store.claim_briefs = _claim_batch
 
     _original_pipeline_run = _Pipeline.run
 

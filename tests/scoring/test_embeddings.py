@@ -10,7 +10,13 @@ import pytest
 
 from worker.errors import ModelError
 from worker.intake.briefs import Brief
-from worker.scoring.embeddings import EMBEDDING_DIM, Embedder, default_embedder, packaged_model_dir
+from worker.scoring.embeddings import (
+    EMBEDDING_DIM,
+    Embedder,
+    default_embedder,
+    embedder_dtype_for,
+    packaged_model_dir,
+)
 from worker.scoring.scorecard import DraftToScore, score_drafts
 from worker.styles.catalog import StyleRules, Targets
 
@@ -35,6 +41,30 @@ def test_encoding_is_deterministic_and_batch_independent(embedder: Embedder) -> 
     together = embedder.encode(texts)
     alone = embedder.encode(texts[-1:])
     assert np.allclose(together[-1], alone[0], atol=1e-5)
+
+
+def test_texts_of_mixed_lengths_come_back_in_their_order(embedder: Embedder) -> None:
+    """Batches are formed by length in word pieces, longest first; each vector still lands in its text's row."""
+    words = [
+        "the",
+        "kettle",
+        "boils",
+        "water",
+        "quickly",
+        "while",
+        "the",
+        "garden",
+        "hose",
+        "waters",
+        "the",
+        "tomato",
+        "plants",
+    ]
+    texts = [" ".join(words[: 1 + (i * 7) % len(words)] * (1 + i % 9)) for i in range(40)]  # 1..126 words
+    together = embedder.encode(texts)
+    for row in (0, 5, 17, 39):
+        assert np.allclose(together[row], embedder.encode([texts[row]])[0], atol=1e-5)
+    assert np.allclose(together, embedder.encode(texts[::-1])[::-1], atol=1e-5)
 
 
 def test_on_topic_text_is_more_similar_than_off_topic(embedder: Embedder) -> None:
@@ -66,6 +96,21 @@ def test_pairwise_similarity_uses_one_encode_call(embedder: Embedder, monkeypatc
 def test_default_embedder_is_cached(embedder: Embedder) -> None:
     assert default_embedder() is embedder
     assert embedder.model_dir == packaged_model_dir()
+
+
+def test_a_bf16_embedder_follows_a_bf16_engine_and_stays_close_to_float32(embedder: Embedder) -> None:
+    assert (embedder_dtype_for("bfloat16"), embedder_dtype_for("float32")) == ("bfloat16", "float32")
+    half = default_embedder("bfloat16")
+    assert half is not embedder and half.dtype == "bfloat16" and embedder.dtype == "float32"
+    texts = [(TEXTS / name).read_text() for name in sorted(p.name for p in TEXTS.iterdir())][:6]
+    texts += ["How to repot a houseplant", "The central bank raised interest rates."]
+    exact, approx = embedder.encode(texts), half.encode(texts)
+    assert approx.dtype == np.float32 and np.allclose(np.linalg.norm(approx, axis=1), 1.0, atol=1e-3)
+    assert float(np.abs(exact - approx).max()) < 0.01  # rounding of bf16 products, not another model
+    cosines = (exact @ exact.T) - (approx @ approx.T)
+    assert float(np.abs(cosines).max()) < 0.01
+    with pytest.raises(ModelError, match="dtype"):
+        Embedder(dtype="float16")
 
 
 def test_encode_rejects_a_bare_string(embedder: Embedder) -> None:

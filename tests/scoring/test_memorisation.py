@@ -19,12 +19,15 @@ from worker.intake.briefs import Brief
 from worker.pipeline.pipeline import BriefOutcome, Pipeline
 from worker.pipeline.runner import _flag_near_duplicate
 from worker.results import ArticleResult, ArticleStatus
+from worker.scoring import memorisation
 from worker.scoring.memorisation import (
     NEAR_DUPLICATE,
+    NGRAM_WORDS,
     Closeness,
     CorpusIndex,
     GuardLimits,
     StoredArticles,
+    found_in,
     longest_run,
     ngram_hashes,
 )
@@ -195,3 +198,48 @@ def test_a_near_duplicate_of_a_stored_article_is_flagged_not_blocked(store: Stor
     assert other_style is None  # only articles of the same style are compared
     own = StoredArticles(store).nearest("plain", "kettle-1", CORPUS[0])
     assert own is None  # an article is not a duplicate of its own earlier revision
+
+
+def reference_run(flags: list[bool]) -> int:
+    best = current = 0
+    for hit in flags:
+        current = current + 1 if hit else 0
+        best = max(best, current)
+    return best
+
+
+def test_binary_search_and_run_length_agree_with_isin_and_a_loop() -> None:
+    generator = np.random.default_rng(19)
+    for size in (0, 1, 2, 7, 50, 400):
+        known = generator.integers(-(2**62), 2**62, size=size, dtype=np.int64)
+        index = CorpusIndex(known)  # unsorted, with repeats: the index sorts it once
+        assert np.array_equal(index.hashes, np.unique(known))
+        drafts = generator.integers(-(2**62), 2**62, size=300, dtype=np.int64)
+        if size:
+            copied = generator.random(300) < 0.5  # about half the draft's 8-grams come from the corpus
+            drafts[copied] = generator.choice(known, size=int(copied.sum()))
+        matched = found_in(drafts, index.hashes)
+        assert np.array_equal(matched, np.isin(drafts, known))
+        assert longest_run(matched) == reference_run(matched.tolist())
+    for flags in ([], [False], [True], [True, True, False, True], [False, True, True, True]):
+        assert longest_run(np.array(flags, dtype=bool)) == reference_run(flags)
+
+
+def test_a_new_article_is_hashed_once_for_nearest_and_add(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    stored_article(store, "kettle-1", "# Kettle\n\n" + CORPUS[0])
+    stored = StoredArticles(store)
+    stored.nearest("plain", "other", ORIGINAL)  # reads the stored article of the style
+    hashed: list[str] = []
+    original = memorisation.ngram_hashes
+
+    def counting(text: str, n: int = NGRAM_WORDS) -> np.ndarray:
+        hashed.append(text)
+        return original(text, n)
+
+    monkeypatch.setattr(memorisation, "ngram_hashes", counting)
+    duplicate = stored.nearest("plain", "kettle-2", COPY)
+    stored.add("plain", "a-2", "kettle-2", "Kettle again", COPY)
+    assert hashed == [COPY]
+    assert duplicate is not None and duplicate.article_id != "a-2" and duplicate.share >= 0.8
+    again = stored.nearest("plain", "kettle-3", COPY)  # the article just added is compared with too
+    assert again is not None and again.share == 1.0 and again.article_id == "a-2"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,12 +12,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.config import PROJECT_ROOT
 from worker.intake.briefs import Brief
+from worker.lab.corpus import load_corpus
+from worker.scoring.markdown import parse_blocks, prose_texts, strip_markdown
+from worker.scoring.memorisation import (
+    NGRAM_WORDS,
+    Closeness,
+    CorpusIndex,
+    guard_limits,
+    memorisation_score,
+    ngram_hashes,
+)
+from worker.scoring.readability import readability_scores
 from worker.scoring.scorecard import INFORMATIONAL, DraftToScore, Scorecard, score_drafts
-from worker.scoring.scores import Score
-from worker.scoring.text import syllables
-from worker.styles.catalog import StyleRules, Targets
-from worker.styles.score_names import GATE_NAMES, SCORE_NAMES
+from worker.scoring.scores import Score, round_value
+from worker.scoring.structure import structure_score
+from worker.scoring.style_rules import style_rules_score
+from worker.scoring.text import count_text, sentences, syllables, words
+from worker.scoring.tone import formality_score, sentiment_score
+from worker.scoring.topicality import on_topic_score
+from worker.scoring.wording import REPETITION_N, keywords_score, length_score, repetition_value
+from worker.styles.catalog import StyleCatalog, StyleRules, Targets
+from worker.styles.score_names import FAILS_EMPTY, GATE_NAMES, SCORE_NAMES
 
 TEXTS = Path(__file__).parent.parent / "data" / "texts"
 
@@ -469,3 +487,105 @@ def test_scores_report_their_metric_ranges() -> None:
     for name in ("formality", "structure", "repetition", "keywords"):
         assert (scores[name].low, scores[name].high) == (0.0, 1.0)
     assert scores["readability"].detail == f"{scores['readability'].value:.2f} within target 50.00..80.00"
+
+
+# --- the batch path against the per-draft path, on real model drafts --------------------------------------
+
+STYLES = PROJECT_ROOT / "styles"
+
+
+def real_drafts(per_style: int) -> list[DraftToScore]:
+    """Drafts the real model wrote in each shipped style's evaluations, with that style's targets, rules and its
+    served adapter's corpus index; and per style one draft that copies two of its corpus articles (the guard)."""
+    catalog = StyleCatalog.load(STYLES)
+    drafts: list[DraftToScore] = []
+    for name in catalog.names:
+        style = catalog.get(name)
+        corpus = CorpusIndex.load(style.adapter_dir) if style.adapter_dir is not None else None
+        texts: list[str] = []
+        for path in sorted((STYLES / name / "adapters").glob("*/eval/*.json")):
+            for variant in json.loads(path.read_text())["drafts"].values():
+                texts.extend(text for text in variant if text not in texts)
+        articles = [article.body for article in load_corpus(style.directory / "corpus").articles[:2]]
+        texts = [*texts[:per_style], "# Copied\n\n" + "\n\n".join(articles)]
+        brief = Brief(title="Keeping bread fresh", content_type="how-to", keywords=["bread"], target_words=150)
+        drafts.extend(DraftToScore(text, brief, style.targets, style.rules, corpus) for text in texts)
+    return drafts
+
+
+def reference_closeness(corpus: CorpusIndex, markdown: str, embedding: np.ndarray | None) -> Closeness:
+    """The guard as first written: np.isin over the whole corpus, and a Python loop for the longest run."""
+    hashes = ngram_hashes(markdown)
+    copied, share = 0, 0.0
+    if len(hashes) and len(corpus.hashes):
+        matched = np.isin(hashes, corpus.hashes)
+        best = current = 0
+        for hit in matched.tolist():
+            current = current + 1 if hit else 0
+            best = max(best, current)
+        copied, share = (best + NGRAM_WORDS - 1 if best else 0), float(matched.mean())
+    similarity, nearest = None, None
+    if embedding is not None and corpus.embeddings is not None:
+        cosines = corpus.embeddings @ embedding
+        similarity, nearest = round(float(cosines[int(cosines.argmax())]), 4), corpus.ids[int(cosines.argmax())]
+    return Closeness(copied, round(share, 4), similarity, nearest)
+
+
+def reference_card(draft: DraftToScore, language: str) -> dict[str, dict[str, object]]:
+    """One draft scored the way score_draft did before it parsed once: each metric from the public functions,
+    every text re-parsed and re-split where it was."""
+    blocks = parse_blocks(draft.markdown)
+    text = strip_markdown(draft.markdown)
+    tokens = words(text)
+    prose = prose_texts(blocks)
+    targets = draft.targets
+    lowered = [token.lower() for token in tokens]
+    value = round_value(repetition_value(lowered))
+    grams = Counter(tuple(lowered[i : i + REPETITION_N]) for i in range(len(lowered) - REPETITION_N + 1))
+    top = grams.most_common(1)
+    example = f"; most repeated: {' '.join(top[0][0])!r} x{top[0][1]}" if top and top[0][1] > 1 else ""
+    detail = f"{value:.0%} of word {REPETITION_N}-grams repeated (max {targets.max_repetition:.0%}){example}"
+    repetition = Score("repetition", value, 0.0, 1.0, value <= targets.max_repetition, detail)
+    closeness = reference_closeness(draft.corpus, draft.markdown, None) if draft.corpus is not None else None
+    scores = [
+        *readability_scores(count_text(prose, language), targets, language),
+        sentiment_score(sentences(prose), targets, language),
+        formality_score(prose, targets, language),
+        structure_score(blocks, draft.brief.content_type),
+        length_score(len(tokens), draft.brief.target_words, targets.length_tolerance),
+        repetition,
+        keywords_score(text, draft.brief.keywords, targets.min_keyword_coverage),
+        on_topic_score(None, targets.min_on_topic),
+        style_rules_score(blocks, text, draft.rules),
+        memorisation_score(closeness, guard_limits(targets)),
+    ]
+    card = {score.name: score.to_dict() for score in scores}
+    if not any(words(part) for part in prose):
+        for name in FAILS_EMPTY:
+            if card[name]["passed"]:
+                card[name] = {**card[name], "passed": False, "detail": f"empty draft; {card[name]['detail']}"}
+    return card
+
+
+def test_batch_scores_equal_the_per_draft_reference_on_real_drafts() -> None:
+    drafts = real_drafts(per_style=16)
+    drafts.append(DraftToScore("# Only a heading\n\n```\ncode\n```", drafts[0].brief, Targets(), NO_RULES))
+    cards = score_drafts(drafts, language="en", embedder=None)
+    copied = [card for card in cards if not card.scores["memorisation"].passed]
+    assert len(copied) == 3  # each style's corpus copy is caught, the model's own drafts are not
+    for draft, card in zip(drafts, cards, strict=True):
+        assert card.to_dict() == reference_card(draft, "en")
+
+
+def test_on_topic_in_a_batch_equals_each_draft_scored_alone() -> None:
+    from worker.scoring.embeddings import default_embedder
+
+    embedder = default_embedder()
+    drafts = real_drafts(per_style=3)
+    together = score_drafts(drafts, language="en", embedder=embedder)
+    for draft, card in zip(drafts, together, strict=True):
+        (alone,) = score_drafts([draft], language="en", embedder=embedder)
+        batch, single = card.to_dict(), alone.to_dict()
+        # The same text's vector in another batch differs by float rounding (~1e-7) at most.
+        assert batch.pop("on_topic")["value"] == pytest.approx(single.pop("on_topic")["value"], abs=1e-4)
+        assert batch == single

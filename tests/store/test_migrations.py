@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
-from store_helpers import FakeClock
+from store_helpers import FakeClock, fresh_postgres_schema
 
 from worker.scoring.scorecard import Scorecard
 from worker.store import Store
@@ -116,7 +116,7 @@ def test_migration_5_backfills_quality_and_keeps_the_worst_order(
     version_4_store(store_url)
     with Store(store_url) as old:
         assert old.schema_version() == 4
-        assert old.migrate() == [5, 6, 7]
+        assert old.migrate() == list(range(5, latest_version() + 1))
         stored = {a.brief_id: a.quality for a in old.review_queue()}
         worst = [a.brief_id for a in old.review_queue(order="worst")]
     assert stored == {name: old_quality_of(scores) for name, scores in SCORES.items()}
@@ -185,3 +185,58 @@ def test_migration_3_from_version_2_matches_a_fresh_store_and_keeps_history(
     assert columns(store_url) == columns(fresh_url)
     assert {"article_revisions", "article_events"} <= set(columns(store_url))
     assert ("feedback", "TEXT", True) in columns(store_url)["briefs"]
+
+
+def indexes(url: str) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+    """``{table: [(index name, columns), ...]}`` of every table, sorted."""
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        inspector = sa.inspect(engine)
+        return {
+            table: sorted(
+                (str(i["name"]), tuple(str(c) for c in i["column_names"])) for i in inspector.get_indexes(table)
+            )
+            for table in sorted(inspector.get_table_names())
+        }
+    finally:
+        engine.dispose()
+
+
+def test_migration_8_adds_the_flat_cost_indexes_as_a_fresh_store_has_them(store_url: str, tmp_path: Path) -> None:
+    Store(store_url).close()  # creates the SQLite file's directory
+    engine = sa.create_engine(store_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            schema_migrations.create(conn)
+            for migration in MIGRATIONS[:7]:
+                migration.apply(conn)
+                conn.execute(
+                    sa.insert(schema_migrations).values(version=migration.version, name=migration.name, applied_at=T)
+                )
+    finally:
+        engine.dispose()
+    before = indexes(store_url)
+    with Store(store_url) as old:
+        assert old.migrate() == [8] == [latest_version()]
+    after = indexes(store_url)
+    added = {
+        (table, name, cols)
+        for table, found in after.items()
+        for name, cols in found
+        if (name, cols) not in before[table]
+    }
+    assert added == {
+        ("briefs", "ix_briefs_status_created_at_id", ("status", "created_at", "id")),
+        ("articles", "ix_articles_style_created_at_id", ("style", "created_at", "id")),
+        ("job_items", "ix_job_items_job_id_position", ("job_id", "position")),
+    }
+    if store_url.startswith("postgresql"):
+        with fresh_postgres_schema("fresh") as fresh_url:
+            with Store(fresh_url) as fresh:
+                fresh.migrate()
+            assert indexes(fresh_url) == after
+    else:
+        fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+        with Store(fresh_url) as fresh:
+            fresh.migrate()
+        assert indexes(fresh_url) == after

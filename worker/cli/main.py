@@ -283,11 +283,11 @@ def _record_briefs(store: Any, report: LoadReport) -> list[str]:
 def _build_pipeline(settings: Settings) -> Any:
     from worker.engine.engine import Engine
     from worker.pipeline.pipeline import Pipeline
-    from worker.scoring.embeddings import default_embedder
+    from worker.scoring.embeddings import default_embedder, embedder_dtype_for
 
     with err_console.status("loading the model (the first run converts it, ~25 s)"):
         engine = Engine.from_settings(settings)
-        embedder = default_embedder()
+        embedder = default_embedder(embedder_dtype_for(engine.dtype_name))
     return Pipeline(settings, engine, embedder=embedder)
 
 

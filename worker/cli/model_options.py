@@ -8,6 +8,7 @@ validated model; a value the model refuses is reported as the given error, namin
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,13 @@ def _is_list(info: FieldInfo) -> bool:
     return get_origin(info.annotation) is list
 
 
+def _enum_values(annotation: Any) -> list[str]:
+    """The values of an enum annotation (shown as ``sft|dpo`` in help, not as the class name); ``[]`` otherwise."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [str(member.value) for member in annotation]
+    return []
+
+
 def option_parameter(name: str, info: FieldInfo, aliases: Sequence[str] = ()) -> inspect.Parameter:
     """The command parameter for one field: a list field is one comma-separated string."""
     annotation: Any = info.annotation
@@ -39,7 +47,8 @@ def option_parameter(name: str, info: FieldInfo, aliases: Sequence[str] = ()) ->
     if _is_list(info):
         annotation, default = str, ",".join(default)
         help_text = f"{help_text} Comma-separated.".strip()
-    option = typer.Option(flag(name), *aliases, help=help_text)
+    choices = _enum_values(annotation)
+    option = typer.Option(flag(name), *aliases, help=help_text, metavar="|".join(choices) if choices else None)
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     return inspect.Parameter(name, kind, default=default, annotation=Annotated[annotation, option])
 

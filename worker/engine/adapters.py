@@ -99,10 +99,11 @@ def _check_base_model(
     trained_for = meta.get("base_model_id") if meta_path.is_file() else config.get("base_model_name_or_path")
     trained_on = meta.get("base_model_weights_sha256")
     if trained_on and base_weights_sha256 and trained_on != base_weights_sha256:
+        same_name = " under the same name" if trained_for == base_model_id else ""
         raise AdapterError(
             f"{where} was trained on base model {trained_for!r} with weights sha256 {trained_on}, but the "
-            f"configured base model {base_model_id!r} has weights sha256 {base_weights_sha256}: other weights "
-            "(even under the same name); retrain the style on this model or set COPYDESK_MODEL to its base model"
+            f"configured base model {base_model_id!r} has weights sha256 {base_weights_sha256}: other weights"
+            f"{same_name}; retrain the style on this model or set COPYDESK_MODEL to its base model"
         )
     if trained_for and trained_for != base_model_id:
         same_weights = bool(trained_on and trained_on == base_weights_sha256)

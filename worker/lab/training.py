@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import Settings
-from worker.errors import TrainingError
+from worker.errors import ModelError, TrainingError
 from worker.lab.examples import to_records
 from worker.lab.options import TrainingMethod, TrainingOptions
 from worker.lab.training_runs import Run, last_checkpoint, new_run, resume_run, style_lock, unfinished_run, write_json
@@ -254,7 +254,7 @@ def _trainer(
         r=options.lora_r,
         lora_alpha=options.lora_alpha,
         lora_dropout=options.lora_dropout,
-        target_modules=options.peft_target_modules(),
+        target_modules=_targets(model, options),
         task_type="CAUSAL_LM",
         bias="none",
     )
@@ -272,7 +272,28 @@ def _trainer(
     )
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(_progress_callback(progress))
+    _require_examples(trainer, options.max_length)
     return trainer
+
+
+def _require_examples(trainer: Any, max_length: int) -> None:
+    """TRL drops examples whose prompt alone fills max_length (no article token left to learn or measure)."""
+    for label, dataset in (("training", trainer.train_dataset), ("held-out", trainer.eval_dataset)):
+        if not len(dataset):
+            raise TrainingError(
+                f"every {label} example's prompt fills --max-length {max_length} tokens with this base model's "
+                "tokenizer and chat template, leaving no article token: raise --max-length"
+            )
+
+
+def _targets(model: Any, options: TrainingOptions) -> str | list[str]:
+    """The options' LoRA targets as this model names them (a fused family's layers: Phi-3's ``qkv_proj``)."""
+    from worker.engine.families import training_targets
+
+    try:
+        return training_targets(model, options.peft_target_modules())
+    except ModelError as exc:
+        raise TrainingError(f"--target-modules: {exc}") from exc
 
 
 def _report_lengths(

@@ -142,7 +142,7 @@ def _adapter_meta(run: Run, corpus: Corpus, source: Any) -> dict[str, Any]:
             "examples": run.record.get("feedback_examples", 0),
         },
         "train_examples": len(run.train),
-        "heldout_ids": sorted(e.id for e in run.heldout),
+        "heldout_ids": sorted({e.id for e in run.heldout}),  # an article split into sections once
     }
 
 

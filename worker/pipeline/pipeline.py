@@ -265,6 +265,7 @@ class Pipeline:
                 "dtype": self.engine.dtype_name,
                 "device": self.engine.device,
             },
+            "scoring": {"embedder_dtype": self.embedder.dtype if self.embedder is not None else "float32"},
             "adapter": (
                 {
                     "style": job.style.name,

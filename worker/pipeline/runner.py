@@ -50,23 +50,22 @@ def write_briefs(
     """Claim, generate, score, select and store the given briefs; one outcome per id, in order."""
     settings = pipeline.settings
     outcomes: dict[str, WriteOutcome] = {}
-    claimed = []
-    feedback: dict[str, str] = {}  # an editor's feedback for briefs sent back for a new draft
+    ids = list(dict.fromkeys(brief_ids))
+    # One transaction claims the whole batch (an id not in the store claims nothing and raises).
+    records = store.claim_briefs(
+        ids, owner=owner, lease_seconds=lease_seconds, max_attempts=settings.max_brief_attempts
+    )
+    claimed = [record.brief for record in records if record is not None]
+    # an editor's feedback for briefs sent back for a new draft
+    feedback = {r.brief.brief_id: r.feedback for r in records if r is not None and r.feedback}
     try:
-        for brief_id in dict.fromkeys(brief_ids):
-            record = store.claim_brief(
-                brief_id, owner=owner, lease_seconds=lease_seconds, max_attempts=settings.max_brief_attempts
-            )
+        for brief_id, record in zip(ids, records, strict=True):
             if record is None:
                 outcomes[brief_id] = WriteOutcome(brief_id, f"skipped: {store.get_brief(brief_id).status}")
-            else:
-                claimed.append(record.brief)
-                if record.feedback:
-                    feedback[brief_id] = record.feedback
         results = pipeline.run(claimed, progress, feedback=feedback)
     except Exception as exc:
-        # A failed claim (unknown id, locked database) or a failed run: give the briefs claimed so far back
-        # to the queue rather than leaving them leased to a run that will not write them.
+        # A failed run: give the claimed briefs back to the queue rather than leaving them leased to a run that
+        # will not write them.
         for brief in claimed:  # the caller decides about retries
             store.fail_brief(brief.brief_id, f"{type(exc).__name__}: {exc}", final=False)
         raise

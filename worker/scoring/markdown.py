@@ -33,6 +33,8 @@ _INLINE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+_SPACES = re.compile(r"\s+")
+
 BlockKind = Literal["heading", "item", "paragraph", "table", "code"]
 
 
@@ -50,7 +52,7 @@ def strip_inline(text: str) -> str:
     """Remove inline Markdown (links, emphasis, code marks, HTML) from one line of text."""
     for pattern, replacement in _INLINE_RULES:
         text = pattern.sub(replacement, text)
-    return re.sub(r"\s+", " ", html.unescape(text)).strip()
+    return _SPACES.sub(" ", html.unescape(text)).strip()
 
 
 class _BlockParser:
@@ -129,7 +131,12 @@ def parse_blocks(markdown: str) -> list[Block]:
 
 def strip_markdown(markdown: str) -> str:
     """Plain text of a Markdown document: one block per paragraph, code blocks and syntax removed."""
-    return "\n\n".join(block.text for block in parse_blocks(markdown) if block.kind != "code" and block.text)
+    return plain_text(parse_blocks(markdown))
+
+
+def plain_text(blocks: Sequence[Block]) -> str:
+    """The plain text of parsed blocks (what :func:`strip_markdown` returns, without parsing again)."""
+    return "\n\n".join(block.text for block in blocks if block.kind != "code" and block.text)
 
 
 def prose_texts(blocks: Sequence[Block]) -> list[str]:

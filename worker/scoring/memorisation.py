@@ -94,17 +94,26 @@ def _hash(ngram: str) -> int:
 
 def longest_run(matched: np.ndarray) -> int:
     """Length of the longest run of ``True`` in a boolean array."""
-    best = current = 0
-    for hit in matched.tolist():
-        current = current + 1 if hit else 0
-        best = max(best, current)
-    return best
+    flags = np.asarray(matched, dtype=bool).ravel()
+    if not flags.any():
+        return 0
+    edges = np.diff(np.concatenate(([0], flags.view(np.int8), [0])))  # +1 where a run starts, -1 after it ends
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
+
+
+def found_in(hashes: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """``np.isin(hashes, known)`` for ``known`` sorted and unique (a corpus index): a binary search per hash,
+    without sorting the corpus again for every draft."""
+    if not len(known):
+        return np.zeros(len(hashes), dtype=bool)
+    at = np.minimum(np.searchsorted(known, hashes), len(known) - 1)
+    return known[at] == hashes
 
 
 def _closeness_to(hashes: np.ndarray, known: np.ndarray) -> tuple[int, float]:
     if not len(hashes) or not len(known):
         return 0, 0.0
-    matched = np.isin(hashes, known)
+    matched = found_in(hashes, known)
     run = longest_run(matched)
     return (run + NGRAM_WORDS - 1 if run else 0), float(matched.mean())
 
@@ -113,9 +122,15 @@ def _closeness_to(hashes: np.ndarray, known: np.ndarray) -> tuple[int, float]:
 class CorpusIndex:
     """The 8-gram hashes of the articles an adapter was trained on, and their embeddings when known."""
 
-    hashes: np.ndarray  # sorted, unique int64
+    hashes: np.ndarray  # sorted, unique int64 (made so when given otherwise): the guard's binary searches
     ids: tuple[str, ...] = ()
     embeddings: np.ndarray | None = None  # one normalised row per id
+
+    def __post_init__(self) -> None:
+        hashes = np.asarray(self.hashes, dtype=np.int64)
+        if len(hashes) > 1 and not bool((hashes[1:] > hashes[:-1]).all()):
+            hashes = np.unique(hashes)
+        object.__setattr__(self, "hashes", hashes)
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> CorpusIndex:
@@ -191,6 +206,7 @@ class StoredArticles:
         self.store = store
         self.limit = limit
         self._by_style: dict[str, list[tuple[str, str, str, set[int]]]] = {}
+        self._last: tuple[str, set[int]] | None = None  # the text hashed last, and its 8-gram set
 
     def _articles(self, style: str) -> list[tuple[str, str, str, set[int]]]:
         if style not in self._by_style:
@@ -200,9 +216,16 @@ class StoredArticles:
             ]
         return self._by_style[style]
 
+    def _hashes(self, text: str) -> set[int]:
+        """The 8-gram set of ``text``; the last one is kept, so that :meth:`add` after :meth:`nearest` for the
+        same new article does not hash it twice."""
+        if self._last is None or self._last[0] != text:
+            self._last = (text, set(ngram_hashes(text).tolist()))
+        return self._last[1]
+
     def nearest(self, style: str, brief_id: str, text: str) -> Duplicate | None:
         """The stored article of ``style`` (other than this brief's own) sharing most of ``text``'s 8-grams."""
-        hashes = set(ngram_hashes(text).tolist())
+        hashes = self._hashes(text)
         if not hashes:
             return None
         best: Duplicate | None = None
@@ -216,7 +239,7 @@ class StoredArticles:
 
     def add(self, style: str, article_id: str, brief_id: str, title: str, text: str) -> None:
         """Remember an article just stored, so later ones in the same run are compared with it too."""
-        self._articles(style).insert(0, (article_id, brief_id, title, set(ngram_hashes(text).tolist())))
+        self._articles(style).insert(0, (article_id, brief_id, title, self._hashes(text)))
 
 
 def near_duplicate_score(duplicate: Duplicate | None) -> dict[str, Any]:

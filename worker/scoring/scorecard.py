@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from worker.intake.briefs import Brief
-from worker.scoring.markdown import parse_blocks, prose_texts, strip_markdown
+from worker.scoring.markdown import Block, parse_blocks, plain_text, prose_texts
 from worker.scoring.memorisation import CorpusIndex, guard_limits, memorisation_score
 from worker.scoring.readability import readability_scores
 from worker.scoring.scores import Score
 from worker.scoring.structure import structure_score
 from worker.scoring.style_rules import style_rules_score
-from worker.scoring.text import count_text, sentences, words
+from worker.scoring.text import count_sentences, sentence_words, words
 from worker.scoring.tone import formality_score, sentiment_score
 from worker.scoring.topicality import on_topic_score, on_topic_similarities
 from worker.scoring.wording import keywords_score, length_score, repetition_score
@@ -112,24 +112,55 @@ def _fail_empty(score: Score) -> Score:
     return Score(score.name, score.value, score.low, score.high, False, f"empty draft; {score.detail}")
 
 
+@dataclass(frozen=True)
+class DraftText:
+    """What the metrics read of one draft, each parsed or split once: its blocks, plain text (``strip_markdown``)
+    and that text's words, the prose blocks (paragraphs and list items) and their sentences with their words."""
+
+    blocks: list[Block]
+    text: str
+    tokens: list[str]
+    prose: list[str]
+    sentences: list[tuple[str, list[str]]]
+
+    @property
+    def prose_tokens(self) -> list[str]:
+        """The words of the prose (``words("\\n".join(prose))``: no word spans a sentence or block boundary)."""
+        return [token for _, tokens in self.sentences for token in tokens]
+
+
+def analyse_draft(markdown: str) -> DraftText:
+    """Parse and split a draft once for all its metrics."""
+    blocks = parse_blocks(markdown)
+    text = plain_text(blocks)
+    prose = prose_texts(blocks)
+    return DraftText(blocks, text, words(text), prose, sentence_words(prose))
+
+
 def score_draft(
     draft: DraftToScore,
     *,
     language: str,
     similarity: float | None,
     embedding: np.ndarray | None = None,
+    analysed: DraftText | None = None,
 ) -> Scorecard:
     """Score one draft; ``similarity`` is its on_topic cosine, or ``None`` when not measured; ``embedding`` its
-    normalised vector for the memorisation guard (which then uses the 8-gram overlap alone when ``None``)."""
-    blocks = parse_blocks(draft.markdown)
-    text = strip_markdown(draft.markdown)
-    tokens = words(text)
-    prose = prose_texts(blocks)
+    normalised vector for the memorisation guard (which then uses the 8-gram overlap alone when ``None``);
+    ``analysed`` its :func:`analyse_draft`, when already done."""
+    analysed = analysed or analyse_draft(draft.markdown)
+    blocks, text, tokens, prose, found = (
+        analysed.blocks,
+        analysed.text,
+        analysed.tokens,
+        analysed.prose,
+        analysed.sentences,
+    )
     targets = draft.targets
     scores = [
-        *readability_scores(count_text(prose, language), targets, language),
-        sentiment_score(sentences(prose), targets, language),
-        formality_score(prose, targets, language),
+        *readability_scores(count_sentences(found, language), targets, language),
+        sentiment_score([sentence for sentence, _ in found], targets, language),
+        formality_score(prose, targets, language, analysed.prose_tokens),
         structure_score(blocks, draft.brief.content_type),
         length_score(len(tokens), draft.brief.target_words, targets.length_tolerance),
         repetition_score(tokens, targets.max_repetition),
@@ -141,24 +172,25 @@ def score_draft(
             guard_limits(targets),
         ),
     ]
-    if not any(words(part) for part in prose):  # nothing but headings (or nothing at all)
+    if not found:  # no prose sentence has a word: nothing but headings (or nothing at all)
         scores = [_fail_empty(score) for score in scores]
     return Scorecard({score.name: score for score in scores})
 
 
 def score_drafts(drafts: Sequence[DraftToScore], *, language: str, embedder: Embedder | None) -> list[Scorecard]:
-    """Score drafts in order. With an embedder, all drafts and briefs are embedded in one encode call;
-    without one, on_topic is informational (passed, "not measured")."""
+    """Score drafts in order. Each draft is parsed once for every metric; with an embedder, all drafts and
+    briefs are embedded in one encode call; without one, on_topic is informational (passed, "not measured")."""
     if not drafts:
         return []
+    analysed = [analyse_draft(draft.markdown) for draft in drafts]
     similarities: list[float | None] = [None] * len(drafts)
     embeddings: list[np.ndarray | None] = [None] * len(drafts)
     if embedder is not None:
-        measured, embeddings = on_topic_similarities(drafts, embedder)
+        measured, embeddings = on_topic_similarities(drafts, embedder, [item.text for item in analysed])
         similarities = list(measured)
     cards = [
-        score_draft(draft, language=language, similarity=similarity, embedding=embedding)
-        for draft, similarity, embedding in zip(drafts, similarities, embeddings, strict=True)
+        score_draft(draft, language=language, similarity=similarity, embedding=embedding, analysed=item)
+        for draft, similarity, embedding, item in zip(drafts, similarities, embeddings, analysed, strict=True)
     ]
     logger.debug("scored %d draft(s) (language %s, on_topic %s)", len(cards), language, embedder is not None)
     return cards

@@ -26,12 +26,19 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+def sentence_words(blocks_text: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Each sentence of :func:`sentences` with its words, split once for every metric that needs both."""
+    found: list[tuple[str, list[str]]] = []
+    for text in blocks_text:
+        for part in _SENTENCE_END.split(text):
+            if tokens := _WORD.findall(part):
+                found.append((part, tokens))
+    return found
+
+
 def sentences(blocks_text: Iterable[str]) -> list[str]:
     """Sentences of each block; a block boundary always ends a sentence. Sentences without words are dropped."""
-    found: list[str] = []
-    for text in blocks_text:
-        found.extend(part for part in _SENTENCE_END.split(text) if words(part))
-    return found
+    return [sentence for sentence, _ in sentence_words(blocks_text)]
 
 
 def language_root(language: str) -> str:
@@ -83,8 +90,12 @@ class TextCounts:
         return self.syllables / self.words if self.words else 0.0
 
 
+def count_sentences(found: Sequence[tuple[str, Sequence[str]]], language: str) -> TextCounts:
+    """The readability counts of sentences already split (:func:`sentence_words`)."""
+    count = syllables  # one lookup; each word's count is cached
+    per_word = [count(token, language) for _, tokens in found for token in tokens]
+    return TextCounts(len(per_word), len(found), sum(per_word), sum(1 for n in per_word if n >= 3))
+
+
 def count_text(prose: Sequence[str], language: str) -> TextCounts:
-    found = sentences(prose)
-    tokens = [token for sentence in found for token in words(sentence)]
-    per_word = [syllables(token, language) for token in tokens]
-    return TextCounts(len(tokens), len(found), sum(per_word), sum(1 for n in per_word if n >= 3))
+    return count_sentences(sentence_words(prose), language)

@@ -93,6 +93,7 @@ _VERB_CONTRACTION = re.compile(r"^\w+(?:n't|'re|'ve|'ll|'d|'m)$")
 _PRONOUN_IS = re.compile(r"^(?:it|that|there|here|what|who|he|she|let|where|how|everyone|nobody)'s$")
 _EXCLAMATIONS = re.compile(r"!+")
 _EMOTICONS = re.compile(r"(?<!\w)[:;]-?[)(DPp](?!\w)")
+_EMOJI_RANGE = re.compile("[\u2600-\U0010ffff]")  # the only characters _is_emoji can accept
 
 
 def _is_emoji(char: str) -> bool:
@@ -135,14 +136,15 @@ def _deictic_cues(word: str) -> int:
     return int(base in PRONOUNS) + int(verb) + int(adverb) + int(word in INTERJECTIONS)
 
 
-def formality_counts(text: str) -> FormalityCounts:
-    """Count formal and deictic (context-dependent, informal) cues in plain English text."""
-    tokens = [token.lower().replace("’", "'") for token in words(text)]
-    formal = sum(1 for token in tokens if _is_formal(token))
-    deictic = sum(_deictic_cues(token) for token in tokens)
+def formality_counts(text: str, tokens: Sequence[str] | None = None) -> FormalityCounts:
+    """Count formal and deictic (context-dependent, informal) cues in plain English text; ``tokens``, when
+    given, are ``words(text)`` already split."""
+    lowered = [token.lower().replace("’", "'") for token in (words(text) if tokens is None else tokens)]
+    formal = sum(1 for token in lowered if _is_formal(token))
+    deictic = sum(_deictic_cues(token) for token in lowered)
     deictic += len(_EXCLAMATIONS.findall(text)) + len(_EMOTICONS.findall(text))
-    deictic += sum(1 for char in text if _is_emoji(char))
-    return FormalityCounts(len(tokens), formal, deictic)
+    deictic += sum(1 for char in _EMOJI_RANGE.findall(text) if _is_emoji(char))
+    return FormalityCounts(len(lowered), formal, deictic)
 
 
 def formality_value(text: str) -> float:
@@ -150,8 +152,11 @@ def formality_value(text: str) -> float:
     return formality_counts(text).value
 
 
-def formality_score(prose: Sequence[str], targets: Targets, language: str) -> Score:
-    counts = formality_counts("\n".join(prose))
+def formality_score(
+    prose: Sequence[str], targets: Targets, language: str, tokens: Sequence[str] | None = None
+) -> Score:
+    """Formality of the prose blocks; ``tokens``, when given, are their words already split."""
+    counts = formality_counts("\n".join(prose), tokens)
     value = counts.value
     if language_root(language) != "en":
         detail = f"{value:.2f}; word lists are English-only (informational)"

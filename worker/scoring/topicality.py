@@ -39,16 +39,19 @@ def on_topic_score(similarity: float | None, minimum: float) -> Score:
 
 
 def on_topic_similarities(
-    drafts: Sequence[DraftToScore], embedder: Embedder
+    drafts: Sequence[DraftToScore], embedder: Embedder, plain_texts: Sequence[str] | None = None
 ) -> tuple[list[float], list[np.ndarray | None]]:
     """Cosine similarity of each draft with its brief, and each draft's normalised embedding (``None`` for an
-    empty draft); ONE encode call for all chunks and briefs.
+    empty draft); ONE encode call for all chunks and briefs. ``plain_texts``, when given, are the drafts'
+    ``strip_markdown`` texts already computed.
 
     A draft longer than the model's window is cut into chunks whose normalised vectors are averaged.
     Identical texts (the same brief for several candidates) are encoded once. An empty draft scores 0.0.
     """
     briefs = [brief_text(draft.brief) for draft in drafts]
-    chunks = [chunk_words(strip_markdown(draft.markdown)) for draft in drafts]
+    if plain_texts is None:
+        plain_texts = [strip_markdown(draft.markdown) for draft in drafts]
+    chunks = [chunk_words(text) for text in plain_texts]
     unique = list(dict.fromkeys([*briefs, *(chunk for per_draft in chunks for chunk in per_draft)]))
     vectors = embedder.encode(unique)
     index = {text: row for row, text in enumerate(unique)}

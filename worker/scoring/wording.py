@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from functools import lru_cache
 
 from worker.scoring.scores import Score, round_value
 
@@ -29,14 +30,16 @@ def repetition_value(tokens: Sequence[str], n: int = REPETITION_N) -> float:
 
 def repetition_score(tokens: Sequence[str], maximum: float) -> Score:
     lowered = [token.lower() for token in tokens]
-    value = round_value(repetition_value(lowered))
-    counts = Counter(tuple(lowered[i : i + REPETITION_N]) for i in range(len(lowered) - REPETITION_N + 1))
+    counts = Counter(zip(*(lowered[i:] for i in range(REPETITION_N)), strict=False))  # the word 4-grams, once
+    total = max(len(lowered) - REPETITION_N + 1, 0)
+    value = round_value(1 - len(counts) / total if total else 0.0)  # repetition_value, from the same counts
     top = counts.most_common(1)
     example = f"; most repeated: {' '.join(top[0][0])!r} x{top[0][1]}" if top and top[0][1] > 1 else ""
     detail = f"{value:.0%} of word {REPETITION_N}-grams repeated (max {maximum:.0%}){example}"
     return Score("repetition", value, 0.0, 1.0, value <= maximum, detail)
 
 
+@lru_cache(maxsize=4096)
 def term_pattern(term: str) -> re.Pattern[str]:
     """Case-insensitive, word-boundary-aware pattern for a term; inner whitespace matches any whitespace."""
     body = r"\s+".join(re.escape(part) for part in term.split())

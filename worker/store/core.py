@@ -17,13 +17,10 @@ from typing import Any, Self
 
 from sqlalchemy import (
     ColumnElement,
-    String,
     and_,
     case,
-    cast,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -38,6 +35,7 @@ from worker.intake.briefs import Brief
 from worker.results import ArticleResult, ArticleStatus, BriefStatus
 from worker.store import migrations
 from worker.store.canary import CanaryStoreMixin
+from worker.store.claims import ClaimStoreMixin, give_up_message
 from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, parse_url, safe_url, translate_errors
 from worker.store.expiry import ExpiryStoreMixin
 from worker.store.history import draft_values
@@ -70,6 +68,7 @@ def utc_now() -> datetime:
 
 
 class Store(
+    ClaimStoreMixin,
     JobStoreMixin,
     ReviewStoreMixin,
     RunStoreMixin,
@@ -233,11 +232,7 @@ class Store(
         return None
 
     def _give_up(self, session: Session, brief_id: str, now: datetime, max_attempts: int) -> bool:
-        gave_up = literal("gave up after ") + cast(briefs.c.attempts, String) + literal(" attempts")
-        message = case(
-            (briefs.c.last_error.is_(None), gave_up),
-            else_=gave_up + literal("; last error: ") + briefs.c.last_error,
-        )
+        message = give_up_message()
         result = session.execute(
             update(briefs)
             .where(

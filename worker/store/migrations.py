@@ -36,6 +36,7 @@ from sqlalchemy import Connection, func, insert, inspect, literal, select, text,
 
 from worker.errors import StoreError
 from worker.store.schema import (
+    V8_INDEXES,
     JSONType,
     define_v1,
     define_v2,
@@ -44,6 +45,7 @@ from worker.store.schema import (
     define_v5,
     define_v6,
     define_v7,
+    define_v8,
     new_metadata,
     schema_migrations,
     v4_job_columns,
@@ -223,6 +225,18 @@ def _v7_http_api(conn: Connection) -> None:
         current.tables[name].create(conn)
 
 
+def _v8_flat_cost_indexes(conn: Connection) -> None:
+    """Create the indexes of :func:`~worker.store.schema.define_v8` (their tables are unchanged otherwise)."""
+    current = new_metadata()
+    for define in (define_v1, define_v2, define_v3, define_v4, define_v5, define_v6, define_v7, define_v8):
+        define(current)
+    wanted = {name for _, name, _ in V8_INDEXES}
+    for table in {table for table, _, _ in V8_INDEXES}:
+        for index in current.tables[table].indexes:
+            if index.name in wanted:
+                index.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create briefs, articles and candidates", _v1_create_tables),
     Migration(2, "create jobs and job_items", _v2_create_jobs),
@@ -231,6 +245,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "articles.quality, the number the review queue sorts by", _v5_article_quality),
     Migration(6, "briefs.retry_group: a crashed batch is retried in halves", _v6_retry_group),
     Migration(7, "http api: api_keys, webhooks and jobs.expires_at", _v7_http_api),
+    Migration(
+        8, "indexes for a flat per-brief cost: queued briefs, a style's articles, job results", _v8_flat_cost_indexes
+    ),
 )
 
 

@@ -160,18 +160,21 @@ class RecoveryStoreMixin:
             )
         return result.rowcount == 1
 
-    def expire_leases_of(self, owner: str, *, error: str | None = None) -> list[str]:
+    def expire_leases_of(self, owner: str, *, error: str | None = None, live_only: bool = False) -> list[str]:
         """End every lease ``owner`` holds, in one statement (its process is gone); return the brief ids.
 
         One statement, so that nobody sees part of a dead process's batch expired and the rest still leased
         (a task that halved the part it saw would split the batch into four groups instead of two halves).
-        With ``error``, it is recorded as each brief's ``last_error``.
+        With ``error``, it is recorded as each brief's ``last_error``; with ``live_only``, leases already over
+        are left as they are (and not returned).
         """
         now = self._now()
         values: dict[str, Any] = {"lease_expires_at": now, "updated_at": now}
         if error is not None:
             values["last_error"] = error
         mine = and_(briefs.c.status == BriefStatus.RUNNING.value, briefs.c.lease_owner == owner)
+        if live_only:
+            mine = and_(mine, briefs.c.lease_expires_at > now)
         with self._write() as session:
             ids = list(
                 session.execute(select(briefs.c.id).where(mine).order_by(briefs.c.id).with_for_update()).scalars()

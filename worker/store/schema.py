@@ -340,6 +340,23 @@ def v7_job_expiry_column() -> Column[Any]:
     return Column("expires_at", UTCDateTime(), nullable=True)
 
 
+def define_v8(metadata: MetaData) -> None:
+    """Version 8: indexes that keep a job's per-brief cost flat as the store grows (issue 19). A task's
+    companions (``briefs``: queued, oldest first), the newest articles of a style (``articles``: the
+    near-duplicate check) and a job's results in submission order (``job_items``) each read a bounded slice of
+    an index instead of sorting every matching row."""
+    for table, name, columns in V8_INDEXES:
+        Index(name, *(metadata.tables[table].c[column] for column in columns))
+
+
+#: ``(table, index name, columns)`` of the indexes migration 8 creates.
+V8_INDEXES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("briefs", "ix_briefs_status_created_at_id", ("status", "created_at", "id")),
+    ("articles", "ix_articles_style_created_at_id", ("style", "created_at", "id")),
+    ("job_items", "ix_job_items_job_id_position", ("job_id", "position")),
+)
+
+
 def new_metadata() -> MetaData:
     """An empty :class:`MetaData` with the store's constraint naming convention."""
     return MetaData(naming_convention=NAMING_CONVENTION)
@@ -354,6 +371,7 @@ define_v4(metadata)
 define_v5(metadata)
 define_v6(metadata)
 define_v7(metadata)
+define_v8(metadata)
 
 briefs = metadata.tables["briefs"]
 articles = metadata.tables["articles"]

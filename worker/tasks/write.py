@@ -68,10 +68,11 @@ def resources() -> WorkerResources:
 def pipeline() -> Pipeline:
     """The model, embedder and pipeline of this process, loaded on first use and kept."""
     from worker.engine.engine import Engine
-    from worker.scoring.embeddings import default_embedder
+    from worker.scoring.embeddings import default_embedder, embedder_dtype_for
 
     settings = resources().settings
-    return Pipeline(settings, Engine.from_settings(settings), embedder=default_embedder())
+    engine = Engine.from_settings(settings)
+    return Pipeline(settings, engine, embedder=default_embedder(embedder_dtype_for(engine.dtype_name)))
 
 
 def companions(store: Store, settings: Settings, brief_id: str) -> list[str]:
@@ -225,15 +226,10 @@ def release_own_leases(store: Store, owner: str) -> int:
     when the run tried to requeue the brief. Without this, that run's retry would find its brief "leased to a
     live worker" (itself) and skip it until the lease expired (``lease_seconds``, 30 min by default).
     """
-    released = 0
-    for brief_id, lease_owner in store.running_leases():
-        if lease_owner != owner:
-            continue
-        expires = store.get_brief(brief_id).lease_expires_at
-        if (expires is None or expires > utc_now()) and store.expire_lease(brief_id, owner):
-            logger.warning("brief %s: lease left over from an earlier failed run of this process ended", brief_id)
-            released += 1
-    return released
+    released = store.expire_leases_of(owner, live_only=True)  # one statement: usually there is none
+    for brief_id in released:
+        logger.warning("brief %s: lease left over from an earlier failed run of this process ended", brief_id)
+    return len(released)
 
 
 def settle_runs_of(store: Store, brief_ids: list[str]) -> None:

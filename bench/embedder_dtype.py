@@ -1,0 +1,69 @@
+"""The on_topic embedder (all-MiniLM-L6-v2) in float32 and in bf16, side by side in one process.
+
+A worker whose engine writes in bf16 scores with a bf16 embedder (``embedder_dtype_for``); in the engine's exact
+(fp32) mode the embedder stays float32. This prints the time to encode the same texts with each (median of
+``--repeats``, alternating) and how far the vectors and the pairwise cosines (what on_topic is made of) move.
+
+    python bench/embedder_dtype.py --texts 64 --words 300 --repeats 3 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worker.scoring.embeddings import Embedder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample_texts(count: int, words: int) -> list[str]:
+    """``count`` texts of ``words`` words drawn from the repository's docs (a fixed seed)."""
+    vocabulary = " ".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))).split()
+    generator = random.Random(0)
+    return [" ".join(generator.choice(vocabulary) for _ in range(words)) for _ in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=64)
+    parser.add_argument("--words", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    texts = sample_texts(args.texts, args.words)
+    embedders = {"float32": Embedder(dtype="float32"), "bfloat16": Embedder(dtype="bfloat16")}
+    seconds: dict[str, list[float]] = {name: [] for name in embedders}
+    vectors = {name: e.encode(texts[:4]) for name, e in embedders.items()}  # warm-up
+    for _ in range(args.repeats):
+        for name, embedder in embedders.items():
+            started = time.perf_counter()
+            vectors[name] = embedder.encode(texts)
+            seconds[name].append(time.perf_counter() - started)
+    exact, approx = vectors["float32"], vectors["bfloat16"]
+    cosine_shift = np.abs(exact @ exact.T - approx @ approx.T).max()
+    print(f"cpu: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"capability {torch.backends.cpu.get_cpu_capability()}, threads {args.threads}, "
+          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"{args.texts} texts of {args.words} words, median of {args.repeats} (alternating)")
+    print("| embedder | seconds | ms per text | runs |")
+    print("|---|---:|---:|---|")
+    for name, runs in seconds.items():
+        median = statistics.median(runs)
+        print(f"| {name} | {median:.2f} | {1000 * median / args.texts:.1f} | {', '.join(f'{r:.2f}' for r in runs)} |")
+    ratio = statistics.median(seconds["float32"]) / statistics.median(seconds["bfloat16"])
+    print(f"bf16 speed-up {ratio:.2f}x; largest vector change {np.abs(exact - approx).max():.4f}; "
+          f"largest pairwise cosine change {cosine_shift:.4f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
