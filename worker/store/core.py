@@ -18,7 +18,6 @@ from typing import Any, Self
 from sqlalchemy import (
     ColumnElement,
     and_,
-    case,
     func,
     insert,
     or_,
@@ -35,7 +34,7 @@ from worker.intake.briefs import Brief
 from worker.results import ArticleResult, ArticleStatus, BriefStatus
 from worker.store import migrations
 from worker.store.canary import CanaryStoreMixin
-from worker.store.claims import ClaimStoreMixin, give_up_message
+from worker.store.claims import ClaimStoreMixin
 from worker.store.engine import WRITE_OPTION, is_unique_violation, make_engine, parse_url, safe_url, translate_errors
 from worker.store.expiry import ExpiryStoreMixin
 from worker.store.history import draft_values
@@ -208,48 +207,15 @@ class Store(
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         now = self._now()
-        grouped = briefs.c.retry_group.is_not(None)  # a half of a crashed batch: this claim is not counted
-        with self._write() as session:
-            row = session.execute(
-                update(briefs)
-                .where(briefs.c.id == brief_id, self._claimable(now), or_(briefs.c.attempts < max_attempts, grouped))
-                .values(
-                    status=BriefStatus.RUNNING.value,
-                    lease_owner=owner,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    attempts=briefs.c.attempts + case((grouped, 0), else_=1),
-                    retry_group=None,
-                    updated_at=now,
-                )
-                .returning(*briefs.c)
-            ).first()
+        with self._write() as session:  # the statements of claim_briefs, for one id
+            row = session.execute(self._claim_statement([brief_id], now, owner, lease_seconds, max_attempts)).first()
             if row is not None:
                 return brief_record(row)
-            if self._give_up(session, brief_id, now, max_attempts):
+            if session.execute(self._give_up_statement([brief_id], now, max_attempts)).first() is not None:
                 logger.warning("brief %s failed: gave up after %d attempts", brief_id, max_attempts)
             elif not self._brief_exists(session, brief_id):
                 raise NotFoundError(f"brief {brief_id!r} is not in the store")
         return None
-
-    def _give_up(self, session: Session, brief_id: str, now: datetime, max_attempts: int) -> bool:
-        message = give_up_message()
-        result = session.execute(
-            update(briefs)
-            .where(
-                briefs.c.id == brief_id,
-                self._claimable(now),
-                briefs.c.attempts >= max_attempts,
-                briefs.c.retry_group.is_(None),
-            )
-            .values(
-                status=BriefStatus.FAILED.value,
-                lease_owner=None,
-                lease_expires_at=None,
-                last_error=message,
-                updated_at=now,
-            )
-        )
-        return result.rowcount == 1
 
     def renew_lease(self, brief_id: str, *, owner: str, lease_seconds: float) -> bool:
         """Extend ``owner``'s lease; ``False`` when the brief is no longer running under that owner."""
