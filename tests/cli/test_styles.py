@@ -1,5 +1,6 @@
-"""The style commands through Typer's CliRunner: list, show, train, promote (and refusing an adapter trained for
-another base model), plus the corpus-profile targets that a served version gives a style."""
+"""The style commands through Typer's CliRunner: list, show, train, promote (a version trained for another base
+model sets that base model's entry; a style serving only another base model fails its briefs), plus the
+corpus-profile targets that a served version gives a style."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from worker.cli.main import app
 from worker.engine.adapters import ADAPTER_META
-from worker.errors import AdapterError, StyleError
+from worker.errors import StyleError
 from worker.styles.catalog import load_style
 from worker.styles.versions import set_adapter_line
 
@@ -92,6 +93,7 @@ def test_promote_rewrites_only_the_adapter_line(world: World) -> None:
     assert back.exit_code == 0, back.output
     assert json.loads(back.stdout) == {
         "style": "calm",
+        "base_model": "tiny-random-llama",
         "before": "v1",
         "served": None,
         "canary": None,
@@ -110,22 +112,35 @@ def test_targets_in_style_yaml_override_the_profile(world: World) -> None:
     assert "reading_ease" not in style.profile_targets and "grade" in style.profile_targets
 
 
-def test_promote_refuses_unknown_versions_and_other_base_models(world: World) -> None:
+def test_promote_refuses_unknown_versions_and_sets_another_base_models_own_entry(world: World) -> None:
     unknown = run(world, "styles", "promote", "calm", "v9")
     assert unknown.exit_code == StyleError.exit_code
     assert "has no adapter version 'v9' (versions: v1)" in unknown.output
     other_base_model_version(world)
-    refused = run(world, "styles", "promote", "calm", "v2")
-    assert refused.exit_code == AdapterError.exit_code
-    assert "was trained for base model 'some-other-model'" in refused.output
-    assert "configured base model is 'tiny-random-llama'" in refused.output
-    assert load_style(world.styles_dir / "calm" / "style.yaml").adapter is None  # unchanged
+    path = world.styles_dir / "calm" / "style.yaml"
+    other = run(world, "styles", "promote", "calm", "v2", "--json")  # v2 serves on its own base model only
+    assert other.exit_code == 0, other.output
+    assert json.loads(other.stdout)["base_model"] == "some-other-model"
+    assert "adapter: {some-other-model: v2, tiny-random-llama: null}  # served version" in path.read_text()
+    assert load_style(path, "tiny-random-llama").adapter is None  # this machine's base model: as it was
+    assert load_style(path, "some-other-model").adapter == "v2"
     listed = json.loads(run(world, "styles", "list", "--json").output)
-    usable = {v["version"]: v["usable"] for v in listed["styles"][0]["versions"]}
-    assert usable == {"v1": True, "v2": False}
+    calm = listed["styles"][0]
+    assert {v["version"]: v["usable"] for v in calm["versions"]} == {"v1": True, "v2": False}  # here, v2 cannot
+    assert calm["served_per_base"] == {"some-other-model": "v2", "tiny-random-llama": None}
+    shown = json.loads(run(world, "styles", "show", "calm", "--json").output)
+    assert (shown["base_model"], shown["served"], shown["served_per_base"]) == (
+        "tiny-random-llama",
+        None,
+        calm["served_per_base"],
+    )
+    assert [v["base_model_id"] for v in shown["versions"]] == ["tiny-random-llama", "some-other-model"]
+    mine = run(world, "styles", "promote", "calm", "v1")
+    assert mine.exit_code == 0 and "calm on tiny-random-llama: base model → v1" in mine.output
+    assert "adapter: {some-other-model: v2, tiny-random-llama: v1}  # served version" in path.read_text()
 
 
-def test_generation_refuses_an_adapter_for_another_base_model(world: World, tmp_path: Path) -> None:
+def test_generation_refuses_a_style_that_serves_only_another_base_model(world: World, tmp_path: Path) -> None:
     other_base_model_version(world)
     path = world.styles_dir / "calm" / "style.yaml"
     path.write_text(set_adapter_line(path.read_text(), "v2"))  # pinned by hand, past the promote check
@@ -133,7 +148,10 @@ def test_generation_refuses_an_adapter_for_another_base_model(world: World, tmp_
     briefs.write_text("- {id: one, title: A short note, style: calm, target_words: 50}\n")
     result = run(world, "generate", str(briefs), "--json")
     assert result.exit_code == 1
-    assert "trained for base model 'some-other-model'" in result.output
+    assert "style 'calm' serves no adapter version on base model 'tiny-random-llama'" in result.output
+    assert "v1 (tiny-random-llama), v2 (some-other-model)" in result.output  # the versions there are, and their bases
+    listed = json.loads(run(world, "styles", "list", "--json").output)["styles"]
+    assert "nothing on tiny-random-llama" in next(row["serves"] for row in listed if row["style"] == "calm")
 
 
 def test_set_adapter_line_keeps_comments_and_appends_when_missing() -> None:

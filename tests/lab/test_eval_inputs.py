@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from style_helpers import BASE_A, BASE_B, two_base_style, write_version
 
 from worker.errors import EvaluationError
 from worker.intake.briefs import Brief, ContentType
-from worker.lab.eval_inputs import EVAL_BRIEFS_FILE, EvalTopic, eval_briefs, house_metadata, read_eval_topics
+from worker.lab.eval_inputs import (
+    EVAL_BRIEFS_FILE,
+    EvalTopic,
+    default_version,
+    eval_briefs,
+    house_metadata,
+    read_eval_topics,
+)
+from worker.styles.catalog import load_style
 
 EVAL_BRIEFS = """\
 target_words: 60
@@ -42,3 +51,12 @@ def test_read_eval_topics_and_render_them_per_style(tmp_path: Path) -> None:
     assert [b.title for b in first] == [b.title for b in second]  # the same topics for every style
     assert first[0].brief_id == second[0].brief_id == "eval-bread"  # and the same seeds
     assert first[0].style == "calm" and first[0].content_type == ContentType.HOW_TO and first[0].target_words == 60
+
+
+def test_the_default_version_is_the_one_served_on_the_base_model_else_its_newest(tmp_path: Path) -> None:
+    path = two_base_style(tmp_path)  # v1 served on base-a, v2 on base-b, v3 on base-a
+    assert (default_version(load_style(path, BASE_A)), default_version(load_style(path, BASE_B))) == ("v1", "v2")
+    path.write_text(path.read_text().replace("adapter: {base-a: v1, base-b: v2}", "adapter: {base-b: v2}"))
+    write_version(path.parent, "v4", BASE_B)
+    assert default_version(load_style(path, BASE_A)) == "v3"  # base-a's newest, not base-b's v4
+    assert default_version(load_style(path, "base-c")) == "v4"  # nothing on it: the newest (its check refuses it)

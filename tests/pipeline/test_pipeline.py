@@ -9,6 +9,7 @@ adapter whose weights file is random bytes.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Sequence
@@ -22,15 +23,16 @@ import yaml
 from model_fixtures import TINY_MODEL_ID, adapter_a_dir, adapter_b_dir, copy_dir, one_torch_thread, tiny_model_dir
 
 from worker.config import Settings
-from worker.engine.adapters import ADAPTER_WEIGHTS, adapter_sha256
+from worker.engine.adapters import ADAPTER_META, ADAPTER_WEIGHTS, adapter_sha256
 from worker.engine.base_model import weights_hash
 from worker.engine.engine import Engine, GenerationOutput, GenerationRequest
+from worker.errors import StyleError
 from worker.intake.briefs import Brief
 from worker.pipeline.pipeline import BriefOutcome, Pipeline, derive_seed, max_new_tokens
 from worker.pipeline.prompts import PromptRenderer
 from worker.results import ArticleResult, ArticleStatus
 from worker.scoring.embeddings import Embedder, default_embedder
-from worker.styles.catalog import StyleCatalog, load_style
+from worker.styles.catalog import StyleCatalog, brief_bucket, load_style
 from worker.styles.score_names import SCORE_NAMES
 
 __all__ = ["adapter_a_dir", "adapter_b_dir", "one_torch_thread", "tiny_model_dir"]  # fixtures used by name
@@ -471,3 +473,74 @@ def test_max_new_tokens_follows_target_length_capped_by_the_style(world: World) 
     assert max_new_tokens(brief, style) == TOKEN_BUDGET  # the style's cap wins
     dense = roomy.model_copy(update={"generation": roomy.generation.model_copy(update={"tokens_per_word": 1.55})})
     assert max_new_tokens(Brief(title="Odd", target_words=51), dense) == 80 + 24  # ceil(79.05)
+
+
+# ---------------------------------------------------------------------------------------- per base model
+
+
+def other_base_copy(source: Path, destination: Path) -> Path:
+    """A copy of a tiny-model adapter that records another base model (it is never loaded here)."""
+    copy_dir(source, destination)
+    meta = json.loads((destination / ADAPTER_META).read_text())
+    (destination / ADAPTER_META).write_text(json.dumps({**meta, "base_model_id": "other-model"}))
+    return destination
+
+
+def per_base_styles(root: Path, adapter_a_dir: Path, adapter_b_dir: Path) -> Path:
+    """``duo`` serves v1 on the tiny model and v2 on other-model, with a canary of v3 (tiny) on half its briefs;
+    ``lone`` serves other-model only (the old single line); ``elsewhere`` runs its canary on other-model."""
+    styles_dir = root / "styles"
+    lines = {
+        "duo": {"adapter": {TINY_MODEL_ID: "v1", "other-model": "v2"}, "canary": {"version": "v3", "share": 0.5}},
+        "lone": {"adapter": "v1"},
+        "elsewhere": {"adapter": "v1", "canary": {"version": "v2", "share": 0.5}},
+    }
+    for name, fields in lines.items():
+        folder = write_style(styles_dir, name, categories={}, gates=[], candidates=1)
+        data = yaml.safe_load((folder / "style.yaml").read_text())
+        (folder / "style.yaml").write_text(yaml.safe_dump({**data, **fields}, sort_keys=False))
+    copy_dir(adapter_a_dir, styles_dir / "duo" / "adapters" / "v1")
+    other_base_copy(adapter_b_dir, styles_dir / "duo" / "adapters" / "v2")
+    copy_dir(adapter_b_dir, styles_dir / "duo" / "adapters" / "v3")
+    other_base_copy(adapter_a_dir, styles_dir / "lone" / "adapters" / "v1")
+    copy_dir(adapter_a_dir, styles_dir / "elsewhere" / "adapters" / "v1")
+    other_base_copy(adapter_b_dir, styles_dir / "elsewhere" / "adapters" / "v2")
+    return styles_dir
+
+
+def test_each_style_writes_with_what_it_serves_on_the_loaded_base_model(
+    world: World, tmp_path: Path, adapter_a_dir: Path, adapter_b_dir: Path
+) -> None:
+    styles_dir = per_base_styles(tmp_path, adapter_a_dir, adapter_b_dir)
+    settings = world.settings.model_copy(update={"styles_dir": styles_dir})
+    pipeline = Pipeline(settings, world.engine, embedder=world.embedder)
+    ids = [f"duo-{n}" for n in range(40)]
+    duo_ids = [i for i in ids if brief_bucket("duo", i) < 0.5][:3] + [i for i in ids if brief_bucket("duo", i) >= 0.5][
+        :3
+    ]
+    batch = [Brief(id=i, title=f"How to water plant {i}", style="duo", target_words=40) for i in duo_ids]
+    batch += [Brief(id=f"lone-{n}", title="A note", style="lone", target_words=40) for n in range(1)]
+    batch += [Brief(id=f"elsewhere-{n}", title="Notes", style="elsewhere", target_words=40) for n in range(4)]
+    outcomes = {o.brief.brief_id: o for o in pipeline.run(batch)}
+
+    duo = load_style(styles_dir / "duo" / "style.yaml", TINY_MODEL_ID)
+    written = {i: outcomes[i].result.adapter_version for i in duo_ids}  # type: ignore[union-attr]
+    assert written == {i: duo.version_for(i) for i in duo_ids} and set(written.values()) == {"v1", "v3"}
+    for i in duo_ids:
+        provenance = outcomes[i].result.provenance  # type: ignore[union-attr]
+        assert provenance["model"]["id"] == TINY_MODEL_ID and provenance["canary"]["served"] == "v1"
+        assert provenance["canary"]["arm"] == ("canary" if written[i] == "v3" else "served")
+    again = Pipeline(settings, world.engine, embedder=world.embedder).run(list(reversed(batch[:6])))
+    assert {o.brief.brief_id: o.result.adapter_version for o in again} == written  # type: ignore[union-attr]
+
+    error = outcomes["lone-0"].error or ""
+    assert "style 'lone' serves no adapter version on base model 'tiny-random-llama'" in error
+    assert "v1 on other-model" in error and "versions: v1 (other-model)" in error
+    for n in range(4):  # other-model's canary does not run on the tiny model
+        result = outcomes[f"elsewhere-{n}"].result
+        assert result is not None and result.adapter_version == "v1" and "canary" not in result.provenance
+
+
+def test_a_catalog_loaded_for_another_base_model_is_refused(world: World) -> None:
+    with pytest.raises(StyleError, match="loaded for base model 'other-model'"):
+        Pipeline(world.settings, world.engine, catalog=StyleCatalog.load(world.styles_dir, "other-model"))

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from review_helpers import GOOD_BODY, SHORT_BODY, STYLE, make_brief, scored_result
+from style_helpers import BASE_A, BASE_B, write_style, write_version
 from typer.testing import CliRunner
 
 from worker.cli.main import app
@@ -95,6 +97,24 @@ def test_compare_command_reads_the_store(decided: Store, store_url: str, tmp_pat
     table = CliRunner().invoke(app, ["styles", "compare", STYLE], env=env)
     assert table.exit_code == 0, table.output
     assert "0.60 (3/5)" in table.output and "Fisher" in table.output
+
+
+def test_compare_tests_a_canary_against_the_version_served_on_its_own_base_model(
+    decided: Store, store_url: str, tmp_path: Path
+) -> None:
+    styles = tmp_path / "styles"
+    path = write_style(styles, STYLE, "adapter: {base-a: v1, base-b: v9}\ncanary: {version: v2, share: 0.1}\n")
+    for version, base in (("v1", BASE_A), ("v2", BASE_A), ("v9", BASE_B)):
+        write_version(path.parent, version, base)
+    add(decided, 9, "v9")  # base-b's served version wrote too
+    env = {"COPYDESK_STORE_URL": store_url, "COPYDESK_STYLES_DIR": str(styles), "COPYDESK_HOME": str(tmp_path)}
+    out = CliRunner().invoke(app, ["styles", "compare", STYLE, "--json"], env={**env, "COLUMNS": "240"})
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert [test["versions"] for test in data["tests"]] == [["v2", "v1"]]  # not against base-b's v9
+    assert {v["version"]: v["base_models"] for v in data["versions"]}["v9"] == ["hand-made"]  # provenance model id
+    table = CliRunner().invoke(app, ["styles", "compare", STYLE], env={**env, "COLUMNS": "240"})
+    assert "served on base-a" in table.output and "served on base-b" in table.output, table.output
 
 
 def test_fisher_exact_matches_worked_values() -> None:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from style_helpers import BASE_A, BASE_B, two_base_style, write_version
 
-from worker.config import PROJECT_ROOT
+from worker.config import DEFAULT_MODEL, PROJECT_ROOT
 from worker.errors import StyleError
-from worker.styles.catalog import GATE_NAMES, Style, StyleCatalog, load_style
+from worker.styles.catalog import GATE_NAMES, Style, StyleCatalog, brief_bucket, load_style
+from worker.styles.served import ANY_BASE
 
 SHIPPED = ("plain-howto", "tech-deepdive", "upbeat-lifestyle")
 
@@ -183,6 +185,72 @@ def test_get_refuses_unsafe_names(tmp_path: Path, name: str) -> None:
     assert "known styles: alpha" in str(exc.value)
 
 
+# -------------------------------------------------------------------------------------- per base model
+
+
+def test_a_two_base_style_serves_each_base_its_own_version_and_profile_targets(tmp_path: Path) -> None:
+    path = two_base_style(tmp_path)
+    on_a, on_b = load_style(path, BASE_A), load_style(path, BASE_B)
+    assert (on_a.adapter, on_a.served_version(), on_a.base_model) == ("v1", "v1", BASE_A)
+    assert (on_b.adapter, on_b.served_version(), on_b.base_model) == ("v2", "v2", BASE_B)
+    assert on_a.served == on_b.served == {BASE_A: "v1", BASE_B: "v2"}
+    assert on_a.targets.reading_ease == (10, 20) and on_b.targets.reading_ease == (30, 40)  # each served profile
+    assert on_a.adapter_dir == path.parent / "adapters" / "v1"
+    assert {on_a.version_for(f"b-{n}") for n in range(50)} == {"v1"}
+    catalog = StyleCatalog.load(tmp_path, BASE_B)
+    assert catalog.base_model == BASE_B and catalog.get("duo").adapter == "v2"
+
+
+def test_a_base_the_style_serves_nothing_on_fails_its_briefs_naming_the_base_and_versions(tmp_path: Path) -> None:
+    style = load_style(two_base_style(tmp_path), "base-c")  # the style itself loads: routing and listing go on
+    assert style.adapter is None and style.profile_targets == []
+    for call in (style.served_version, lambda: style.version_for("b-1")):
+        with pytest.raises(StyleError) as refused:
+            call()
+        assert "serves no adapter version on base model 'base-c'" in str(refused.value)
+        assert "v1 (base-a), v2 (base-b), v3 (base-a)" in str(refused.value)
+
+
+def test_an_explicit_null_serves_the_base_model_alone_on_that_base_only(tmp_path: Path) -> None:
+    path = two_base_style(tmp_path, "adapter: {base-a: null, base-b: v2}\n")
+    assert load_style(path, BASE_A).served_version() is None
+    assert load_style(path, BASE_B).served_version() == "v2"
+    with pytest.raises(StyleError, match="base-c"):
+        load_style(path, "base-c").served_version()
+
+
+def test_an_old_single_adapter_line_serves_its_version_on_its_base_as_before(tmp_path: Path) -> None:
+    path = two_base_style(tmp_path, "adapter: v1\n")
+    unknown, on_a = load_style(path), load_style(path, BASE_A)
+    assert (unknown.adapter, on_a.adapter) == ("v1", "v1")  # loaded without a base model, as it always was
+    assert unknown.targets == on_a.targets and on_a.targets.reading_ease == (10, 20)
+    assert unknown.served == {BASE_A: "v1"}
+    with pytest.raises(StyleError, match="serves no adapter version on base model 'base-b'"):
+        load_style(path, BASE_B).version_for("b-1")  # before: the adapter was refused when it loaded
+    write_version(path.parent, "v4", None)  # recording no base model, it serves every base model, as before
+    path.write_text(path.read_text().replace("adapter: v1", "adapter: v4"))
+    assert load_style(path, BASE_B).served == {ANY_BASE: "v4"} and load_style(path, BASE_B).adapter == "v4"
+
+
+def test_a_canary_runs_on_its_versions_base_only_with_a_stable_split(tmp_path: Path) -> None:
+    path = two_base_style(tmp_path, "adapter: {base-a: v1, base-b: v2}\ncanary: {version: v3, share: 0.5}\n")
+    on_a, on_b = load_style(path, BASE_A), load_style(path, BASE_B)
+    assert on_a.canary_base == BASE_A and on_a.active_canary == on_a.canary and on_b.active_canary is None
+    ids = [f"brief-{n}" for n in range(400)]
+    split = {i: on_a.version_for(i) for i in ids}
+    assert split == {i: "v3" if brief_bucket("duo", i) < 0.5 else "v1" for i in ids}
+    assert {load_style(path, BASE_A).version_for(i) for i in ids if split[i] == "v3"} == {"v3"}  # stable
+    assert {on_b.version_for(i) for i in ids} == {"v2"}  # base-b's workers never run base-a's canary
+    with pytest.raises(StyleError, match="already the served version"):
+        load_style(write_style(tmp_path, "duo", path.read_text().replace("v3, share", "v2, share")), BASE_A)
+
+
+@pytest.mark.parametrize("computed", ["base_model", "served", "canary_base"])
+def test_what_copydesk_works_out_per_base_cannot_be_written(tmp_path: Path, computed: str) -> None:
+    with pytest.raises(StyleError, match="not a style field"):
+        load_style(write_style(tmp_path, "calm", minimal("calm", **{computed: "x"})))
+
+
 # ------------------------------------------------------------------------------------------ shipped styles
 
 
@@ -200,6 +268,16 @@ def test_the_three_shipped_styles_load_without_problems(shipped: StyleCatalog) -
         assert style.system_prompt
         assert style.directory == PROJECT_ROOT / "styles" / name
         assert set(style.gates) <= set(GATE_NAMES)
+
+
+def test_the_shipped_single_adapter_lines_serve_the_same_on_their_base_model(shipped: StyleCatalog) -> None:
+    on_default = StyleCatalog.load(PROJECT_ROOT / "styles", DEFAULT_MODEL)
+    assert on_default.problems == {}
+    for name in SHIPPED:
+        before, now = shipped.get(name), on_default.get(name)
+        assert before.adapter is not None and now.served_version() == before.adapter
+        assert now.served == {DEFAULT_MODEL: before.adapter}
+        assert (now.targets, now.canary, now.profile_targets) == (before.targets, before.canary, before.profile_targets)
 
 
 def test_shipped_styles_have_clearly_different_targets(shipped: StyleCatalog) -> None:

@@ -65,12 +65,19 @@ def health(request: Request) -> JSONResponse:
 
 @router.get("/styles", summary="The styles and the adapter version each serves")
 def styles(request: Request) -> list[dict[str, Any]]:
+    from worker.engine.base_model import configured_model_id
     from worker.styles.catalog import StyleCatalog
 
     settings: Settings = request.app.state.settings
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.load(settings.styles_dir, configured_model_id(settings))
     return [
-        {"name": name, "description": style.description, "adapter_version": style.adapter, "gates": style.gates}
+        {
+            "name": name,
+            "description": style.description,
+            "adapter_version": style.adapter,  # served on the configured base model
+            "adapter_versions": style.served,  # per base model id ("*": every base model)
+            "gates": style.gates,
+        }
         for name, style in sorted(catalog.styles.items())
     ]
 

@@ -52,25 +52,43 @@ def compare(settings: Settings, style: Any, as_json: bool) -> None:
     with Store.from_settings(settings) as store:
         stats = store.compare_versions(style.name)
     canary = style.canary.version if style.canary is not None else None
-    tests = comparison_tests(stats, style.adapter, canary)
+    tests = comparison_tests(stats, _canary_served(style), canary)
     if as_json:
         print_json({"style": style.name, "versions": [s.to_dict() for s in stats], "tests": tests})
         return
     print_comparison(style, stats, tests)
 
 
+def _canary_served(style: Any) -> str | None:
+    """The version the canary is tested against: the one served on the canary's base model (that of the loaded
+    base model when the canary records none)."""
+    from worker.styles.served import resolve
+
+    if style.canary is None or not style.served:
+        return style.adapter
+    try:
+        return resolve(style.served, style.canary_base or style.base_model)
+    except LookupError:
+        return None
+
+
 def print_comparison(style: Any, stats: list[Any], tests: list[dict[str, Any]]) -> None:
-    """One row per version (:class:`worker.store.canary.VersionStats`), then one line per test."""
-    roles = {style.adapter: "served"}
+    """One row per version (:class:`worker.store.canary.VersionStats`), then one line per test. A version's role
+    names the base model it is served on (the "base model" row counts every base model's base-model articles)."""
+    from worker.styles.served import ANY_BASE
+
+    roles = {version: "served" if base == ANY_BASE else f"served on {base}" for base, version in style.served.items()}
+    roles.setdefault(style.adapter, "served")
     if style.canary is not None:
         roles[style.canary.version] = f"canary {style.canary.share:.0%}"
     table = Table(
-        "version", "role", "articles", "gate pass", "attempts", "approved", "rejected", "sent back",
+        "version", "base model", "role", "articles", "gate pass", "attempts", "approved", "rejected", "sent back",
         "approval rate", "edit distance (words)", title=f"{style.name}: versions compared",
     )  # fmt: skip
     for s in stats:
         table.add_row(
             s.version or "base model",
+            ", ".join(s.base_models),
             roles.get(s.version, ""),
             str(s.articles),
             _fmt(s.gate_pass_rate, 2),

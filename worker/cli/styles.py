@@ -18,24 +18,14 @@ from rich.table import Table
 
 from worker.cli.common import CommandGroup, JsonOpt, console, err_console, handle_errors, print_json
 from worker.cli.model_options import options_from
-from worker.config import DEFAULT_MODEL, Settings, load_settings
-from worker.errors import EvaluationError, TrainingError
+from worker.config import Settings, load_settings
+from worker.engine.base_model import configured_model_id
+from worker.errors import EvaluationError, StyleError, TrainingError
 from worker.lab.options import EvalOptions, TrainingOptions
 
 styles_app = CommandGroup(help="Styles and their adapter versions: list, show, new, train, promote, compare, eval.")
 
 StyleArg = Annotated[str, typer.Argument(help="Style name (a folder under the styles directory).")]
-
-
-def configured_model_id(settings: Settings) -> str:
-    """The configured base model's id, without loading or converting it (see worker.engine.base_model)."""
-    from worker.engine.base_model import ID_FILE
-
-    if settings.model == DEFAULT_MODEL:
-        return DEFAULT_MODEL
-    directory = Path(settings.model).expanduser()
-    id_file = directory / ID_FILE
-    return id_file.read_text().strip() if id_file.is_file() else str(directory)
 
 
 def configured_weights_sha256(settings: Settings) -> str | None:
@@ -51,9 +41,22 @@ def configured_weights_sha256(settings: Settings) -> str | None:
 
 
 def _catalog(settings: Settings) -> Any:
+    """Every style, loaded for the configured base model (its served version, canary and profile targets)."""
     from worker.styles.catalog import StyleCatalog
 
-    return StyleCatalog.load(settings.styles_dir)
+    return StyleCatalog.load(settings.styles_dir, configured_model_id(settings))
+
+
+def _serves(style: Any) -> str:
+    """What ``style`` serves on each base model, and a red note when it serves nothing on the configured one."""
+    from worker.styles.served import describe
+
+    text = describe(style.served) if style.served else (style.adapter or "the base model alone")
+    try:
+        style.served_version()
+    except StyleError:
+        return f"{text}; [red]nothing on {style.base_model}[/] (the configured base model)"
+    return text
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -82,11 +85,14 @@ def styles_list(as_json: JsonOpt = False) -> None:
         rows.append(
             {
                 "style": name,
-                "served": style.adapter,
+                "served": style.adapter,  # on the configured base model
+                "served_per_base": style.served,  # "*": on every base model
+                "serves": _serves(style),
                 "versions": [
                     {
                         "version": v.version,
                         "usable": v.problem is None,
+                        "base_model_id": v.meta.get("base_model_id"),
                         "eval_loss": v.metrics.get("best_eval_loss"),
                         "base_eval_loss": v.metrics.get("base_eval_loss"),
                         "articles": v.meta.get("corpus", {}).get("articles"),
@@ -105,10 +111,10 @@ def styles_list(as_json: JsonOpt = False) -> None:
     for row in rows:
         described = [
             f"{v['version']}{'' if v['usable'] else ' [red](unusable)[/]'}: "
-            f"{_fmt(v['base_eval_loss'])} → {_fmt(v['eval_loss'])}, {v['articles']} articles"
+            f"{_fmt(v['base_eval_loss'])} → {_fmt(v['eval_loss'])}, {v['articles']} articles, on {v['base_model_id']}"
             for v in row["versions"]
         ]
-        table.add_row(row["style"], row["served"] or "base model", "\n".join(described) or "none")
+        table.add_row(row["style"], row["serves"], "\n".join(described) or "none")
     console.print(table)
     for name, problem in catalog.problems.items():
         err_console.print(f"[red]{name}:[/] {problem}", highlight=False)
@@ -126,8 +132,10 @@ def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
     data = {
         "style": style.name,
         "description": style.description,
-        "served": style.adapter,
-        "canary": style.canary.model_dump(mode="json") if style.canary else None,
+        "base_model": style.base_model,
+        "served": style.adapter,  # on the configured base model
+        "served_per_base": style.served,  # "*": on every base model
+        "canary": {**style.canary.model_dump(mode="json"), "base_model": style.canary_base} if style.canary else None,
         "targets": style.targets.model_dump(mode="json"),
         "targets_from_corpus_profile": style.profile_targets,
         "gates": style.gates,
@@ -138,8 +146,9 @@ def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
         return
     console.print(f"[bold]{style.name}[/]: {style.description}", highlight=False)
     console.print(
-        f"serves: {style.adapter or 'the base model only'}"
+        f"serves: {_serves(style)}"
         + (f" · canary: {style.canary.version} on {style.canary.share:.0%} of briefs" if style.canary else "")
+        + (f" on {style.canary_base}" if style.canary and style.canary_base else "")
         + f" · gates: {', '.join(style.gates)}",
         highlight=False,
     )
@@ -147,8 +156,14 @@ def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
     for key, value in data["targets"].items():
         targets.add_row(key, str(value), "corpus profile" if key in style.profile_targets else "style.yaml / default")
     console.print(targets)
+    _print_versions(versions)
+
+
+def _print_versions(versions: list[Any]) -> None:
+    """``styles show``'s table of versions (:class:`worker.styles.versions.VersionInfo`), each with its base model."""
     table = Table(
         "version",
+        "base model",
         "served",
         "created",
         "articles",
@@ -162,6 +177,7 @@ def styles_show(name: StyleArg, as_json: JsonOpt = False) -> None:
         m = v.metrics
         table.add_row(
             v.version,
+            str(v.meta.get("base_model_id") or "?"),
             "yes" if v.served else "",
             str(v.meta.get("created_at", ""))[:10],
             str(v.meta.get("corpus", {}).get("articles", "")),
@@ -279,13 +295,13 @@ def styles_promote(
         ),
     ] = None,
 ) -> None:
-    """Serve another adapter version (checked against the base model); `--share` makes it a canary, and promoting
-    without `--share` ends any canary."""
+    """Serve an adapter version on the base model it was trained on (checked against it), keeping what other base
+    models serve; `--share` makes it a canary on that base model, and promoting without `--share` ends that."""
+    from worker.styles.served import resolve
     from worker.styles.versions import promote
 
     settings = load_settings()
     style = _catalog(settings).get(name)
-    before = style.adapter
     promoted = promote(
         style,
         version,
@@ -293,20 +309,27 @@ def styles_promote(
         share=share,
         base_weights_sha256=configured_weights_sha256(settings),
     )
-    where = promoted.directory / "style.yaml"
+    base, where = promoted.base_model, promoted.directory / "style.yaml"
+    try:
+        before: str | None = resolve(style.served, base)
+        was = before or "base model"
+    except LookupError:  # the style served nothing on this base model yet
+        before, was = None, "nothing"
     if as_json:
-        canary = {"version": promoted.canary.version, "share": promoted.canary.share} if promoted.canary else None
-        print_json({"style": name, "before": before, "served": promoted.adapter, "canary": canary, "file": str(where)})
+        canary = promoted.canary.model_dump(mode="json") if promoted.canary else None
+        data = {"style": name, "base_model": base, "before": before, "served": promoted.adapter, "canary": canary}
+        print_json({**data, "file": str(where)})
         return
     now = promoted.adapter or "base model"
-    if promoted.canary is not None:
+    if share is not None and promoted.canary is not None:
         canary = promoted.canary
         console.print(
-            f"{name}: canary [bold]{canary.version}[/] on {canary.share:.0%} of briefs, {now} on the rest ({where})",
+            f"{name} on {base}: canary [bold]{canary.version}[/] on {canary.share:.0%} of briefs, {now} on the rest "
+            f"({where})",
             highlight=False,
         )
         return
-    console.print(f"{name}: {before or 'base model'} → [bold]{now}[/] ({where})", highlight=False)
+    console.print(f"{name} on {base}: {was} → [bold]{now}[/] ({where})", highlight=False)
 
 
 @styles_app.command("compare")

@@ -95,9 +95,9 @@ def _check_base_model(
     ref: AdapterRef, config: dict[str, Any], base_model_id: str, base_weights_sha256: str | None, where: str
 ) -> None:
     meta_path = ref.directory / ADAPTER_META
-    meta = _read_json(meta_path, where) if meta_path.is_file() else {}
-    trained_for = meta.get("base_model_id") if meta_path.is_file() else config.get("base_model_name_or_path")
-    trained_on = meta.get("base_model_weights_sha256")
+    meta = _read_json(meta_path, where) if meta_path.is_file() else None
+    trained_for = recorded_base(meta, config)
+    trained_on = (meta or {}).get("base_model_weights_sha256")
     if trained_on and base_weights_sha256 and trained_on != base_weights_sha256:
         same_name = " under the same name" if trained_for == base_model_id else ""
         raise AdapterError(
@@ -114,6 +114,25 @@ def _check_base_model(
             f"{where} was trained for base model {trained_for!r}, but the configured base model is "
             f"{base_model_id!r}: retrain the style or set COPYDESK_MODEL to its base model{hint}"
         )
+
+
+def recorded_base(meta: dict[str, Any] | None, config: dict[str, Any]) -> str | None:
+    """The base model an adapter says it was trained for: its copydesk metadata's ``base_model_id`` when it has
+    that file (``meta``), else PEFT's ``base_model_name_or_path`` in its config; ``None`` when neither says."""
+    found = meta.get("base_model_id") if meta is not None else config.get("base_model_name_or_path")
+    return found if isinstance(found, str) and found else None
+
+
+def recorded_base_model(directory: Path) -> str | None:
+    """:func:`recorded_base` of an adapter folder, read leniently: ``None`` when its files are missing or unreadable
+    (:func:`check_adapter` reports those when the adapter is loaded or promoted)."""
+    try:
+        meta_path = directory / ADAPTER_META
+        meta = _read_json(meta_path, str(directory)) if meta_path.is_file() else None
+        config = _read_json(directory / ADAPTER_CONFIG, str(directory)) if meta is None else {}
+    except AdapterError:
+        return None
+    return recorded_base(meta, config)
 
 
 def adapter_sha256(directory: Path) -> str:

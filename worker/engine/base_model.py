@@ -184,8 +184,19 @@ def resolve_base_model(settings: Settings) -> BaseModelSource:
             "Hugging Face model directory with a config.json, nor a local .gguf file (copydesk never downloads "
             "models at run time)"
         )
-    model_id = (directory / ID_FILE).read_text().strip() if (directory / ID_FILE).is_file() else str(directory)
-    return BaseModelSource(model_id, directory.resolve(), weights_hash(directory))
+    return BaseModelSource(configured_model_id(settings), directory.resolve(), weights_hash(directory))
+
+
+def configured_model_id(settings: Settings) -> str:
+    """The id :func:`resolve_base_model` gives the configured base model, without converting or hashing it: what
+    adapters record as their base model and style.yaml serves versions for (cheap: it reads one small file)."""
+    if settings.model in (DEFAULT_MODEL, GEMMA_MODEL):
+        return settings.model
+    directory = Path(settings.model).expanduser()
+    if directory.suffix.lower() == ".gguf":
+        return directory.name[: -len(".gguf")]
+    id_file = directory / ID_FILE
+    return id_file.read_text().strip() if id_file.is_file() else str(directory)
 
 
 def _gguf_source(gguf: Path, settings: Settings) -> BaseModelSource:

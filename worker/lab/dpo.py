@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from worker.config import Settings
+from worker.engine.base_model import configured_model_id
 from worker.errors import TrainingError
 from worker.intake.briefs import Brief
 from worker.lab.examples import Example, messages_for
@@ -150,13 +151,14 @@ def train_dpo(
     callbacks: Sequence[Any] = (),
 ) -> Any:
     """Train a new version of ``style_name`` from its served version on ``pairs_file``; a ``TrainResult``."""
-    style = StyleCatalog.load(settings.styles_dir).get(style_name)
+    style = StyleCatalog.load(settings.styles_dir, configured_model_id(settings)).get(style_name)
     if pairs_file is None:
         raise TrainingError("DPO trains on preference pairs: give --feedback PAIRS.jsonl (from `feedback export`)")
     pairs = read_pairs(pairs_file, style.name)
     if not pairs:
         raise TrainingError(f"{pairs_file} holds no preference pairs of style {style.name!r}")
-    if style.adapter is None:
+    served = style.served_version()  # on the configured base model; a StyleError when it serves nothing there
+    if served is None:
         raise TrainingError(
             f"style {style.name!r} serves no adapter version: DPO starts from the served SFT version; "
             "train one (`styles train --corpus`) and promote it first"
@@ -166,7 +168,7 @@ def train_dpo(
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         run_dir = training_root(settings, style.name) / f"dpo-{stamp}"
         run_dir.mkdir(parents=True)
-        run = DpoRun(style, style.adapter, options, train, heldout, run_dir, pairs_file)
+        run = DpoRun(style, served, options, train, heldout, run_dir, pairs_file)
         return _execute(settings, run, progress, list(callbacks))
 
 

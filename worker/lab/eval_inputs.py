@@ -19,6 +19,7 @@ from worker.intake.briefs import Brief
 from worker.lab.stylometry import voice_matrix
 from worker.styles.catalog import Style
 from worker.styles.layout import FEATURES_FILE, HELDOUT_FILE, list_version_names, versions_dir
+from worker.styles.served import version_base
 
 BASE_LABEL = "base"
 EVAL_BRIEFS_FILE = "eval-briefs.yaml"
@@ -169,9 +170,12 @@ def heldout_ids(directory: Path) -> set[str]:
 
 
 def default_version(style: Style) -> str | None:
-    """The served version, else the newest, else None."""
+    """The version served on the loaded base model, else the newest trained on it, else the newest, else None."""
     versions = list_version_names(style)
-    return style.adapter if style.adapter in versions else (versions[-1] if versions else None)
+    if style.adapter in versions:
+        return style.adapter
+    own = [v for v in versions if version_base(style.directory, v) in (None, style.base_model)]
+    return (own or versions)[-1] if versions else None
 
 
 def voice_corpus(style: Style, language: str, version: str | None) -> VoiceCorpus | None:

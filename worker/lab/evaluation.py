@@ -46,6 +46,7 @@ from typing import Any
 
 from worker.config import Settings
 from worker.engine.adapters import BASE, check_adapter
+from worker.engine.base_model import configured_model_id
 from worker.errors import EvaluationError
 from worker.lab.eval_inputs import (
     BASE_LABEL,
@@ -143,7 +144,8 @@ def evaluate_styles(
         raise EvaluationError("no style to evaluate: train an adapter version first")
     if len(style_names) > 1 and (version is not None or against not in (None, BASE_LABEL)):
         raise EvaluationError("--version and --against apply to one style; evaluate it on its own")
-    catalog = StyleCatalog.load(settings.styles_dir)
+    base_model = engine.source.model_id if engine is not None else configured_model_id(settings)
+    catalog = StyleCatalog.load(settings.styles_dir, base_model)  # the default version: the one served on it
     topics, target_words = read_eval_topics(options.briefs_file or settings.styles_dir / EVAL_BRIEFS_FILE)
     topics = topics[: options.briefs]
     plans = [_plan(catalog.get(name), version, against) for name in style_names]

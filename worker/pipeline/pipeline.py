@@ -22,7 +22,7 @@ from worker.config import Settings
 from worker.engine.adapters import AdapterRef
 from worker.engine.engine import Engine, GenerationOutput, GenerationRequest
 from worker.engine.sampling import RowSettings
-from worker.errors import CopydeskError
+from worker.errors import CopydeskError, StyleError
 from worker.intake.briefs import Brief
 from worker.pipeline.cleaning import clean_draft, extract_title
 from worker.pipeline.prompts import Prompt, PromptRenderer
@@ -94,7 +94,10 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.catalog = catalog or StyleCatalog.load(settings.styles_dir)
+        base_model = engine.source.model_id  # each style serves the version of the loaded base model
+        self.catalog = catalog or StyleCatalog.load(settings.styles_dir, base_model)
+        if self.catalog.base_model not in (None, base_model):
+            raise StyleError(f"the styles were loaded for base model {self.catalog.base_model!r}, not {base_model!r}")
         self.renderer = renderer or PromptRenderer(settings.templates_dir)
         self.embedder = embedder
         self.corpus_indexes = CorpusIndexes()  # the memorisation guard's corpus of each adapter version
@@ -162,7 +165,8 @@ class Pipeline:
 
     @staticmethod
     def _adapter(style: Style, brief_id: str) -> AdapterRef | None:
-        """The version that writes this brief: the canary's for its share of briefs, else the served one."""
+        """The version that writes this brief: the canary's for its share of briefs, else the one served on the
+        loaded base model (a StyleError when the style serves nothing on it: this brief fails, the others go on)."""
         version = style.version_for(brief_id)
         return None if version is None else adapter_ref(style, version)
 
@@ -278,7 +282,7 @@ class Pipeline:
             ),
             "template": {"name": job.prompt.template, "sha256_16": job.prompt.template_hash},
             "routing": {"style": job.decision.style, "reason": job.decision.reason},
-            **({"canary": self._canary(job, job.style.canary)} if job.style.canary is not None else {}),
+            **({"canary": self._canary(job, canary)} if (canary := job.style.active_canary) is not None else {}),
             "generation": {
                 "temperature": row.temperature,
                 "top_p": row.top_p,

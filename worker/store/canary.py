@@ -7,6 +7,8 @@ and events only:
 * ``gate_pass_rate``: share of them whose pipeline draft (the latest ``generated`` or ``regenerated``
   revision) passed every gate;
 * ``mean_attempts``: the pipeline's attempts per article (``provenance.attempts_used``);
+* ``base_models``: the base models its articles were written on (``provenance.model.id``): one for a version (a
+  version serves on the base model it was trained on), possibly several for the base model alone (``None``);
 * ``approvals``, ``rejections``, ``send_backs``: editors' decision events on them;
 * ``decided`` and ``approved``: articles with at least one decision, and those now approved or published;
   ``approval_rate`` = approved / decided;
@@ -25,7 +27,7 @@ import itertools
 import logging
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -60,6 +62,7 @@ class VersionStats:
     approved: int = 0
     edit_distance_total: int = 0
     edit_share_total: float = 0.0
+    base_models: list[str] = field(default_factory=list)
 
     @property
     def gate_pass_rate(self) -> float | None:
@@ -201,8 +204,11 @@ def _add_article(entry: VersionStats, row: Any, draft: tuple[str, list[str]] | N
     entry.articles += 1
     entry.gate_passed += not failing
     entry.attempts += int((row.provenance or {}).get("attempts_used") or 1)
-    for kind, field in DECISIONS.items():
-        setattr(entry, field, getattr(entry, field) + decisions.get(kind, 0))
+    model = ((row.provenance or {}).get("model") or {}).get("id")
+    if isinstance(model, str) and model not in entry.base_models:
+        entry.base_models = sorted([*entry.base_models, model])
+    for kind, name in DECISIONS.items():
+        setattr(entry, name, getattr(entry, name) + decisions.get(kind, 0))
     entry.decided += bool(decisions)
     if row.status in APPROVED:
         entry.approved += 1

@@ -2,7 +2,8 @@
 
 A style says how it is routed to (weighted rules over brief metadata), what a good draft looks like
 (targets), which scores must pass (gates), how to sample (generation settings), and which adapter version
-serves. Style names are validated before they ever touch the file system.
+serves on which base model (:mod:`worker.styles.served`): a style is loaded for one base model, the loaded one, and
+its ``adapter`` is the version served on it. Style names are validated before they ever touch the file system.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from worker.intake.validation import SourcedBrief
 from worker.names import check_safe_name, is_safe_name
 from worker.styles.layout import ADAPTERS_SUBDIR, PROFILE_FILE, is_version_name, version_dir
 from worker.styles.score_names import ALWAYS_GATED, GATE_NAMES
+from worker.styles.served import ServedMap, not_served_message, resolve, served_map, version_base
 
 logger = logging.getLogger(__name__)
 
 STYLE_FILE = "style.yaml"
+COMPUTED = ("directory", "profile_targets", "base_model", "served", "canary_base")  # never read from style.yaml
 
 
 class RoutingRules(BaseModel):
@@ -142,8 +145,17 @@ class Style(BaseModel):
     )
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     rules: StyleRules = Field(default_factory=StyleRules)
-    adapter: str | None = Field(None, description="Adapter version served (vN), or none for the base model.")
+    adapter: str | None = Field(
+        None, description="Adapter version served (vN) on the base model the style was loaded for, or none."
+    )
     canary: Canary | None = Field(None, description="A version served to a stable share of briefs, if any.")
+    base_model: str | None = Field(None, exclude=True, description="The base model it was loaded for (None: unknown).")
+    served: ServedMap = Field(
+        default_factory=dict,
+        exclude=True,
+        description="style.yaml's `adapter:` per base model id (worker.styles.served); empty: `adapter` holds on all.",
+    )
+    canary_base: str | None = Field(None, exclude=True, description="The base model the canary version records.")
     system_prompt: str = Field("", description="Voice instructions put in the system message.")
     directory: Path = Field(Path(), exclude=True)
     profile_targets: list[str] = Field(
@@ -176,7 +188,7 @@ class Style(BaseModel):
 
     @model_validator(mode="after")
     def _canary_differs(self) -> Style:
-        if self.canary is not None and self.canary.version == self.adapter:
+        if self.canary is not None and self.canary.version in {self.adapter, *self.served.values()}:
             raise ValueError(f"canary {self.canary.version} is already the served version; drop `canary:`")
         return self
 
@@ -185,16 +197,36 @@ class Style(BaseModel):
         """Directory of the served adapter version, or ``None`` when the style runs on the base model."""
         return None if self.adapter is None else version_dir(self, self.adapter)
 
+    def served_version(self) -> str | None:
+        """The version served on the loaded base model (``None``: the base model alone); a :class:`StyleError`
+        naming that base model and the style's versions when style.yaml serves nothing on it."""
+        if not self.served:
+            return self.adapter
+        try:
+            return resolve(self.served, self.base_model)
+        except LookupError:
+            raise StyleError(not_served_message(self, self.base_model, self.served)) from None
+
+    @property
+    def active_canary(self) -> Canary | None:
+        """The canary, when it runs on the loaded base model: a canary runs on its version's base model only."""
+        if self.canary is None or None in (self.base_model, self.canary_base) or self.canary_base == self.base_model:
+            return self.canary
+        return None
+
     def version_for(self, brief_id: str) -> str | None:
         """The adapter version that writes ``brief_id``: the canary's for a stable share of briefs (by
-        :func:`brief_bucket`), the served ``adapter`` for the rest (``None``: the base model)."""
-        if self.canary is not None and brief_bucket(self.name, brief_id) < self.canary.share:
-            return self.canary.version
-        return self.adapter
+        :func:`brief_bucket`) while it runs on this base model, the served version for the rest (``None``: the
+        base model; a StyleError when style.yaml serves nothing on this base model, :meth:`served_version`)."""
+        canary = self.active_canary
+        if canary is not None and brief_bucket(self.name, brief_id) < canary.share:
+            return canary.version
+        return self.served_version()
 
 
-def load_style(path: Path) -> Style:
-    """Load and validate one ``style.yaml``; the style's name must equal its directory name."""
+def load_style(path: Path, base_model: str | None = None) -> Style:
+    """Load and validate one ``style.yaml`` for ``base_model`` (the loaded base model's id; ``None``: not known,
+    a style serving one base model then serves its version); the style's name must equal its directory name."""
     try:
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
@@ -203,9 +235,13 @@ def load_style(path: Path) -> Style:
     if not isinstance(raw, dict):
         raise StyleError(f"{path}: a style file must be a mapping of fields")
     raw.setdefault("name", path.parent.name)
-    for computed in ("directory", "profile_targets"):
+    for computed in COMPUTED:
         if computed in raw:
             raise StyleError(f"{path}: {computed!r} is not a style field; copydesk works it out itself")
+    try:
+        raw = _for_base(raw, path.parent, base_model)
+    except ValueError as exc:
+        raise StyleError(f"{path}: {exc}") from exc
     raw, from_profile = _with_profile_targets(raw, path.parent)
     try:
         style = Style.model_validate({**raw, "directory": path.parent, "profile_targets": from_profile})
@@ -217,12 +253,28 @@ def load_style(path: Path) -> Style:
     return style
 
 
+def _for_base(raw: dict[str, Any], directory: Path, base_model: str | None) -> dict[str, Any]:
+    """``raw`` with its ``adapter:`` (one version, or one per base model) resolved for ``base_model``: ``adapter``
+    the version served on it (``None`` too when nothing is: :meth:`Style.served_version` then refuses), and the
+    computed ``base_model``, ``served`` and ``canary_base``."""
+    served = served_map(raw.get("adapter"), directory)
+    try:
+        adapter = resolve(served, base_model)
+    except LookupError:
+        adapter = None
+        logger.info("style %s serves no adapter version on base model %s", directory.name, base_model)
+    canary = raw.get("canary")
+    canary_version = canary.get("version") if isinstance(canary, dict) else None
+    canary_base = version_base(directory, canary_version) if isinstance(canary_version, str) else None
+    return {**raw, "adapter": adapter, "base_model": base_model, "served": served, "canary_base": canary_base}
+
+
 def _with_profile_targets(raw: dict[str, Any], directory: Path) -> tuple[dict[str, Any], list[str]]:
     """Fill the targets that style.yaml leaves out from the served adapter's corpus profile.
 
     Training writes ``adapters/vN/profile.json`` with ``targets`` measured on the style's corpus (readability
     and grade ranges, sentiment and formality ranges, length tolerance). A target written in style.yaml always
-    wins; the others come from the profile of the version named by ``adapter:``. Without an adapter, or
+    wins; the others come from the profile of the version served on the loaded base model. Without one, or
     without a profile, the built-in defaults of :class:`Targets` apply.
     """
     version = raw.get("adapter")
@@ -248,12 +300,14 @@ def _with_profile_targets(raw: dict[str, Any], directory: Path) -> tuple[dict[st
 class StyleCatalog:
     """All styles found under one directory, loaded once. Broken styles are reported, not fatal."""
 
-    def __init__(self, styles: dict[str, Style], problems: dict[str, str]) -> None:
+    def __init__(self, styles: dict[str, Style], problems: dict[str, str], base_model: str | None = None) -> None:
         self.styles = styles
         self.problems = problems
+        self.base_model = base_model
 
     @classmethod
-    def load(cls, styles_dir: Path) -> StyleCatalog:
+    def load(cls, styles_dir: Path, base_model: str | None = None) -> StyleCatalog:
+        """Every style under ``styles_dir``, each loaded for ``base_model`` (:func:`load_style`)."""
         styles: dict[str, Style] = {}
         problems: dict[str, str] = {}
         if not styles_dir.is_dir():
@@ -264,11 +318,11 @@ class StyleCatalog:
                 problems[name] = "directory name is not a safe style name"
                 continue
             try:
-                styles[name] = load_style(style_file)
+                styles[name] = load_style(style_file, base_model)
             except StyleError as exc:
                 logger.warning("style %s is unusable: %s", name, exc)
                 problems[name] = str(exc)
-        return cls(styles, problems)
+        return cls(styles, problems, base_model)
 
     @property
     def names(self) -> list[str]:

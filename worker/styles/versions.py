@@ -1,15 +1,19 @@
 """Adapter versions of a style: list them with their metrics, and switch the served one (promote).
 
 A style's versions are the folders ``styles/<name>/adapters/vN/`` written by training
-(:mod:`worker.lab.training`). ``style.yaml``'s ``adapter:`` line pins the served version; :func:`promote`
-rewrites that one line (comments and the rest of the file are kept), validates the result as a style
-and replaces the file atomically (:func:`worker.files.write_atomic`). A version is only promoted after
-:func:`worker.engine.adapters.check_adapter` accepts it for the configured base model (by name and, when the
-caller knows it, by the SHA-256 of its weights), so an adapter trained for another base model is refused.
+(:mod:`worker.lab.training`). ``style.yaml``'s ``adapter:`` line pins the served version per base model
+(:mod:`worker.styles.served`); :func:`promote` sets the entry of the base model the version was trained on (read
+from its metadata; ``none``: the configured base model's entry), keeps the other base models' entries, rewrites that
+one line in its shortest form (comments and the rest of the file are kept), validates the result as a style and
+replaces the file atomically (:func:`worker.files.write_atomic`). A version is only promoted after
+:func:`worker.engine.adapters.check_adapter` accepts it for its own base model (and by the SHA-256 of the weights
+when that is the configured base model and the caller knows its weights).
 
 A canary (``promote NAME vN --share 0.1``) keeps ``adapter:`` and writes one ``canary: {version: vN, share:
-0.1}`` line: vN then writes a stable share of the style's briefs (:meth:`Style.version_for`). Promoting without
-a share serves the version to every brief and removes the ``canary:`` line, ending any canary.
+0.1}`` line: vN then writes a stable share of the style's briefs on vN's base model (:meth:`Style.version_for`);
+workers on other base models do not run it. One canary at a time: starting one on another base model while one
+runs is refused, and so is a canary on a base model the style serves nothing on. Promoting without a share serves
+the version to every brief of its base model and removes the ``canary:`` line when the canary ran on that base model.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from typing import Any
 from worker.engine.adapters import ADAPTER_META, check_adapter
 from worker.errors import AdapterError, StyleError
 from worker.files import write_atomic
-from worker.styles.catalog import STYLE_FILE, Style, load_style
+from worker.styles.catalog import STYLE_FILE, Canary, Style, load_style
 from worker.styles.layout import METRICS_FILE, PROFILE_FILE, adapter_ref, list_version_names, versions_dir
+from worker.styles.served import ANY_BASE, ServedMap, adapter_value, describe, resolve, version_base, with_entry
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +82,7 @@ def version_info(
     info = VersionInfo(
         version=version,
         directory=directory,
-        served=style.adapter == version,
+        served=version == style.adapter or version in style.served.values(),  # on its own base model
         meta=_json(directory / ADAPTER_META),
         metrics=_json(directory / METRICS_FILE),
         targets=_json(directory / PROFILE_FILE).get("targets", {}),
@@ -99,11 +104,14 @@ def list_versions(
 
 
 def set_adapter_line(text: str, value: str | None) -> str:
-    """``style.yaml`` text with its top-level ``adapter:`` set to ``value`` (``None``: null), comments kept."""
+    """``style.yaml`` text with its top-level ``adapter:`` set to ``value`` (``None``: null; or a one-line mapping,
+    :func:`worker.styles.served.adapter_value`), comments kept; a multi-line ``adapter:`` block is refused."""
     rendered = value if value is not None else "null"
     matches = list(_ADAPTER_LINE.finditer(text))
     if len(matches) > 1:
         raise StyleError("style.yaml has more than one top-level `adapter:` line; fix it by hand")
+    if matches and not matches[0].group("value").strip() and re.match(r"\n[^\S\n]+\S", text[matches[0].end() :]):
+        raise StyleError("style.yaml has an `adapter:` block this command cannot rewrite; make it one line by hand")
     if not matches:
         return text + ("" if text.endswith("\n") or not text else "\n") + f"adapter: {rendered}\n"
     match = matches[0]
@@ -123,16 +131,21 @@ def set_canary_line(text: str, version: str | None, share: float | None = None) 
     return text[: matches[0].start()] + line + text[matches[0].end() :]
 
 
-def _check_rewritten(path: Path, text: str, target: str | None) -> None:
-    """Validate the rewritten ``style.yaml`` (loaded from a scratch copy beside it) before it replaces the file."""
+def _check_rewritten(path: Path, text: str, served: ServedMap, canary: Canary | None) -> None:
+    """Validate the rewritten ``style.yaml`` (loaded from a scratch copy beside it) before it replaces the file:
+    every base model must get the version meant for it, and the canary must be the one meant."""
     scratch = path.with_name(f".{STYLE_FILE}.promote")
     scratch.write_text(text, encoding="utf-8")
     try:
         promoted = load_style(scratch)
     finally:
         scratch.unlink(missing_ok=True)
-    if promoted.adapter != target:
-        raise StyleError(f"{path}: rewriting `adapter:` did not take effect; edit the file by hand")
+    try:
+        took = all(resolve(promoted.served, base) == version for base, version in served.items() if base != ANY_BASE)
+    except LookupError:
+        took = False
+    if not took or promoted.canary != canary:
+        raise StyleError(f"{path}: rewriting `adapter:` or `canary:` did not take effect; edit the file by hand")
 
 
 def promote(
@@ -143,40 +156,67 @@ def promote(
     share: float | None = None,
     base_weights_sha256: str | None = None,
 ) -> Style:
-    """Serve ``version`` (or the base model alone for ``none``) to every brief, ending any canary; with
-    ``share``, serve it to that share of the style's briefs only (a canary) and keep the served version for
-    the rest. The version is checked first (by name and, when given, by base weights), then style.yaml is
-    rewritten and reloaded."""
+    """Serve ``version`` to every brief on the base model it was trained on (``none``: the base model alone on
+    ``base_model_id``, the configured one), ending a canary on that base model; with ``share``, serve it to that
+    share of the briefs only (a canary) and keep the served version for the rest. Other base models' entries are
+    kept. The version is checked first, then style.yaml is rewritten; the style comes back loaded for the base
+    model whose entry changed."""
     target: str | None = None if version.lower() in UNPIN else version
-    if target is not None:
-        if target not in list_version_names(style):
-            known = ", ".join(list_version_names(style)) or "none yet"
-            raise StyleError(f"style {style.name!r} has no adapter version {version!r} (versions: {known})")
-        check_adapter(adapter_ref(style, target), base_model_id, base_weights_sha256)
+    base = _checked_base(style, target, base_model_id, base_weights_sha256)
     path = style.directory / STYLE_FILE
     text = path.read_text(encoding="utf-8")
+    served = style.served or {ANY_BASE: style.adapter}
     if share is None:
-        new_text = set_canary_line(set_adapter_line(text, target), None)
+        served = with_entry(served, base, target, base_model_id)
+        ends = style.canary is not None and style.canary_base in (None, base)
+        canary = None if ends else style.canary
+        new_text = set_adapter_line(text, adapter_value(served, style.directory))
+        new_text = set_canary_line(new_text, None) if ends else new_text
     else:
-        new_text = set_canary_line(text, _canary_target(style, target, share), share)
-    _check_rewritten(path, new_text, style.adapter if share is not None else target)
+        canary = Canary(version=_canary_target(style, target, base, share), share=share)
+        new_text = set_canary_line(text, canary.version, share)
+    _check_rewritten(path, new_text, served, canary)
     write_atomic(path, new_text)
     if share is None:
-        logger.info("style %s now serves %s", style.name, target or "the base model only")
+        logger.info("style %s now serves %s", style.name, describe(served))
     else:
-        logger.info(
-            "style %s: canary %s on %.0f%% of briefs, %s on the rest", style.name, target, share * 100, style.adapter
-        )
-    return load_style(path)
+        logger.info("style %s: canary %s on %.0f%% of briefs on %s", style.name, target, share * 100, base)
+    return load_style(path, base)
 
 
-def _canary_target(style: Style, target: str | None, share: float) -> str:
+def _checked_base(style: Style, target: str | None, configured: str, weights_sha256: str | None) -> str:
+    """The base model whose entry promoting ``target`` sets: the one it records (``configured`` for ``none`` or
+    a version that records none), after :func:`check_adapter` accepted it for that base model."""
+    if target is None:
+        return configured
+    if target not in list_version_names(style):
+        known = ", ".join(list_version_names(style)) or "none yet"
+        raise StyleError(f"style {style.name!r} has no adapter version {target!r} (versions: {known})")
+    base = version_base(style.directory, target) or configured
+    check_adapter(adapter_ref(style, target), base, weights_sha256 if base == configured else None)
+    return base
+
+
+def _canary_target(style: Style, target: str | None, base: str, share: float) -> str:
     if target is None:
         raise StyleError("a canary needs an adapter version (vN); `none` can only be promoted to every brief")
     if not 0 < share < 1:
         raise StyleError(f"--share {share:g} must be above 0 and below 1 (promote without --share to serve it to all)")
-    if target == style.adapter:
+    served = style.served or {ANY_BASE: style.adapter}
+    try:
+        current = resolve(served, base)
+    except LookupError:
+        raise StyleError(
+            f"style {style.name!r} serves nothing on base model {base!r} ({target}'s): a canary runs beside a served "
+            f"version; promote {target} (or `none`) without --share first"
+        ) from None
+    if target == current:
         raise StyleError(
             f"style {style.name!r} already serves {target} to every brief; a canary must be another version"
+        )
+    if style.canary is not None and style.canary.version != target and style.canary_base not in (None, base):
+        raise StyleError(
+            f"style {style.name!r} runs a canary of {style.canary.version} on base model {style.canary_base!r}; "
+            "one canary at a time: end it (promote a version on that base model without --share) first"
         )
     return target
