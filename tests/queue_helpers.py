@@ -639,7 +639,12 @@ class Deployment:
         with self.store() as store:
             return store.get_job(job_id)
 
-    def wait_for_job(self, job_id: str, *, timeout: float, status: str = "completed") -> JobRecord:
+    def wait_for_job(
+        self, job_id: str, *, timeout: float, status: str = "completed", interval: float = 0.3
+    ) -> JobRecord:
+        """The job once it has ``status``; each poll counts the job's briefs (a bench of a large job polls less
+        often, so that its own queries are not what it measures)."""
+
         def settled() -> JobRecord | None:
             job = self.job(job_id)
             return job if job.status == status else None
@@ -648,7 +653,7 @@ class Deployment:
             settled,
             timeout=timeout,
             message=lambda: f"job {job_id} is not {status}: {self.job(job_id)}\n{self.logs()}",
-            interval=0.3,
+            interval=interval,
         )
 
     def brief_rows(self) -> dict[str, dict[str, Any]]:

@@ -94,6 +94,7 @@ def test_help_shows_no_python_types(path: tuple[str, ...]) -> None:
     assert not re.search(r"<(bool|str|int|float|Path|list\[[^\]]*\])>", text), text
     assert "list[" not in text
     assert "TRAININGMETHOD" not in text  # an enum option shows its values (sft|dpo), not its class name
+    assert "TYPING." not in text  # a Literal option shows its values (float32|bfloat16|auto), not its type
 
 
 @pytest.mark.parametrize("path", REPORTING, ids=" ".join)

@@ -23,7 +23,7 @@ from worker.engine.adapters import ADAPTER_META, ADAPTER_WEIGHTS, adapter_sha256
 from worker.engine.base_model import weights_hash
 from worker.engine.engine import Engine
 from worker.errors import TrainingError
-from worker.lab.dpo import read_pairs, split_pairs
+from worker.lab.dpo import drift_warning, read_pairs, split_pairs
 from worker.lab.options import TrainingMethod, TrainingOptions
 from worker.lab.training import train_style
 from worker.review.feedback import export_feedback
@@ -116,6 +116,8 @@ def test_dpo_writes_a_version_that_loads_with_moved_adapter_weights_and_untouche
     assert 0.0 <= held["preference_accuracy"] <= 1.0 and isinstance(held["reward_margin"], float)
     assert metrics["heldout_before"]["reward_margin"] == 0.0  # the reference is the SFT version itself
     assert held["reward_margin"] > 0.0 and held["loss"] < metrics["heldout_before"]["loss"]
+    expected = drift_warning(held, dpo_options().dpo_beta, "v1")
+    assert metrics["warnings"] == ([expected] if expected else [])
     meta = json.loads((folder / ADAPTER_META).read_text())
     assert meta["reference"] == {"version": "v1", "sha256": adapter_sha256(folder.parent / "v1")}
     assert meta["base_model_weights_sha256"] == base_hash and meta["method"] == "dpo"
@@ -156,3 +158,16 @@ def test_train_command_takes_method_dpo_and_the_pairs_file(world: World, tmp_pat
     assert result.exit_code == 0, result.output
     assert "by DPO from v1" in result.output and "preference accuracy" in result.output
     assert "styles promote calm v2" in result.output
+
+
+def test_drift_warning_when_the_approved_texts_themselves_became_unlikely() -> None:
+    # figures of the two DPO runs in docs/styles.md (beta 0.1): run 2 wrote drafts the classifier no longer
+    # recognised, run 3 kept the voice
+    run_2 = {"reward_chosen": -35.8, "reward_rejected": -50.2}
+    run_3 = {"reward_chosen": 0.51, "reward_rejected": -0.78}
+    warning = drift_warning(run_2, 0.1, "v3")
+    assert warning is not None and "358 nats" in warning and "--against v3" in warning
+    assert drift_warning(run_3, 0.1, "v3") is None
+    assert drift_warning({"reward_chosen": -1.9}, 0.1, "v3") is None  # -19 nats: within the limit
+    assert drift_warning({"reward_chosen": -2.1}, 0.1, "v3") is not None
+    assert drift_warning({"reward_chosen": None}, 0.1, "v3") is None

@@ -45,3 +45,20 @@ def test_style_classifier_separates_separable_styles() -> None:
     assert np.allclose(probabilities.sum(axis=1), 1)
     voice_only = StyleClassifier(["a", "b"], use_embeddings=False).fit(features, None, labels)
     assert voice_only.predict(features) == ["a"] * 10 + ["b"] * 10
+
+
+def test_balanced_classes_keep_a_large_archive_from_pulling_uncertain_drafts_its_way() -> None:
+    rng = np.random.default_rng(1)
+    features = np.vstack([rng.normal(0, 1, (90, 2)), rng.normal(1.5, 1, (10, 2))])
+    labels = np.array([0] * 90 + [1] * 10)
+    middle = np.array([[0.75, 0.75]])
+    balanced = StyleClassifier(["big", "small"], use_embeddings=False).fit(features, None, labels)
+    plain = StyleClassifier(["big", "small"], use_embeddings=False, balance_classes=False).fit(features, None, labels)
+    assert plain.probabilities(middle)[0, 1] < 0.5 < balanced.probabilities(middle)[0, 1]
+    weights = balanced.sample_weights(labels, 2)
+    assert weights[0] == 100 / 180 and weights[-1] == 100 / 20
+
+    even = np.array([0] * 10 + [1] * 10)
+    same_size = [StyleClassifier(["a", "b"], use_embeddings=False, balance_classes=flag) for flag in (True, False)]
+    fitted = [c.fit(features[:20], None, even) for c in same_size]
+    assert np.array_equal(fitted[0].weights, fitted[1].weights)  # classes of one size: the fit is unchanged

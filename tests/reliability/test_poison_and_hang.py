@@ -276,7 +276,7 @@ def test_a_hard_time_limit_is_recorded_on_the_briefs_of_the_killed_process(
         assert store.claim_brief("b-0", owner=other, lease_seconds=600, max_attempts=2) is not None  # lease over
         store.fail_brief("b-0", "x", final=False)
         store.claim_brief("b-0", owner=killed, lease_seconds=600, max_attempts=2)
-        store.expire_lease("b-0", killed)
+        store.expire_leases_of(killed)
         assert store.claim_brief("b-0", owner=other, lease_seconds=600, max_attempts=2) is None  # gave up
         assert store.get_brief("b-0").status == "failed"
     assert tasks.write_brief.Request is tasks.WriteBriefRequest

@@ -22,6 +22,7 @@ def test_expire_leases_of_ends_every_lease_of_one_owner_and_no_other(store: Stor
     for i in range(3):
         store.claim_brief(f"b-{i}", owner="celery@h:1", lease_seconds=LEASE, max_attempts=3)
     store.claim_brief("b-3", owner="celery@h:2", lease_seconds=LEASE, max_attempts=3)
+    assert store.running_lease_owners() == {"celery@h:1", "celery@h:2"}  # one per owner, not per brief
 
     assert store.expire_leases_of("celery@h:1", error="killed") == ["b-0", "b-1", "b-2"]
     assert store.crashed_batches() == [["b-0", "b-1", "b-2"]]

@@ -12,7 +12,7 @@ import enum
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, TypeVar, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -33,9 +33,12 @@ def _is_list(info: FieldInfo) -> bool:
 
 
 def _enum_values(annotation: Any) -> list[str]:
-    """The values of an enum annotation (shown as ``sft|dpo`` in help, not as the class name); ``[]`` otherwise."""
+    """The values of an enum or ``Literal`` annotation (shown as ``sft|dpo`` in help, not as the type's name);
+    ``[]`` otherwise."""
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return [str(member.value) for member in annotation]
+    if get_origin(annotation) is Literal:
+        return [str(value) for value in get_args(annotation)]
     return []
 
 

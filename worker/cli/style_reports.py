@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from worker.cli.common import console, print_json
+from worker.cli.common import console, err_console, print_json
 from worker.config import Settings
 
 
@@ -32,6 +32,8 @@ def _print_dpo(name: str, version: str, m: dict[str, Any]) -> None:
         f"{_fmt(before['reward_margin'])} → {_fmt(after['reward_margin'])}",
         highlight=False,
     )
+    for warning in m.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def _print_sft(name: str, version: str, m: dict[str, Any]) -> None:

@@ -24,10 +24,12 @@ class StyleClassifier:
         l2: float = 1e-2,
         steps: int = 400,
         rate: float = 0.5,
+        balance_classes: bool = True,
     ) -> None:
         self.labels = list(labels)
         self.use_embeddings = use_embeddings
         self.l2, self.steps, self.rate = l2, steps, rate
+        self.balance_classes = balance_classes
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.weights: np.ndarray | None = None
@@ -45,13 +47,24 @@ class StyleClassifier:
         z = np.hstack([(x - self.mean) / self.std, np.ones((len(x), 1))])
         k = len(self.labels)
         onehot = np.eye(k)[y]
+        weight = self.sample_weights(y, k)[:, None]
         w = np.zeros((z.shape[1], k))
         for _ in range(self.steps):
             p = self._softmax(z @ w)
-            gradient = z.T @ (p - onehot) / len(z) + self.l2 * np.vstack([w[:-1], np.zeros((1, k))])
+            gradient = z.T @ ((p - onehot) * weight) / len(z) + self.l2 * np.vstack([w[:-1], np.zeros((1, k))])
             w -= self.rate * gradient
         self.weights = w
         return self
+
+    def sample_weights(self, y: np.ndarray, k: int) -> np.ndarray:
+        """Each article's weight in the loss: with ``balance_classes``, ``n / (k * n_class)``, so that every
+        style counts as much as the others however many articles its archive has (a real blog of 240 posts
+        beside corpora of 30 would otherwise pull every uncertain draft its way); exactly 1 when the classes
+        are the same size."""
+        if not self.balance_classes:
+            return np.ones(len(y))
+        counts = np.bincount(y, minlength=k).astype(float)
+        return len(y) / (k * np.maximum(counts, 1.0))[y]
 
     @staticmethod
     def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -98,6 +111,8 @@ def train_voice_classifier(corpora: Sequence[VoiceCorpus]) -> tuple[StyleClassif
         "sources": {c.name: c.source for c in usable},
         "features": "voice (worker.lab.stylometry.VOICE_FEATURE_NAMES)",
         "training_articles": int((~held).sum()),
+        "training_articles_by_style": {c.name: int((~c.heldout).sum()) for c in usable},
+        "class_weights": "balanced (each style counts equally in the fit)",
         "heldout_articles": int(held.sum()),
         "heldout_accuracy": round(float(np.mean(held_right)), 4) if held.any() else None,
         "loo_articles": len(x),

@@ -70,7 +70,7 @@ def owner_is_dead_here(owner: str, host: str) -> bool:
 def expire_dead_local_leases(store: Store, host: str | None = None) -> int:
     """End the leases of every process on this host that is gone, a whole batch per statement; return how many."""
     host = host or socket.gethostname()
-    owners = {owner for _, owner in store.running_leases() if owner_is_dead_here(owner, host)}
+    owners = {owner for owner in store.running_lease_owners() if owner_is_dead_here(owner, host)}
     expired = 0
     for owner in sorted(owners):
         ids = store.expire_leases_of(owner)

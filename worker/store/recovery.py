@@ -131,34 +131,15 @@ class RecoveryStoreMixin:
                 )
         return halves
 
-    def running_leases(self) -> list[tuple[str, str]]:
-        """``(brief id, lease owner)`` of every running brief."""
+    def running_lease_owners(self) -> set[str]:
+        """The distinct lease owners of running briefs (one row per owner, however large its batch)."""
         with self._read() as session:
             rows = session.execute(
-                select(briefs.c.id, briefs.c.lease_owner).where(briefs.c.status == BriefStatus.RUNNING.value)
-            ).all()
-        return [(row.id, row.lease_owner or "") for row in rows]
-
-    def expire_lease(self, brief_id: str, owner: str, *, error: str | None = None) -> bool:
-        """End ``owner``'s lease now (its process is gone); the brief becomes claimable again.
-
-        With ``error``, it is recorded as the brief's ``last_error`` (why the run ended).
-        """
-        now = self._now()
-        values: dict[str, Any] = {"lease_expires_at": now, "updated_at": now}
-        if error is not None:
-            values["last_error"] = error
-        with self._write() as session:
-            result = session.execute(
-                update(briefs)
-                .where(
-                    briefs.c.id == brief_id,
-                    briefs.c.status == BriefStatus.RUNNING.value,
-                    briefs.c.lease_owner == owner,
-                )
-                .values(**values)
-            )
-        return result.rowcount == 1
+                select(briefs.c.lease_owner)
+                .where(briefs.c.status == BriefStatus.RUNNING.value, briefs.c.lease_owner.is_not(None))
+                .distinct()
+            ).scalars()
+            return {owner for owner in rows if owner}
 
     def expire_leases_of(self, owner: str, *, error: str | None = None, live_only: bool = False) -> list[str]:
         """End every lease ``owner`` holds, in one statement (its process is gone); return the brief ids.
