@@ -17,3 +17,10 @@ def test_title_heading_is_added_only_when_missing() -> None:
     assert first_heading("## Not level one\n\nText.") is None
     assert with_title_heading("# Given\n\nText.", "Other") == "# Given\n\nText."
     assert with_title_heading("Text.", "Added") == "# Added\n\nText."
+
+
+def test_an_unresolved_directive_above_the_title_does_not_hide_it() -> None:
+    body = "[unresolved: include toc.html]\n# How to wash a pillow\n\nText."
+    assert first_heading(body) == "How to wash a pillow"
+    assert with_title_heading(body, "How to wash a pillow") == body  # no second title line added
+    assert first_heading("[unresolved: include toc.html] and text\n# Title") is None  # not a line of its own

@@ -19,6 +19,7 @@ placeholder, unresolved include and unknown name is also a warning of the articl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 PAIRED = "paired"
@@ -92,6 +93,14 @@ def liquid_family(name: str) -> str:
     return LIQUID.get(name, UNRESOLVED)
 
 
+_PLACEHOLDER_LINE = re.compile(r"^\[unresolved: .*\]$")
+
+
 def placeholder(description: str) -> str:
     """The marked text left where a directive's output cannot be known."""
     return f"[unresolved: {' '.join(description.split())[:80]}]"
+
+
+def is_placeholder_line(line: str) -> bool:
+    """True for a line that is nothing but one :func:`placeholder` (a directive that stood on its own line)."""
+    return _PLACEHOLDER_LINE.match(line.strip()) is not None

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.lab.corpus_clean import Cleaned, clean_markup
+from worker.lab.corpus_directives import is_placeholder_line
 from worker.lab.corpus_include import Archive
 
 _KEY_VALUE = re.compile(r"^[A-Za-z_][\w-]*\s*[:=]")
@@ -43,8 +44,10 @@ def clean_body(body: str) -> str:
 
 
 def first_heading(body: str) -> str | None:
-    """The text of the body's first line when that line is a level-1 heading."""
-    first = next((line.strip() for line in body.split("\n") if line.strip()), "")
+    """The text of the body's first line when that line is a level-1 heading (blank lines and the placeholders of
+    unresolved directives before it do not count: a ``{% include toc.html %}`` above the title is not text)."""
+    lines = (line.strip() for line in body.split("\n"))
+    first = next((line for line in lines if line and not is_placeholder_line(line)), "")
     heading = _HEADING.match(first)
     return heading.group(1).strip() if heading else None
 
