@@ -24,7 +24,7 @@ from worker.lab.eval_inputs import (
     EVAL_BRIEFS_FILE,
 )
 from worker.lab.eval_measures import draft_key, draft_requests
-from worker.lab.eval_report import report_markdown
+from worker.lab.eval_report import machine_summary, report_markdown
 from worker.lab.evaluation import cpu_features, evaluate_style, evaluate_styles
 from worker.lab.options import EvalOptions
 from worker.lab.stylometry import FUNCTION_WORDS, VOICE_FEATURE_NAMES, voice_features, voice_matrix
@@ -256,6 +256,25 @@ def test_cpu_features_from_cpuinfo() -> None:
         "cpu_model": None,
         "cpu_flags": dict.fromkeys(("avx2", "avx512f", "avx512_bf16", "amx_bf16"), False),
     }
+
+
+def test_machine_summary_names_the_flags_the_cpu_has_and_lacks() -> None:
+    machine = {
+        "dtype": "float32",
+        "device": "cpu",
+        "torch": "2.13.0+cpu",
+        "threads": 2,
+        "cpu_capability": "AVX2",
+        "cpu_model": "AMD EPYC",
+        "cpu_flags": {"avx2": True, "avx512f": True, "avx512_bf16": True, "amx_bf16": False},
+        "isa_overrides": {"ATEN_CPU_CAPABILITY": "avx2"},
+    }
+    summary = machine_summary(machine)
+    assert "AMD EPYC (with avx2, avx512f, avx512_bf16; without amx_bf16)" in summary
+    assert summary.endswith("ISA forced: ATEN_CPU_CAPABILITY=avx2.")
+    none = machine_summary({**machine, "cpu_flags": dict.fromkeys(("avx2", "amx_bf16"), False), "isa_overrides": {}})
+    assert "(with none; without avx2, amx_bf16)." in none
+    assert machine_summary({}) == "Machine: not recorded."
 
 
 def test_voice_features_measure_voice_not_topic() -> None:

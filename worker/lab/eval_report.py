@@ -239,12 +239,14 @@ def paired_lines(data: dict[str, Any]) -> list[str]:
 def machine_summary(machine: dict[str, Any]) -> str:
     if not machine:
         return "Machine: not recorded."
-    flags = ", ".join(name for name, present in machine.get("cpu_flags", {}).items() if present) or "none of"
+    flags = machine.get("cpu_flags", {})
+    has = ", ".join(name for name, present in flags.items() if present) or "none"
+    lacks = ", ".join(name for name, present in flags.items() if not present)
     overrides = ", ".join(f"{k}={v}" for k, v in machine.get("isa_overrides", {}).items())
     return (
         f"Machine: {machine.get('dtype')} on {machine.get('device')}, torch {machine.get('torch')} "
         f"({machine.get('threads')} threads, CPU capability {machine.get('cpu_capability')}), "
-        f"{machine.get('cpu_model') or 'unknown CPU'} ({flags} avx2/avx512f/avx512_bf16/amx_bf16)"
+        f"{machine.get('cpu_model') or 'unknown CPU'} (with {has}{f'; without {lacks}' if lacks else ''})"
         + (f"; ISA forced: {overrides}" if overrides else "")
         + "."
     )
