@@ -3,12 +3,10 @@ and the counting of rule breaks and the paired test between the SFT and the DPO 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from bench_helpers import load_bench
 
 from worker.scoring.style_rules import heading_case_problem
 from worker.styles.catalog import StyleRules
@@ -16,16 +14,7 @@ from worker.styles.catalog import StyleRules
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dpo_rules", ROOT / "bench" / "dpo_rules.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dpo_rules"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dpo_rules = _load()
+dpo_rules = load_bench("dpo_rules")
 
 DRAFT = """# How to bleed a radiator
 

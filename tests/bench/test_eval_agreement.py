@@ -3,26 +3,13 @@ drafts across them (reports written here by hand in the shape `styles eval` writ
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench_helpers import load_bench
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("eval_agreement", ROOT / "bench" / "eval_agreement.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["eval_agreement"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-eval_agreement = _load()
+eval_agreement = load_bench("eval_agreement")
 
 
 def _change(mean: float, p: float) -> dict[str, Any]:
