@@ -196,8 +196,9 @@ def _execute(settings: Settings, run: DpoRun, progress: Any, callbacks: list[Any
     trainer.train()
     after = heldout_figures(trainer.evaluate())
     metrics = _metrics(trainer, run, before, after, time.perf_counter() - started)
-    metrics["warnings"] = [w for w in [drift_warning(after, run.options.dpo_beta, run.reference)] if w]
-    for warning in metrics["warnings"]:
+    warning = drift_warning(after, run.options.dpo_beta, run.reference)
+    metrics["warnings"] = [warning] if warning else []
+    if warning:
         logger.warning("%s: %s", run.style.name, warning)
     version, directory = save_dpo_version(run, trainer, tokenizer, source, metrics)
     if not run.options.keep_checkpoints:
