@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings()
     source = resolve_base_model(settings)
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.for_settings(settings)
     renderer = PromptRenderer(settings.templates_dir)
     engines = {name: Engine(source, dtype=dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     rows: list[dict[str, Any]] = []

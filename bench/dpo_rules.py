@@ -340,7 +340,7 @@ class Demo:
             import torch
 
             torch.set_num_threads(self.settings.threads)
-        style = StyleCatalog.load(self.styles).get(args.style)
+        style = StyleCatalog.for_settings(self.settings).get(args.style)
         if style.adapter is None:
             raise SystemExit(f"style {args.style!r} serves no adapter version: DPO starts from a served SFT version")
         self.sft = style.adapter
@@ -486,7 +486,7 @@ def serve(demo: Demo, version: str) -> None:
 
     source = resolve_base_model(demo.settings)
     promote(
-        StyleCatalog.load(demo.styles).get(demo.args.style),
+        StyleCatalog.for_settings(demo.settings).get(demo.args.style),
         version,
         source.model_id,
         base_weights_sha256=source.weights_hash,

@@ -174,7 +174,7 @@ class Draft:
 
 def build_batch(briefs: list[Brief], candidates: int, min_words: int) -> tuple[list[Draft], StyleCatalog]:
     settings = load_settings(home=Path(tempfile.mkdtemp(prefix="profile-scoring-")))
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.for_settings(settings)
     indexes = CorpusIndexes()  # one per pipeline, as in Pipeline
     pools = {name: model_drafts(name) for name in catalog.names}
     position: dict[str, int] = defaultdict(int)

@@ -45,7 +45,7 @@ def sample_briefs(count: int, target_words: int) -> list[Brief]:
 
 def shipped_adapters(settings: Settings) -> list[AdapterRef]:
     """The adapter each shipped style serves."""
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.for_settings(settings)
     refs = []
     for name in catalog.names:
         style = catalog.get(name)
@@ -79,7 +79,7 @@ def engine_requests(
 ) -> list[GenerationRequest]:
     """``rows`` requests for the sample briefs with each routed style's sampling settings; adapters are
     assigned round-robin over ``styles`` distinct adapters (0: base model only)."""
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.for_settings(settings)
     renderer = PromptRenderer(settings.templates_dir)
     adapters = synthetic_adapters(settings, styles) if styles else []
     requests = []
@@ -101,7 +101,7 @@ def engine_requests(
 def pipeline_requests(settings: Settings, briefs: int, new_tokens: int, candidates: int = 2) -> list[GenerationRequest]:
     """Requests as the pipeline makes them: each sample brief on its routed style's shipped adapter, with its
     style's sampling settings, ``candidates`` rows per brief (the same prompt, their own seeds)."""
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.for_settings(settings)
     renderer = PromptRenderer(settings.templates_dir)
     adapters = {ref.style: ref for ref in shipped_adapters(settings)}
     requests = []
@@ -119,7 +119,7 @@ def pipeline_requests(settings: Settings, briefs: int, new_tokens: int, candidat
 
 def chat_prompts(settings: Settings, briefs: list[Brief], tokenizer: Any) -> list[str]:
     """The exact prompt text of each brief under its routed style."""
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.for_settings(settings)
     renderer = PromptRenderer(settings.templates_dir)
     prompts = []
     for brief in briefs:

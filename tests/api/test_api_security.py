@@ -181,6 +181,15 @@ def test_an_admin_manages_keys_over_http(api: Api) -> None:
         assert admin.post("/v1/keys/nobody/revoke").status_code == 404
 
 
+def test_the_styles_route_lists_what_each_style_serves_on_each_base_model(api: Api) -> None:
+    with api.server.client(api.keys.submitter) as sub:
+        listed = {style["name"]: style for style in sub.get("/v1/styles").json()}
+    assert set(listed) == {"quick", "strict"}, listed
+    for style in listed.values():  # `adapter: null`: the base model alone, on every base model
+        assert (style["adapter_version"], style["adapter_versions"]) == (None, {"*": None}), style
+    assert "on_topic" in listed["strict"]["gates"] and "on_topic" not in listed["quick"]["gates"], listed
+
+
 def test_requests_are_logged_with_the_key_name_never_the_key(api: Api) -> None:
     with api.server.client(api.keys.editor) as ed:
         assert ed.get("/v1/styles").status_code == 200

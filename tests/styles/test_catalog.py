@@ -8,7 +8,7 @@ import pytest
 import yaml
 from style_helpers import BASE_A, BASE_B, two_base_style, write_version
 
-from worker.config import DEFAULT_MODEL, PROJECT_ROOT
+from worker.config import DEFAULT_MODEL, PROJECT_ROOT, load_settings
 from worker.errors import StyleError
 from worker.styles.catalog import GATE_NAMES, Style, StyleCatalog, brief_bucket, load_style
 from worker.styles.served import ANY_BASE
@@ -199,6 +199,14 @@ def test_a_two_base_style_serves_each_base_its_own_version_and_profile_targets(t
     assert {on_a.version_for(f"b-{n}") for n in range(50)} == {"v1"}
     catalog = StyleCatalog.load(tmp_path, BASE_B)
     assert catalog.base_model == BASE_B and catalog.get("duo").adapter == "v2"
+
+
+def test_a_deployments_catalog_is_loaded_for_its_configured_base_model(tmp_path: Path) -> None:
+    two_base_style(tmp_path)
+    for base, served in ((BASE_A, "v1"), (BASE_B, "v2")):  # a local GGUF file's model id is its name
+        settings = load_settings(model=str(tmp_path / f"{base}.gguf"), styles_dir=tmp_path)
+        catalog = StyleCatalog.for_settings(settings)
+        assert (catalog.base_model, catalog.get("duo").adapter) == (base, served)
 
 
 def test_a_base_the_style_serves_nothing_on_fails_its_briefs_naming_the_base_and_versions(tmp_path: Path) -> None:

@@ -65,11 +65,10 @@ def health(request: Request) -> JSONResponse:
 
 @router.get("/styles", summary="The styles and the adapter version each serves")
 def styles(request: Request) -> list[dict[str, Any]]:
-    from worker.engine.base_model import configured_model_id
     from worker.styles.catalog import StyleCatalog
 
     settings: Settings = request.app.state.settings
-    catalog = StyleCatalog.load(settings.styles_dir, configured_model_id(settings))
+    catalog = StyleCatalog.for_settings(settings)
     return [
         {
             "name": name,

@@ -116,7 +116,7 @@ def validate_command(files: FilesArg, as_json: JsonOpt = False) -> None:
     report = load_brief_files(files)
     problems = list(report.problems)
     if any(item.brief.style for item in report.briefs):  # no styles folder is needed for briefs that pin none
-        problems += StyleCatalog.load(load_settings().styles_dir).pin_problems(report.briefs)
+        problems += StyleCatalog.for_settings(load_settings()).pin_problems(report.briefs)
     refused = {(p.file, p.record) for p in problems}
     valid = [item.brief.brief_id for item in report.briefs if (item.file, item.record) not in refused]
     print_problems(problems)
@@ -136,7 +136,7 @@ def route_command(files: FilesArg, as_json: JsonOpt = False) -> None:
     from worker.styles.catalog import StyleCatalog
 
     settings = load_settings()
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.for_settings(settings)
     report = load_and_report(files)
     rows: list[dict[str, Any]] = []
     for item in report.briefs:
@@ -184,7 +184,7 @@ def prompt_command(
     from worker.styles.catalog import StyleCatalog
 
     settings = load_settings()
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.for_settings(settings)
     renderer = PromptRenderer(settings.templates_dir)
     tokenizer = _tokenizer(settings) if chat else None
     rows = [_prompt_row(item, settings, catalog, renderer, tokenizer) for item in load_and_report(files).briefs]

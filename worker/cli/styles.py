@@ -44,7 +44,7 @@ def _catalog(settings: Settings) -> Any:
     """Every style, loaded for the configured base model (its served version, canary and profile targets)."""
     from worker.styles.catalog import StyleCatalog
 
-    return StyleCatalog.load(settings.styles_dir, configured_model_id(settings))
+    return StyleCatalog.for_settings(settings)
 
 
 def _serves(style: Any) -> str:

@@ -31,7 +31,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from worker.config import Settings
-from worker.engine.base_model import configured_model_id
 from worker.errors import TrainingError
 from worker.intake.briefs import Brief
 from worker.lab.examples import Example, messages_for
@@ -151,7 +150,7 @@ def train_dpo(
     callbacks: Sequence[Any] = (),
 ) -> Any:
     """Train a new version of ``style_name`` from its served version on ``pairs_file``; a ``TrainResult``."""
-    style = StyleCatalog.load(settings.styles_dir, configured_model_id(settings)).get(style_name)
+    style = StyleCatalog.for_settings(settings).get(style_name)
     if pairs_file is None:
         raise TrainingError("DPO trains on preference pairs: give --feedback PAIRS.jsonl (from `feedback export`)")
     pairs = read_pairs(pairs_file, style.name)

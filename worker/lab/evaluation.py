@@ -122,7 +122,7 @@ def evaluate_style(
 
 def evaluable_styles(settings: Settings) -> list[str]:
     """Every style that has an adapter version (what ``styles eval --all`` evaluates)."""
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.for_settings(settings)
     return [name for name in catalog.names if list_version_names(catalog.get(name))]
 
 

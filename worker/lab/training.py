@@ -176,7 +176,7 @@ def train_style(
 
         dpo: TrainResult = train_dpo(settings, style_name, feedback, options, progress=progress, callbacks=callbacks)
         return dpo
-    catalog = StyleCatalog.load(settings.styles_dir)
+    catalog = StyleCatalog.for_settings(settings)
     style = catalog.get(style_name)
     with style_lock(settings, style.name):
         previous = unfinished_run(settings, style.name) if resume else None

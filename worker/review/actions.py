@@ -113,10 +113,9 @@ class Rescored:
 
 
 def load_style(settings: Settings, name: str) -> Style:
-    from worker.engine.base_model import configured_model_id
     from worker.styles.catalog import StyleCatalog
 
-    return StyleCatalog.load(settings.styles_dir, configured_model_id(settings)).get(name)  # its targets there
+    return StyleCatalog.for_settings(settings).get(name)  # its targets there
 
 
 def rescore(

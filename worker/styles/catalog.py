@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from worker.config import Settings
 from worker.errors import StyleError
 from worker.intake.briefs import Brief
 from worker.intake.problems import BriefProblem
@@ -323,6 +324,14 @@ class StyleCatalog:
                 logger.warning("style %s is unusable: %s", name, exc)
                 problems[name] = str(exc)
         return cls(styles, problems, base_model)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> StyleCatalog:
+        """Every style under the configured styles directory, each loaded for the configured base model: the
+        version served there, its canary and its profile targets (what workers, the API and the CLI must see)."""
+        from worker.engine.base_model import configured_model_id
+
+        return cls.load(settings.styles_dir, configured_model_id(settings))
 
     @property
     def names(self) -> list[str]:
