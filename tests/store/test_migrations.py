@@ -4,6 +4,7 @@ before (``Scorecard.quality`` of the stored scores)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,17 @@ def columns(url: str) -> dict[str, list[tuple[str, str, bool]]]:
         engine.dispose()
 
 
+@pytest.fixture
+def fresh_url(store_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second, empty store on ``store_url``'s backend (its own SQLite file or PostgreSQL schema), to compare a
+    migrated store with. (Not the ``postgres_schema_url`` fixture: within one test that is ``store_url`` itself.)"""
+    if store_url.startswith("postgresql"):
+        with fresh_postgres_schema("fresh") as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+
+
 @pytest.mark.parametrize("name", sorted(SCORES))
 def test_the_frozen_formula_is_todays_scorecard_quality(name: str) -> None:
     assert v5_quality(SCORES[name]) == old_quality_of(SCORES[name])
@@ -104,15 +116,7 @@ def test_the_table_covers_every_kind_of_stored_scores() -> None:
     assert qualities["malformed"] == qualities["no-passed"] == qualities["informational-only"] == 0.0
 
 
-def test_migration_5_backfills_quality_and_keeps_the_worst_order(
-    store_url: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    # store_url runs this on SQLite and on PostgreSQL; the fresh store to compare with is on the same backend
-    fresh_url = (
-        request.getfixturevalue("postgres_schema_url")
-        if store_url.startswith("postgresql")
-        else f"sqlite:///{tmp_path / 'fresh.db'}"
-    )
+def test_migration_5_backfills_quality_and_keeps_the_worst_order(store_url: str, fresh_url: str) -> None:
     version_4_store(store_url)
     with Store(store_url) as old:
         assert old.schema_version() == 4
@@ -123,6 +127,7 @@ def test_migration_5_backfills_quality_and_keeps_the_worst_order(
     oldest = list(SCORES)  # created one second apart, in this order
     assert worst == sorted(oldest, key=lambda name: old_quality_of(SCORES[name]))  # stable: ties oldest first
     assert worst[-2:] == ["half", "all-pass"]
+    assert fresh_url != store_url
     with Store(fresh_url) as fresh:
         fresh.migrate()
     assert columns(store_url) == columns(fresh_url)
@@ -162,14 +167,7 @@ def _version_2_store(url: str) -> None:
         engine.dispose()
 
 
-def test_migration_3_from_version_2_matches_a_fresh_store_and_keeps_history(
-    store_url: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    # store_url runs this on SQLite and on PostgreSQL; the fresh store to compare with is on the same backend
-    if store_url.startswith("postgresql"):
-        fresh_url = request.getfixturevalue("postgres_schema_url")
-    else:
-        fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+def test_migration_3_from_version_2_matches_a_fresh_store_and_keeps_history(store_url: str, fresh_url: str) -> None:
     _version_2_store(store_url)
     with Store(store_url) as old:
         assert old.schema_version() == 2
@@ -180,6 +178,7 @@ def test_migration_3_from_version_2_matches_a_fresh_store_and_keeps_history(
         (event,) = old.list_events("a-old")
         assert (event.kind, event.to_status, event.actor) == ("generated", "needs_review", "copydesk")
         assert old.get_brief("old").feedback is None
+    assert fresh_url != store_url
     with Store(fresh_url) as fresh:
         fresh.migrate()
     assert columns(store_url) == columns(fresh_url)
