@@ -29,6 +29,20 @@ def store(store_url: str) -> Iterator[Store]:
         yield s
 
 
+def edit(store: Store, brief_id: str, body: str, revision: int, actor: str = "ed") -> None:
+    """An editor replaces revision ``revision`` of ``brief_id``'s article with ``body`` (scored as the CLI does)."""
+    edited = scored_result(store.get_brief(brief_id).brief, body)
+    store.edit_article(
+        brief_id,
+        actor=actor,
+        title=edited.title,
+        body_markdown=body,
+        scores=edited.scores,
+        failing_gates=edited.failing_gates,
+        expected_revision=revision,
+    )
+
+
 def build_history(store: Store) -> None:
     """Five articles, each with a different editorial history."""
     # 1: approved as generated
@@ -36,16 +50,7 @@ def build_history(store: Store) -> None:
     store.approve("rev-1", actor="chief")
     # 2: edited, then approved
     add_article(store, 2, SHORT_BODY)
-    edited = scored_result(store.get_brief("rev-2").brief, GOOD_BODY)
-    store.edit_article(
-        "rev-2",
-        actor="ed",
-        title=edited.title,
-        body_markdown=GOOD_BODY,
-        scores=edited.scores,
-        failing_gates=edited.failing_gates,
-        expected_revision=1,
-    )
+    edit(store, "rev-2", GOOD_BODY, 1)
     store.approve("rev-2", actor="chief")
     # 3: rejected, sent back, regenerated, approved, published
     add_article(store, 3, SHORT_BODY)
@@ -113,18 +118,8 @@ def test_an_edit_pairs_with_the_pipeline_draft_it_replaced_not_with_an_earlier_e
     store: Store, tmp_path: Path
 ) -> None:
     add_article(store, 1, SHORT_BODY)
-    brief = store.get_brief("rev-1").brief
     for revision, body in ((1, SECOND_DRAFT), (2, GOOD_BODY)):  # two edits: the draft, then the editor's own text
-        edited = scored_result(brief, body)
-        store.edit_article(
-            "rev-1",
-            actor="ed",
-            title=edited.title,
-            body_markdown=body,
-            scores=edited.scores,
-            failing_gates=edited.failing_gates,
-            expected_revision=revision,
-        )
+        edit(store, "rev-1", body, revision)
     store.approve("rev-1", actor="ed")
     summary = export_feedback(store, tmp_path / "f.jsonl")
     (pair,) = read_jsonl(summary.pairs_path)
@@ -134,16 +129,7 @@ def test_an_edit_pairs_with_the_pipeline_draft_it_replaced_not_with_an_earlier_e
 
 def test_an_edited_article_not_yet_approved_makes_no_pair(store: Store, tmp_path: Path) -> None:
     add_article(store, 1, SHORT_BODY)
-    edited = scored_result(store.get_brief("rev-1").brief, GOOD_BODY)
-    store.edit_article(
-        "rev-1",
-        actor="ed",
-        title=edited.title,
-        body_markdown=GOOD_BODY,
-        scores=edited.scores,
-        failing_gates=edited.failing_gates,
-        expected_revision=1,
-    )
+    edit(store, "rev-1", GOOD_BODY, 1)
     assert export_feedback(store, tmp_path / "f.jsonl").pairs == 0
 
 
