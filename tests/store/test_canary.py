@@ -117,6 +117,28 @@ def test_compare_tests_a_canary_against_the_version_served_on_its_own_base_model
     assert "served on base-a" in table.output and "served on base-b" in table.output, table.output
 
 
+def test_the_base_model_alone_is_one_row_per_base_model_and_never_tested_against_another(decided: Store) -> None:
+    for n, model in ((11, "small-base"), (12, "big-base"), (13, "small-base")):
+        made = result(n, "v0")
+        provenance = {**made.provenance, "model": {"id": model}, "adapter": None}
+        decided.add_brief(make_brief(n), source="test")
+        decided.approve(
+            decided.save_article(dataclasses.replace(made, adapter_version=None, provenance=provenance)).id, actor="ed"
+        )
+    stats = decided.compare_versions(STYLE)
+    rows = [(s.version, s.base_models, s.articles) for s in stats]
+    assert rows == [
+        (None, ["big-base"], 1),
+        (None, ["small-base"], 2),
+        ("v1", ["hand-made"], 5),
+        ("v2", ["hand-made"], 3),
+    ]
+    assert [test["versions"] for test in comparison_tests(stats, served="v1", canary=None)] == [
+        ["v1", None],
+        ["v2", "v1"],
+    ]  # small-base's own drafts against v1 (as before: the row just before it); none between the two base models
+
+
 def test_fisher_exact_matches_worked_values() -> None:
     assert fisher_exact(2, 0, 2, 2) == pytest.approx(7 / 15)  # tables of probability 1/15 and 6/15 (observed)
     assert fisher_exact(3, 1, 1, 3) == pytest.approx(17 / 35)  # the tea-tasting lady: R's fisher.test gives 0.4857

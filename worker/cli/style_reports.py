@@ -76,7 +76,7 @@ def _canary_served(style: Any) -> str | None:
 
 def print_comparison(style: Any, stats: list[Any], tests: list[dict[str, Any]]) -> None:
     """One row per version (:class:`worker.store.canary.VersionStats`), then one line per test. A version's role
-    names the base model it is served on (the "base model" row counts every base model's base-model articles)."""
+    names the base model it is served on (the base model alone: one row per base model)."""
     from worker.styles.served import ANY_BASE
 
     roles = {version: "served" if base == ANY_BASE else f"served on {base}" for base, version in style.served.items()}

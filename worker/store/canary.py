@@ -7,8 +7,9 @@ and events only:
 * ``gate_pass_rate``: share of them whose pipeline draft (the latest ``generated`` or ``regenerated``
   revision) passed every gate;
 * ``mean_attempts``: the pipeline's attempts per article (``provenance.attempts_used``);
-* ``base_models``: the base models its articles were written on (``provenance.model.id``): one for a version (a
-  version serves on the base model it was trained on), possibly several for the base model alone (``None``);
+* ``base_models``: the base model its articles were written on (``provenance.model.id``): a version serves on the
+  base model it was trained on; the base model alone (``None``) gets one row per base model, since two base
+  models' own drafts are not one thing to compare a version with;
 * ``approvals``, ``rejections``, ``send_backs``: editors' decision events on them;
 * ``decided`` and ``approved``: articles with at least one decision, and those now approved or published;
   ``approval_rate`` = approved / decided;
@@ -138,9 +139,13 @@ def comparison_tests(stats: list[VersionStats], served: str | None, canary: str 
     """The canary against the served version when both wrote articles; else each version against the one
     before it (in version order)."""
     by_version = {s.version: s for s in stats}
-    if canary in by_version and served in by_version:
+    if canary is not None and served is not None and canary in by_version and served in by_version:
         return [approval_test(by_version[canary], by_version[served])]
-    return [approval_test(second, first) for first, second in itertools.pairwise(stats)]
+    return [
+        approval_test(second, first)
+        for first, second in itertools.pairwise(stats)
+        if second.version is not None  # two base-model rows (of two base models) are not versions to compare
+    ]
 
 
 class CanaryStoreMixin:
@@ -149,7 +154,8 @@ class CanaryStoreMixin:
     _read: Any
 
     def compare_versions(self, style: str) -> list[VersionStats]:
-        """Per adapter version of ``style`` (newest number last, the base model first), what it wrote and what
+        """Per adapter version of ``style`` (newest number last, the base model alone first, one row per
+        base model), what it wrote and what
         editors decided about it; see the module docstring for each figure."""
         with self._read() as session:
             rows = session.execute(
@@ -163,9 +169,9 @@ class CanaryStoreMixin:
             ).all()
             drafts = self._drafts(session, style)
             decisions = self._decisions(session, style)
-        stats: dict[str | None, VersionStats] = {}
+        stats: dict[tuple[str | None, str | None], VersionStats] = {}
         for row in rows:
-            entry = stats.setdefault(row.adapter_version, VersionStats(row.adapter_version))
+            entry = stats.setdefault(_row_key(row), VersionStats(row.adapter_version))
             _add_article(entry, row, drafts.get(row.id), decisions.get(row.id, {}))
         return sorted(stats.values(), key=_version_order)
 
@@ -217,9 +223,19 @@ def _add_article(entry: VersionStats, row: Any, draft: tuple[str, list[str]] | N
         entry.edit_share_total += distance / max(1, len(draft_text.split()))
 
 
-def _version_order(stats: VersionStats) -> tuple[int, int]:
+def _row_key(row: Any) -> tuple[str | None, str | None]:
+    """An adapter version's articles are one row whatever base model wrote them (a version belongs to one base
+    model); the base model alone is one row per base model (from the article's provenance)."""
+    if row.adapter_version is not None:
+        return row.adapter_version, None
+    model = ((row.provenance or {}).get("model") or {}).get("id")
+    return None, model if isinstance(model, str) else None
+
+
+def _version_order(stats: VersionStats) -> tuple[int, int, list[str]]:
     version = stats.version
-    return (0, 0) if version is None or not version[1:].isdigit() else (1, int(version[1:]))
+    number = (0, 0) if version is None or not version[1:].isdigit() else (1, int(version[1:]))
+    return (*number, stats.base_models)
 
 
 __all__ = [
