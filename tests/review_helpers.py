@@ -104,3 +104,20 @@ def add_article(store: Store, n: int | str, body: str = GOOD_BODY, **brief_field
     brief = make_brief(n, **brief_fields)
     store.add_brief(brief, source="test")
     return store.save_article(scored_result(brief, body))
+
+
+def edit_article(store: Store, key: str, body: str, *, actor: str = "ed", revision: int = 1, **extra: Any) -> Any:
+    """An editor replaces revision ``revision`` of article ``key`` (an article or brief id) with ``body``, scored
+    as the CLI scores an edit."""
+    brief = store.get_brief(store.get_article(key).brief_id).brief
+    result = scored_result(brief, body)
+    return store.edit_article(
+        key,
+        actor=actor,
+        title=result.title,
+        body_markdown=body,
+        scores=result.scores,
+        failing_gates=result.failing_gates,
+        expected_revision=revision,
+        **extra,
+    )

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from review_helpers import GOOD_BODY, SHORT_BODY, add_article, make_brief, scored_result
+from review_helpers import GOOD_BODY, SHORT_BODY, add_article, edit_article, make_brief, scored_result
 from store_helpers import FakeClock
 from typer.testing import CliRunner
 
@@ -29,20 +29,6 @@ def store(store_url: str) -> Iterator[Store]:
         yield s
 
 
-def edit(store: Store, brief_id: str, body: str, revision: int, actor: str = "ed") -> None:
-    """An editor replaces revision ``revision`` of ``brief_id``'s article with ``body`` (scored as the CLI does)."""
-    edited = scored_result(store.get_brief(brief_id).brief, body)
-    store.edit_article(
-        brief_id,
-        actor=actor,
-        title=edited.title,
-        body_markdown=body,
-        scores=edited.scores,
-        failing_gates=edited.failing_gates,
-        expected_revision=revision,
-    )
-
-
 def build_history(store: Store) -> None:
     """Five articles, each with a different editorial history."""
     # 1: approved as generated
@@ -50,7 +36,7 @@ def build_history(store: Store) -> None:
     store.approve("rev-1", actor="chief")
     # 2: edited, then approved
     add_article(store, 2, SHORT_BODY)
-    edit(store, "rev-2", GOOD_BODY, 1)
+    edit_article(store, "rev-2", GOOD_BODY, revision=1)
     store.approve("rev-2", actor="chief")
     # 3: rejected, sent back, regenerated, approved, published
     add_article(store, 3, SHORT_BODY)
@@ -119,7 +105,7 @@ def test_an_edit_pairs_with_the_pipeline_draft_it_replaced_not_with_an_earlier_e
 ) -> None:
     add_article(store, 1, SHORT_BODY)
     for revision, body in ((1, SECOND_DRAFT), (2, GOOD_BODY)):  # two edits: the draft, then the editor's own text
-        edit(store, "rev-1", body, revision)
+        edit_article(store, "rev-1", body, revision=revision)
     store.approve("rev-1", actor="ed")
     summary = export_feedback(store, tmp_path / "f.jsonl")
     (pair,) = read_jsonl(summary.pairs_path)
@@ -129,7 +115,7 @@ def test_an_edit_pairs_with_the_pipeline_draft_it_replaced_not_with_an_earlier_e
 
 def test_an_edited_article_not_yet_approved_makes_no_pair(store: Store, tmp_path: Path) -> None:
     add_article(store, 1, SHORT_BODY)
-    edit(store, "rev-1", GOOD_BODY, 1)
+    edit_article(store, "rev-1", GOOD_BODY, revision=1)
     assert export_feedback(store, tmp_path / "f.jsonl").pairs == 0
 
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from review_helpers import GOOD_BODY, SHORT_BODY, STYLE, make_brief, scored_result
+from review_helpers import GOOD_BODY, SHORT_BODY, STYLE, edit_article, make_brief, scored_result
 from style_helpers import BASE_A, BASE_B, write_style, write_version
 from typer.testing import CliRunner
 
@@ -33,25 +33,12 @@ def add(store: Store, n: int, version: str, body: str = GOOD_BODY, attempts: int
     return store.save_article(result(n, version, body, attempts))
 
 
-def edit(store: Store, article: ArticleRecord, body: str) -> ArticleRecord:
-    rescored = scored_result(make_brief(article.brief_id.removeprefix("rev-")), body)
-    return store.edit_article(
-        article.id,
-        actor="ed",
-        title=rescored.title,
-        body_markdown=body,
-        scores=rescored.scores,
-        failing_gates=rescored.failing_gates,
-        expected_revision=article.revision,
-    )
-
-
 @pytest.fixture
 def decided(store: Store) -> Store:
     """v1 (served): approved as drafted; edited then approved; rejected; sent back; sent back, regenerated (the
     editors' wording) and approved. v2 (canary): two approved as drafted, one short draft not decided yet."""
     store.approve(add(store, 1, "v1", attempts=2).id, actor="ed")
-    store.approve(edit(store, add(store, 2, "v1", attempts=2), EDITED).id, actor="ed")
+    store.approve(edit_article(store, add(store, 2, "v1", attempts=2).id, EDITED).id, actor="ed")
     store.reject(add(store, 3, "v1", attempts=2).id, actor="ed", reason="off topic")
     store.send_back(add(store, 4, "v1", attempts=2).id, actor="ed", feedback="shorter")
     fifth = add(store, 5, "v1", attempts=2)

@@ -3,22 +3,9 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-from review_helpers import GOOD_BODY, add_article, scored_result
+from review_helpers import GOOD_BODY, add_article, edit_article
 
 from worker.store import Store
-
-
-def edit(store: Store, key: str, body: str, *, revision: int) -> None:
-    result = scored_result(store.get_brief(store.get_article(key).brief_id).brief, body)
-    store.edit_article(
-        key,
-        actor="ed",
-        title=result.title,
-        body_markdown=body,
-        scores=result.scores,
-        failing_gates=result.failing_gates,
-        expected_revision=revision,
-    )
 
 
 def test_first_save_records_revision_1_and_a_generated_event(store: Store) -> None:
@@ -35,7 +22,7 @@ def test_revision_rows_survive_any_number_of_changes(store: Store) -> None:
     texts = [GOOD_BODY]
     for n in range(2, 5):
         body = GOOD_BODY + f"\nChange {n}.\n"
-        edit(store, article.id, body, revision=n - 1)
+        edit_article(store, article.id, body, revision=n - 1)
         texts.append(body)
     assert [r.body_markdown for r in store.list_revisions(article.id)] == texts
     assert store.get_article(article.id).revision == 4

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from review_helpers import GOOD_BODY, SHORT_BODY, add_article, candidate, make_brief, scored_result
+from review_helpers import GOOD_BODY, SHORT_BODY, add_article, candidate, edit_article, make_brief, scored_result
 from sqlalchemy.pool import NullPool
 from store_helpers import FakeClock
 
@@ -42,21 +42,6 @@ def columns(url: str) -> dict[str, list[tuple[str, str, bool]]]:
         }
     finally:
         engine.dispose()
-
-
-def edit(store: Store, key: str, body: str, *, actor: str = "ed", revision: int = 1, **extra: Any) -> Any:
-    brief = store.get_brief(store.get_article(key).brief_id).brief
-    result = scored_result(brief, body)
-    return store.edit_article(
-        key,
-        actor=actor,
-        title=result.title,
-        body_markdown=body,
-        scores=result.scores,
-        failing_gates=result.failing_gates,
-        expected_revision=revision,
-        **extra,
-    )
 
 
 # -- decisions ----------------------------------------------------------------------------------------------
@@ -96,7 +81,7 @@ def test_invalid_transitions_are_refused_and_change_nothing(store: Store) -> Non
     with pytest.raises(TransitionError, match="cannot reject article a-rev-1: it is approved"):
         store.reject(article.id, actor="bob", reason="late")
     with pytest.raises(TransitionError, match="cannot edit"):
-        edit(store, article.id, EDITED)
+        edit_article(store, article.id, EDITED)
     with pytest.raises(TransitionError, match="cannot send back"):
         store.send_back(article.id, actor="bob", feedback="again")
     assert [e.kind for e in store.list_events(article.id)] == ["generated", "approved"]
@@ -111,7 +96,7 @@ def test_unknown_article_is_not_found(store: Store) -> None:
 def test_edit_makes_a_new_revision_with_new_scores_and_keeps_the_old(store: Store) -> None:
     article = add_article(store, 1, SHORT_BODY)
     assert article.status == "needs_attention"
-    updated = edit(store, article.id, GOOD_BODY, actor="carol", note="rewrote it")
+    updated = edit_article(store, article.id, GOOD_BODY, actor="carol", note="rewrote it")
     assert (updated.revision, updated.status, updated.body_markdown) == (2, "needs_review", GOOD_BODY)
     assert updated.failing_gates == []
     assert updated.title == "How to repot a houseplant"
@@ -127,18 +112,18 @@ def test_edit_makes_a_new_revision_with_new_scores_and_keeps_the_old(store: Stor
 def test_edit_refuses_empty_or_unchanged_text(store: Store) -> None:
     article = add_article(store, 1)
     with pytest.raises(ReviewError, match="empty"):
-        edit(store, article.id, "  \n")
+        edit_article(store, article.id, "  \n")
     with pytest.raises(ReviewError, match="unchanged"):
-        edit(store, article.id, GOOD_BODY)
+        edit_article(store, article.id, GOOD_BODY)
     assert len(store.list_revisions(article.id)) == 1
 
 
 def test_edit_stores_the_quality_it_is_given_or_derives_it_from_the_scores(store: Store) -> None:
     article = add_article(store, 1)
     assert article.quality == scored_result(store.get_brief("rev-1").brief).quality
-    given = edit(store, article.id, EDITED, quality=0.125)
+    given = edit_article(store, article.id, EDITED, quality=0.125)
     assert given.quality == 0.125
-    derived = edit(store, article.id, SHORT_BODY, revision=2)
+    derived = edit_article(store, article.id, SHORT_BODY, revision=2)
     assert derived.quality == Scorecard.from_dict(derived.scores).quality < article.quality
 
 
@@ -162,9 +147,9 @@ def test_second_reviewer_on_the_same_revision_gets_a_conflict(store_url: str) ->
         assert [e.actor for e in bob.list_events("a-rev-1")] == ["copydesk", "alice"]
 
         # edits: the second editor's text never overwrites the first one's
-        edit(alice, "a-rev-2", EDITED, actor="alice", expected_status="needs_review")
+        edit_article(alice, "a-rev-2", EDITED, actor="alice", expected_status="needs_review")
         with pytest.raises(ConflictError, match="changed since you loaded revision 1: it is now revision 2"):
-            edit(bob, "a-rev-2", EDITED + "\nMore.\n", actor="bob", expected_status="needs_review")
+            edit_article(bob, "a-rev-2", EDITED + "\nMore.\n", actor="bob", expected_status="needs_review")
         assert bob.get_article("a-rev-2").body_markdown == EDITED
         assert [r.author for r in bob.list_revisions("a-rev-2")] == ["copydesk", "alice"]
 
@@ -194,7 +179,9 @@ def test_concurrent_edits_of_one_revision_keep_exactly_one(store_url: str) -> No
         add_article(setup, 1)
     handles = [Store(store_url) for _ in range(4)]
     try:
-        results = run_in_threads(4, lambda i: edit(handles[i], "a-rev-1", EDITED + f"\nEditor {i}.\n", actor=f"e{i}"))
+        results = run_in_threads(
+            4, lambda i: edit_article(handles[i], "a-rev-1", EDITED + f"\nEditor {i}.\n", actor=f"e{i}")
+        )
     finally:
         for handle in handles:
             handle.close()
