@@ -25,7 +25,7 @@ from worker.lab.eval_inputs import (
 )
 from worker.lab.eval_measures import draft_key, draft_requests
 from worker.lab.eval_report import machine_summary, report_markdown
-from worker.lab.evaluation import cpu_features, evaluate_style, evaluate_styles
+from worker.lab.evaluation import ISA_VARIABLES, cpu_features, evaluate_style, evaluate_styles, machine_record
 from worker.lab.options import EvalOptions
 from worker.lab.stylometry import FUNCTION_WORDS, VOICE_FEATURE_NAMES, voice_features, voice_matrix
 from worker.scoring.embeddings import default_embedder
@@ -275,6 +275,16 @@ def test_machine_summary_names_the_flags_the_cpu_has_and_lacks() -> None:
     none = machine_summary({**machine, "cpu_flags": dict.fromkeys(("avx2", "amx_bf16"), False), "isa_overrides": {}})
     assert "(with none; without avx2, amx_bf16)." in none
     assert machine_summary({}) == "Machine: not recorded."
+
+
+def test_the_machine_record_names_every_isa_limit_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    forced = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    for name in ISA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in forced.items():
+        monkeypatch.setenv(name, value)
+    record = machine_record(object())  # nothing read from the engine but its dtype and device
+    assert record["isa_overrides"] == forced and (record["dtype"], record["device"]) == ("unknown", "unknown")
 
 
 def test_voice_features_measure_voice_not_topic() -> None:

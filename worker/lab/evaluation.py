@@ -74,7 +74,8 @@ logger = logging.getLogger(__name__)
 PROBE_TAG = "trained-on/"  # request keys of the memorisation probe's drafts
 ProgressFn = Callable[[str], None]
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the ISA levels torch and oneDNN pick kernels by
-ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # what forces a lower one
+# What forces a lower instruction set than the CPU's (torch's own kernels, oneDNN's, MKL's): recorded with the drafts.
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def _resolve_versions(style: Style, version: str | None, against: str | None) -> tuple[str, list[str]]:
