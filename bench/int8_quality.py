@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +36,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from head_matmul import median_seconds
 
 from worker.config import load_settings
 from worker.engine.adapters import BASE
@@ -60,10 +60,16 @@ def int8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8), scales
 
 
+def int8_per_row(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` as int8 with one symmetric scale per row (token): ``(q, scales)``, scales shaped to broadcast."""
+    scales = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127
+    return torch.round(x / scales).clamp(-127, 127).to(torch.int8), scales
+
+
 def per_token(x: torch.Tensor) -> torch.Tensor:
     """``x`` rounded to int8 with one scale per row, and back (the activations of a row-wise W8A8 product)."""
-    scales = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127
-    return torch.round(x / scales).clamp(-127, 127) * scales
+    q, scales = int8_per_row(x)
+    return q.to(x.dtype) * scales
 
 
 def fbgemm_packed(weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None) -> Any:
@@ -123,13 +129,9 @@ def perplexities(source: Any, settings: Any, variant: str, max_length: int) -> l
 
 
 def median_ms(call: Callable[[], Any], repeats: int) -> float:
+    """Median milliseconds of ``repeats`` calls after one warm-up call."""
     call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times), 3)
+    return round(median_seconds(call, repeats) * 1000, 3)
 
 
 def product_calls(weight: torch.Tensor, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
@@ -140,8 +142,7 @@ def product_calls(weight: torch.Tensor, x: torch.Tensor) -> dict[str, Callable[[
     q_t = q.t()
 
     def int_mm() -> torch.Tensor:
-        row_scales = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
-        xq = torch.round(x / row_scales).clamp(-127, 127).to(torch.int8)
+        xq, row_scales = int8_per_row(x)
         return torch._int_mm(xq, q_t).float() * row_scales * scales
 
     return {
