@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from worker.intake.briefs import Brief, ContentType
 from worker.lab.eval_inputs import (
     EVAL_BRIEFS_FILE,
     EvalTopic,
+    corpus_folder,
     default_version,
     eval_briefs,
     house_metadata,
@@ -60,3 +62,20 @@ def test_the_default_version_is_the_one_served_on_the_base_model_else_its_newest
     write_version(path.parent, "v4", BASE_B)
     assert default_version(load_style(path, BASE_A)) == "v3"  # base-a's newest, not base-b's v4
     assert default_version(load_style(path, "base-c")) == "v4"  # nothing on it: the newest (its check refuses it)
+
+
+def test_a_style_without_a_corpus_folder_is_evaluated_on_the_archive_its_version_trained_on(tmp_path: Path) -> None:
+    path = two_base_style(tmp_path)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    meta_file = path.parent / "adapters" / "v1" / "copydesk-adapter.json"
+    meta = json.loads(meta_file.read_text())
+    style = load_style(path, BASE_A)
+    assert corpus_folder(style, "v1") is None  # no corpus/ folder, no recorded source
+    meta_file.write_text(json.dumps({**meta, "corpus": {"source": str(archive)}}))
+    assert corpus_folder(style, "v1") == (archive, f"v1's training corpus {archive}")
+    assert corpus_folder(style, "v3") is None  # another version records nothing
+    archive.rmdir()
+    assert corpus_folder(style, "v1") is None  # a recorded folder that is gone is not a corpus
+    (path.parent / "corpus").mkdir()
+    assert corpus_folder(style, "v1") == (path.parent / "corpus", "corpus/ folder")  # the style's own wins

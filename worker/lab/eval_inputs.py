@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from worker.config import PROJECT_ROOT
 from worker.engine.adapters import ADAPTER_META, AdapterRef
 from worker.errors import EvaluationError
 from worker.intake.briefs import Brief
@@ -178,13 +179,38 @@ def default_version(style: Style) -> str | None:
     return (own or versions)[-1] if versions else None
 
 
-def voice_corpus(style: Style, language: str, version: str | None) -> VoiceCorpus | None:
-    """The voice features of the articles in ``style``'s ``corpus/`` folder, with ``version``'s held-out flags."""
+def recorded_corpus_folder(directory: Path) -> Path | None:
+    """The corpus folder a version records it was trained on (``corpus.source``), when it is still there;
+    a relative source is relative to the project, as :func:`~worker.lab.version_files.portable_path` writes it."""
+    meta = directory / ADAPTER_META
+    if not meta.is_file():
+        return None
+    source = (json.loads(meta.read_text(encoding="utf-8")).get("corpus") or {}).get("source")
+    if not isinstance(source, str) or not source:
+        return None
+    folder = Path(source) if Path(source).is_absolute() else PROJECT_ROOT / source
+    return folder if folder.is_dir() else None
+
+
+def corpus_folder(style: Style, version: str | None) -> tuple[Path, str] | None:
+    """Where a style's corpus articles are, and how it was found: its ``corpus/`` folder, else the folder that
+    ``version`` was trained on (``styles train --corpus DIR``, e.g. an archive kept outside the styles folder)."""
     folder = style.directory / "corpus"
-    if not folder.is_dir():
+    if folder.is_dir():
+        return folder, "corpus/ folder"
+    recorded = recorded_corpus_folder(versions_dir(style) / version) if version else None
+    return (recorded, f"{version}'s training corpus {recorded}") if recorded else None
+
+
+def voice_corpus(style: Style, language: str, version: str | None) -> VoiceCorpus | None:
+    """The voice features of the articles of ``style``'s corpus (:func:`corpus_folder`), with ``version``'s
+    held-out flags."""
+    found = corpus_folder(style, version)
+    if found is None:
         return None
     from worker.lab.corpus import load_corpus
 
+    folder, where = found
     corpus = load_corpus(folder)
     if not corpus.articles:
         return None
@@ -192,7 +218,7 @@ def voice_corpus(style: Style, language: str, version: str | None) -> VoiceCorpu
     ids = [article.id for article in corpus.articles]
     return VoiceCorpus(
         style.name,
-        f"corpus/ folder, {version} held-out articles" if version else "corpus/ folder",
+        f"{where}, {version} held-out articles" if version else where,
         ids,
         voice_matrix([article.body for article in corpus.articles], language),
         np.array([i in held for i in ids], dtype=bool),

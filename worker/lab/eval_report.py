@@ -176,7 +176,8 @@ def _caveats(
         notes.append(f"only {len(heldout)} held-out article(s): treat perplexity differences as indicative")
     if not attributed:
         notes.append(
-            "drafts not attributed: the voice classifier needs the corpus/ folder of this style and one other"
+            "drafts not attributed: the voice classifier needs the corpus of this style and one other"
+            " (a corpus/ folder, or the archive a version trained on)"
             if "note" not in check
             else f"drafts not attributed: {check['note']}"
         )
