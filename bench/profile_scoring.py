@@ -64,6 +64,7 @@ from worker.scoring.markdown import strip_markdown
 from worker.scoring.memorisation import CorpusIndex, CorpusIndexes, StoredArticles
 from worker.scoring.scorecard import DraftToScore, score_drafts
 from worker.scoring.topicality import brief_text, chunk_words
+from worker.store import StoredText
 from worker.styles.catalog import StyleCatalog
 from worker.styles.layout import adapter_ref
 
@@ -188,25 +189,17 @@ def build_batch(briefs: list[Brief], candidates: int, min_words: int) -> tuple[l
     return batch, catalog
 
 
-@dataclass(frozen=True)
-class _Stored:
-    id: str
-    brief_id: str
-    title: str
-    body_markdown: str
-
-
 class _CorpusAsStore:
-    """Stands in for the store's ``list_articles``: each style's corpus articles as its stored articles."""
+    """Stands in for the store's ``recent_article_texts``: each style's corpus articles as its stored articles."""
 
     def __init__(self, catalog: StyleCatalog) -> None:
         self.catalog = catalog
-        self._articles: dict[str, list[_Stored]] = {}
+        self._articles: dict[str, list[StoredText]] = {}
 
-    def list_articles(self, *, style: str, limit: int) -> list[_Stored]:
+    def recent_article_texts(self, *, style: str, limit: int) -> list[StoredText]:
         if style not in self._articles:
             corpus = load_corpus(self.catalog.get(style).directory / "corpus")
-            self._articles[style] = [_Stored(a.id, a.brief.brief_id, a.brief.title, a.body) for a in corpus.articles]
+            self._articles[style] = [StoredText(a.id, a.brief.brief_id, a.brief.title, a.body) for a in corpus.articles]
         return self._articles[style][:limit]
 
 

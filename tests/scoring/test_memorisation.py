@@ -236,6 +236,7 @@ def test_a_new_article_is_hashed_once_for_nearest_and_add(store: Store, monkeypa
         hashed.append(text)
         return original(text, n)
 
+    memorisation.ngram_set.cache_clear()  # texts hashed by earlier tests in this process
     monkeypatch.setattr(memorisation, "ngram_hashes", counting)
     duplicate = stored.nearest("plain", "kettle-2", COPY)
     stored.add("plain", "a-2", "kettle-2", "Kettle again", COPY)
@@ -243,3 +244,31 @@ def test_a_new_article_is_hashed_once_for_nearest_and_add(store: Store, monkeypa
     assert duplicate is not None and duplicate.article_id != "a-2" and duplicate.share >= 0.8
     again = stored.nearest("plain", "kettle-3", COPY)  # the article just added is compared with too
     assert again is not None and again.share == 1.0 and again.article_id == "a-2"
+
+
+def test_a_process_hashes_each_stored_text_once_across_tasks(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    stored_article(store, "kettle-1", "# Kettle\n\n" + CORPUS[0])
+    hashed: list[str] = []
+    original = memorisation.ngram_hashes
+
+    def counting(text: str, n: int = NGRAM_WORDS) -> np.ndarray:
+        hashed.append(text)
+        return original(text, n)
+
+    memorisation.ngram_set.cache_clear()
+    monkeypatch.setattr(memorisation, "ngram_hashes", counting)
+    first = StoredArticles(store).nearest("plain", "kettle-2", COPY)  # one task
+    second = StoredArticles(store).nearest("plain", "kettle-3", COPY)  # the next task in the same process
+    assert first == second and first is not None and first.share >= 0.8
+    assert sorted(hashed) == sorted(["# Kettle\n\n" + CORPUS[0], COPY])  # each text once, not once per task
+    store.edit_article(
+        "kettle-1",
+        actor="ed",
+        title="Kettle",
+        body_markdown="# Kettle\n\n" + ORIGINAL,
+        scores={},
+        failing_gates=[],
+        expected_revision=1,
+    )  # an edited text is another text
+    edited = StoredArticles(store).nearest("plain", "kettle-4", COPY)
+    assert edited is not None and edited.share < first.share

@@ -571,6 +571,17 @@ def test_list_articles_filters_and_orders(store: Store, clock: FakeClock) -> Non
     assert store.list_articles(status="published") == []
     with pytest.raises(ValueError):
         store.list_articles(limit=0)
+    # the near-duplicate check's light read: the same articles of a style, newest first, text columns only
+    texts = store.recent_article_texts(style="plain-howto", limit=2)
+    assert [(t.brief_id, t.id) for t in texts] == [
+        (r.brief_id, r.id) for r in store.list_articles(style="plain-howto")
+    ][:2]
+    assert [t.body_markdown for t in texts] == [
+        r.body_markdown for r in store.list_articles(style="plain-howto", limit=2)
+    ]
+    assert store.recent_article_texts(style="no-such-style", limit=5) == []
+    with pytest.raises(ValueError):
+        store.recent_article_texts(style="plain-howto", limit=0)
 
 
 def test_set_article_file(store: Store, clock: FakeClock) -> None:

@@ -30,6 +30,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ NGRAM_WORDS = 8
 NEAR_DUPLICATE = "near_duplicate"  # the scorecard entry written at store time (informational)
 DUPLICATE_SHARE = 0.5  # share of a new article's 8-grams found in one stored article that flags it
 STORED_ARTICLES_COMPARED = 200  # newest articles of the style that a new article is compared with
+NGRAM_SETS_CACHED = 2048  # 8-gram sets of texts a process keeps (a few styles' newest articles)
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
 
@@ -199,33 +201,32 @@ class Duplicate:
     share: float
 
 
+@lru_cache(maxsize=NGRAM_SETS_CACHED)
+def ngram_set(text: str) -> frozenset[int]:
+    """The set of ``text``'s 8-gram hashes, cached per process: a worker compares every new article with the
+    same stored ones task after task, and hashes each stored text once (an edited text is another key)."""
+    return frozenset(ngram_hashes(text).tolist())
+
+
 class StoredArticles:
     """Stored articles of each style, as 8-gram sets, for flagging near-duplicates of new articles."""
 
     def __init__(self, store: Store, limit: int = STORED_ARTICLES_COMPARED) -> None:
         self.store = store
         self.limit = limit
-        self._by_style: dict[str, list[tuple[str, str, str, set[int]]]] = {}
-        self._last: tuple[str, set[int]] | None = None  # the text hashed last, and its 8-gram set
+        self._by_style: dict[str, list[tuple[str, str, str, frozenset[int]]]] = {}
 
-    def _articles(self, style: str) -> list[tuple[str, str, str, set[int]]]:
+    def _articles(self, style: str) -> list[tuple[str, str, str, frozenset[int]]]:
         if style not in self._by_style:
             self._by_style[style] = [
-                (a.id, a.brief_id, a.title, set(ngram_hashes(a.body_markdown).tolist()))
-                for a in self.store.list_articles(style=style, limit=self.limit)
+                (a.id, a.brief_id, a.title, ngram_set(a.body_markdown))
+                for a in self.store.recent_article_texts(style=style, limit=self.limit)
             ]
         return self._by_style[style]
 
-    def _hashes(self, text: str) -> set[int]:
-        """The 8-gram set of ``text``; the last one is kept, so that :meth:`add` after :meth:`nearest` for the
-        same new article does not hash it twice."""
-        if self._last is None or self._last[0] != text:
-            self._last = (text, set(ngram_hashes(text).tolist()))
-        return self._last[1]
-
     def nearest(self, style: str, brief_id: str, text: str) -> Duplicate | None:
         """The stored article of ``style`` (other than this brief's own) sharing most of ``text``'s 8-grams."""
-        hashes = self._hashes(text)
+        hashes = ngram_set(text)
         if not hashes:
             return None
         best: Duplicate | None = None
@@ -239,7 +240,7 @@ class StoredArticles:
 
     def add(self, style: str, article_id: str, brief_id: str, title: str, text: str) -> None:
         """Remember an article just stored, so later ones in the same run are compared with it too."""
-        self._articles(style).insert(0, (article_id, brief_id, title, self._hashes(text)))
+        self._articles(style).insert(0, (article_id, brief_id, title, ngram_set(text)))
 
 
 def near_duplicate_score(duplicate: Duplicate | None) -> dict[str, Any]:

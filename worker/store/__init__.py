@@ -27,7 +27,7 @@ from worker.store.core import Store, utc_now
 from worker.store.jobs import BriefResult, JobCounts, JobRecord, JobStatus, Submission
 from worker.store.keys import ApiKeyRecord, Role
 from worker.store.migrations import MIGRATIONS, Migration, latest_version
-from worker.store.records import ArticleRecord, BriefRecord, article_id_for, content_hash
+from worker.store.records import ArticleRecord, BriefRecord, StoredText, article_id_for, content_hash
 
 __all__ = [
     "MIGRATIONS",
@@ -41,6 +41,7 @@ __all__ = [
     "Migration",
     "Role",
     "Store",
+    "StoredText",
     "Submission",
     "article_id_for",
     "content_hash",

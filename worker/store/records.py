@@ -68,6 +68,17 @@ class BriefRecord:
 
 
 @dataclass(frozen=True)
+class StoredText:
+    """An article's text and who it belongs to: what the near-duplicate check reads, without the scorecard,
+    provenance and the rest of the row."""
+
+    id: str
+    brief_id: str
+    title: str
+    body_markdown: str
+
+
+@dataclass(frozen=True)
 class ArticleRecord:
     """A stored article. ``status`` is a plain string: later features add statuses."""
 
