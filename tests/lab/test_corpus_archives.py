@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from markdown_it import MarkdownIt
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from worker.cli.main import app
 from worker.lab.corpus import load_corpus
-from worker.lab.corpus_style import routing_weights
+from worker.lab.corpus_style import routing_weights, voice_traits
 from worker.lab.corpus_tokens import length_report
 from worker.lab.front_matter import split_front_matter
 from worker.lab.page_body import clean_page
@@ -206,6 +207,7 @@ def test_styles_new_writes_a_style_from_the_archive_and_refuses_an_existing_name
     assert result.exit_code == 0, result.output
     style = StyleCatalog.load(tmp_path).get("otel-voice")
     assert "otel-voice" in style.system_prompt and "edit this" in style.system_prompt
+    assert "sentences (about" in style.system_prompt  # the voice named from the archive's profile
     assert style.gates == Style.model_fields["gates"].default_factory()  # type: ignore[misc]
     assert style.routing.content_types and max(style.routing.content_types.values()) == 3.0
     assert style.targets.grade != Targets().grade  # from the corpus profile, not the defaults
@@ -216,3 +218,40 @@ def test_styles_new_writes_a_style_from_the_archive_and_refuses_an_existing_name
 def test_routing_weights_scale_with_frequency() -> None:
     assert routing_weights(["Go", "go", "Rust", "", "go"]) == {"go": 3.0, "rust": 1.7}
     assert routing_weights([]) == {}
+
+
+def _profile(**medians: float) -> dict[str, Any]:
+    neutral = {
+        "words_per_sentence": 15.0,
+        "reading_ease": 60.0,
+        "list_share": 0.3,
+        "headings_per_100_words": 1.0,
+        "second_person": 0.0,
+        "first_person": 0.0,
+        "sentiment": 0.1,
+        "formality": 0.6,
+        "exclamations": 0.1,
+    }
+    return {"features": {name: {"median": value} for name, value in {**neutral, **medians}.items()}}
+
+
+def test_the_voice_is_named_from_the_profile_medians() -> None:
+    assert voice_traits(_profile()) == [
+        "medium-length sentences (about 15 words)",
+        "plain but precise words",
+        "paragraphs, with a list only for parallel items",
+        "a heading about every 100 words",
+        "no 'I', 'we' or 'you'",
+        "a neutral tone",
+    ]  # nothing said about register or exclamation marks in the middle ranges
+    howto = voice_traits(_profile(words_per_sentence=9.3, reading_ease=92, list_share=0.7, second_person=1.8))
+    assert howto[:3] == ["short sentences (about 9 words)", "everyday words", "mostly lists and numbered steps"]
+    assert "'you' for the reader" in howto
+    dense = voice_traits(_profile(words_per_sentence=22, reading_ease=30, list_share=0.0, formality=0.75))
+    assert dense[:3] == ["long sentences (about 22 words)", "technical vocabulary", "paragraphs rather than lists"]
+    assert "a formal register" in dense
+    cheerful = voice_traits(_profile(sentiment=0.3, formality=0.5, exclamations=0.2, first_person=1.1))
+    assert {"an upbeat tone", "a relaxed, conversational register", "an exclamation mark now and then"} <= set(cheerful)
+    assert "'we' or 'I'" in cheerful
+    assert "no exclamation marks" in voice_traits(_profile(exclamations=0.0))
+    assert "few headings" in voice_traits(_profile(headings_per_100_words=0.0))
