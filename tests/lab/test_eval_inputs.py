@@ -10,14 +10,18 @@ from style_helpers import BASE_A, BASE_B, two_base_style, write_version
 
 from worker.errors import EvaluationError
 from worker.intake.briefs import Brief, ContentType
+from worker.lab import eval_inputs
+from worker.lab.corpus import load_corpus
 from worker.lab.eval_inputs import (
     EVAL_BRIEFS_FILE,
+    CorpusSource,
     EvalTopic,
     corpus_folder,
     default_version,
     eval_briefs,
     house_metadata,
     read_eval_topics,
+    voice_corpus,
 )
 from worker.styles.catalog import load_style
 
@@ -64,7 +68,9 @@ def test_the_default_version_is_the_one_served_on_the_base_model_else_its_newest
     assert default_version(load_style(path, "base-c")) == "v4"  # nothing on it: the newest (its check refuses it)
 
 
-def test_a_style_without_a_corpus_folder_is_evaluated_on_the_archive_its_version_trained_on(tmp_path: Path) -> None:
+def test_a_style_without_a_corpus_folder_is_evaluated_on_the_archive_its_version_trained_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = two_base_style(tmp_path)
     archive = tmp_path / "archive"
     archive.mkdir()
@@ -72,10 +78,31 @@ def test_a_style_without_a_corpus_folder_is_evaluated_on_the_archive_its_version
     meta = json.loads(meta_file.read_text())
     style = load_style(path, BASE_A)
     assert corpus_folder(style, "v1") is None  # no corpus/ folder, no recorded source
-    meta_file.write_text(json.dumps({**meta, "corpus": {"source": str(archive)}}))
-    assert corpus_folder(style, "v1") == (archive, f"v1's training corpus {archive}")
+    meta_file.write_text(json.dumps({**meta, "corpus": {"source": str(archive), "sha256": "ab" * 32}}))
+    assert corpus_folder(style, "v1") == CorpusSource(archive, f"v1's training corpus {archive}", "ab" * 32)
     assert corpus_folder(style, "v3") is None  # another version records nothing
+    monkeypatch.setattr(eval_inputs, "PROJECT_ROOT", tmp_path)  # a source inside the project is recorded relative
+    meta_file.write_text(json.dumps({**meta, "corpus": {"source": "archive"}}))
+    assert corpus_folder(style, "v1") == CorpusSource(archive, f"v1's training corpus {archive}")
+    for broken in ("{not json", '["a list"]', '{"corpus": "archive"}', '{"corpus": {"source": 3}}'):
+        meta_file.write_text(broken)
+        assert corpus_folder(style, "v1") is None  # an unreadable record is no corpus, not a crash
+    meta_file.write_text(json.dumps({**meta, "corpus": {"source": str(archive)}}))
     archive.rmdir()
     assert corpus_folder(style, "v1") is None  # a recorded folder that is gone is not a corpus
     (path.parent / "corpus").mkdir()
-    assert corpus_folder(style, "v1") == (path.parent / "corpus", "corpus/ folder")  # the style's own wins
+    assert corpus_folder(style, "v1") == CorpusSource(path.parent / "corpus", "corpus/ folder")  # its own wins
+
+
+def test_a_recorded_archive_that_changed_since_training_is_said_in_the_report(tmp_path: Path) -> None:
+    path = two_base_style(tmp_path)
+    archive = Path(__file__).resolve().parent.parent / "data" / "archives" / "hugo-damage"
+    meta_file = path.parent / "adapters" / "v1" / "copydesk-adapter.json"
+    meta = json.loads(meta_file.read_text())
+    style = load_style(path, BASE_A)
+    actual = load_corpus(archive).content_hash()
+    for recorded, changed in ((actual, False), ("0" * 64, True)):
+        meta_file.write_text(json.dumps({**meta, "corpus": {"source": str(archive), "sha256": recorded}}))
+        found = voice_corpus(style, "en", "v1")
+        assert found is not None and len(found.ids) == len(load_corpus(archive).articles)
+        assert ("changed since it was trained" in found.source) is changed

@@ -4,6 +4,7 @@ gate that makes the pipeline regenerate) and the near-duplicate flag against sto
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,14 @@ ORIGINAL = (
     "faster, but the freezer keeps sliced bread good for weeks; toast the slices straight from frozen."
 )
 COPY = "Here is my guide. " + " ".join(CORPUS[0].split()[:60]) + " That is all."
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_ngram_sets() -> Iterator[None]:
+    """Each test starts without the 8-gram sets an earlier test cached in this process."""
+    memorisation.ngram_set.cache_clear()
+    yield
+    memorisation.ngram_set.cache_clear()
 
 
 def test_ngram_hashes_are_stable_and_ignore_case_and_punctuation() -> None:
@@ -236,7 +245,6 @@ def test_a_new_article_is_hashed_once_for_nearest_and_add(store: Store, monkeypa
         hashed.append(text)
         return original(text, n)
 
-    memorisation.ngram_set.cache_clear()  # texts hashed by earlier tests in this process
     monkeypatch.setattr(memorisation, "ngram_hashes", counting)
     duplicate = stored.nearest("plain", "kettle-2", COPY)
     stored.add("plain", "a-2", "kettle-2", "Kettle again", COPY)
@@ -255,7 +263,6 @@ def test_a_process_hashes_each_stored_text_once_across_tasks(store: Store, monke
         hashed.append(text)
         return original(text, n)
 
-    memorisation.ngram_set.cache_clear()
     monkeypatch.setattr(memorisation, "ngram_hashes", counting)
     first = StoredArticles(store).nearest("plain", "kettle-2", COPY)  # one task
     second = StoredArticles(store).nearest("plain", "kettle-3", COPY)  # the next task in the same process

@@ -42,36 +42,85 @@ def _routing(corpus: Corpus) -> dict[str, Any]:
     }
 
 
+# Where the words of a generated system prompt change, on the medians of a corpus profile's features.
+SHORT_SENTENCE, LONG_SENTENCE = 12, 18  # words per sentence
+EVERYDAY_EASE, PLAIN_EASE = 70, 50  # Flesch reading ease, on textstat's scale for the language
+MOSTLY_LISTS, SOME_LISTS = 0.5, 0.15  # list items per prose block
+FEW_HEADINGS = 0.2  # headings per 100 words
+USES_PERSON = 1.0  # "you" / "we" words per 100 words
+UPBEAT = 0.2  # sentiment
+FORMAL, RELAXED = 0.7, 0.55  # formality
+NO_EXCLAMATIONS, SOME_EXCLAMATIONS = 0.05, 0.15  # exclamations per sentence
+
+
+def _sentences(words: float) -> str:
+    size = "short" if words < SHORT_SENTENCE else "long" if words > LONG_SENTENCE else "medium-length"
+    return f"{size} sentences (about {round(words)} words)"
+
+
+def _vocabulary(ease: float) -> str:
+    if ease >= EVERYDAY_EASE:
+        return "everyday words"
+    return "plain but precise words" if ease >= PLAIN_EASE else "technical vocabulary"
+
+
+def _layout(list_share: float) -> str:
+    if list_share >= MOSTLY_LISTS:
+        return "mostly lists and numbered steps"
+    return (
+        "paragraphs, with a list only for parallel items"
+        if list_share >= SOME_LISTS
+        else "paragraphs rather than lists"
+    )
+
+
+def _headings(per_100_words: float) -> str:
+    if per_100_words <= FEW_HEADINGS:
+        return "few headings"
+    return f"a heading about every {max(10, round(100 / per_100_words, -1)):.0f} words"
+
+
+def _people(second_person: float, first_person: float) -> str:
+    used = [
+        label
+        for label, rate in (("'you' for the reader", second_person), ("'we' or 'I'", first_person))
+        if rate >= USES_PERSON
+    ]
+    return " and ".join(used) if used else "no 'I', 'we' or 'you'"
+
+
+def _register(formality: float) -> str | None:
+    return (
+        "a formal register"
+        if formality >= FORMAL
+        else "a relaxed, conversational register"
+        if formality <= RELAXED
+        else None
+    )
+
+
+def _exclamations(rate: float) -> str | None:
+    if rate < NO_EXCLAMATIONS:
+        return "no exclamation marks"
+    return "an exclamation mark now and then" if rate >= SOME_EXCLAMATIONS else None
+
+
 def voice_traits(profile: dict[str, Any]) -> list[str]:
     """The voice in plain words, from the medians of a corpus profile's features
-    (:func:`worker.lab.stylometry.profile_texts`): what a system prompt can ask a model for."""
+    (:func:`worker.lab.stylometry.profile_texts`): what a system prompt can ask a model for. Register and
+    exclamation marks are named only when they stand out."""
     median = {name: summary["median"] for name, summary in profile["features"].items()}
-    per_sentence = median["words_per_sentence"]
-    size = "short" if per_sentence < 12 else "long" if per_sentence > 18 else "medium-length"
-    ease = median["reading_ease"]
-    lists = median["list_share"]
-    headings = median["headings_per_100_words"]
     traits = [
-        f"{size} sentences (about {round(per_sentence)} words)",
-        "everyday words" if ease >= 70 else "plain but precise words" if ease >= 50 else "technical vocabulary",
-        "mostly lists and numbered steps"
-        if lists >= 0.5
-        else "paragraphs, with a list only for parallel items"
-        if lists >= 0.15
-        else "paragraphs rather than lists",
-        f"a heading about every {max(10, round(100 / headings, -1)):.0f} words" if headings > 0.2 else "few headings",
+        _sentences(median["words_per_sentence"]),
+        _vocabulary(median["reading_ease"]),
+        _layout(median["list_share"]),
+        _headings(median["headings_per_100_words"]),
+        _people(median["second_person"], median["first_person"]),
+        "an upbeat tone" if median["sentiment"] >= UPBEAT else "a neutral tone",
+        _register(median["formality"]),
+        _exclamations(median["exclamations"]),
     ]
-    people = (("'you' for the reader", "second_person"), ("'we' or 'I'", "first_person"))
-    used = [label for label, feature in people if median[feature] >= 1]  # per 100 words
-    traits.append(" and ".join(used) if used else "no 'I', 'we' or 'you'")
-    traits.append("an upbeat tone" if median["sentiment"] >= 0.2 else "a neutral tone")
-    formality = median["formality"]
-    if formality >= 0.7 or formality <= 0.55:
-        traits.append("a formal register" if formality >= 0.7 else "a relaxed, conversational register")
-    exclamations = median["exclamations"]
-    if exclamations < 0.05 or exclamations >= 0.15:
-        traits.append("no exclamation marks" if exclamations < 0.05 else "an exclamation mark now and then")
-    return traits
+    return [trait for trait in traits if trait is not None]
 
 
 def _system_prompt(name: str, corpus: Corpus, profile: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ each style's corpus as the voice classifier sees it, and the plan of one style's
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,9 +22,12 @@ from worker.lab.stylometry import voice_matrix
 from worker.styles.catalog import Style
 from worker.styles.layout import FEATURES_FILE, HELDOUT_FILE, list_version_names, versions_dir
 from worker.styles.served import version_base
+from worker.styles.versions import read_json_object
 
 BASE_LABEL = "base"
 EVAL_BRIEFS_FILE = "eval-briefs.yaml"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -179,41 +183,57 @@ def default_version(style: Style) -> str | None:
     return (own or versions)[-1] if versions else None
 
 
-def recorded_corpus_folder(directory: Path) -> Path | None:
-    """The corpus folder a version records it was trained on (``corpus.source``), when it is still there;
-    a relative source is relative to the project, as :func:`~worker.lab.version_files.portable_path` writes it."""
-    meta = directory / ADAPTER_META
-    if not meta.is_file():
-        return None
-    source = (json.loads(meta.read_text(encoding="utf-8")).get("corpus") or {}).get("source")
+@dataclass(frozen=True)
+class CorpusSource:
+    """Where a style's corpus articles are read from, said for the report; ``sha256`` is the content hash a
+    version recorded for it (checked against what is read there now)."""
+
+    folder: Path
+    where: str
+    sha256: str | None = None
+
+
+def recorded_corpus(directory: Path) -> CorpusSource | None:
+    """The corpus folder the version in ``directory`` records it was trained on (``corpus.source``; relative to
+    the project when inside it, as :func:`~worker.lab.version_files.portable_path` writes it), when it is a
+    folder here."""
+    corpus = read_json_object(directory / ADAPTER_META).get("corpus")
+    source = corpus.get("source") if isinstance(corpus, dict) else None
     if not isinstance(source, str) or not source:
         return None
-    folder = Path(source) if Path(source).is_absolute() else PROJECT_ROOT / source
-    return folder if folder.is_dir() else None
+    folder = (Path(source) if Path(source).is_absolute() else PROJECT_ROOT / source).resolve()
+    if not folder.is_dir():
+        logger.warning("%s was trained on %s, which is not a folder here: no corpus for it", directory, folder)
+        return None
+    sha256 = corpus.get("sha256")  # a dict here: it gave the source
+    recorded_hash = sha256 if isinstance(sha256, str) else None
+    return CorpusSource(folder, f"{directory.name}'s training corpus {folder}", recorded_hash)
 
 
-def corpus_folder(style: Style, version: str | None) -> tuple[Path, str] | None:
-    """Where a style's corpus articles are, and how it was found: its ``corpus/`` folder, else the folder that
-    ``version`` was trained on (``styles train --corpus DIR``, e.g. an archive kept outside the styles folder)."""
+def corpus_folder(style: Style, version: str | None) -> CorpusSource | None:
+    """Where a style's corpus articles are: its ``corpus/`` folder, else the folder that ``version`` was trained
+    on (``styles train --corpus DIR``, e.g. an archive kept outside the styles folder)."""
     folder = style.directory / "corpus"
     if folder.is_dir():
-        return folder, "corpus/ folder"
-    recorded = recorded_corpus_folder(versions_dir(style) / version) if version else None
-    return (recorded, f"{version}'s training corpus {recorded}") if recorded else None
+        return CorpusSource(folder, "corpus/ folder")
+    return recorded_corpus(versions_dir(style) / version) if version else None
 
 
 def voice_corpus(style: Style, language: str, version: str | None) -> VoiceCorpus | None:
     """The voice features of the articles of ``style``'s corpus (:func:`corpus_folder`), with ``version``'s
     held-out flags."""
-    found = corpus_folder(style, version)
-    if found is None:
+    source = corpus_folder(style, version)
+    if source is None:
         return None
     from worker.lab.corpus import load_corpus
 
-    folder, where = found
-    corpus = load_corpus(folder)
+    corpus = load_corpus(source.folder)
     if not corpus.articles:
         return None
+    where = source.where
+    if source.sha256 is not None and corpus.content_hash() != source.sha256:
+        where += " (changed since it was trained: held-out flags may not match)"
+        logger.warning("%s: %s", style.name, where)
     held = heldout_ids(versions_dir(style) / version) if version else set()
     ids = [article.id for article in corpus.articles]
     return VoiceCorpus(

@@ -49,7 +49,7 @@ NGRAM_WORDS = 8
 NEAR_DUPLICATE = "near_duplicate"  # the scorecard entry written at store time (informational)
 DUPLICATE_SHARE = 0.5  # share of a new article's 8-grams found in one stored article that flags it
 STORED_ARTICLES_COMPARED = 200  # newest articles of the style that a new article is compared with
-NGRAM_SETS_CACHED = 2048  # 8-gram sets of texts a process keeps (a few styles' newest articles)
+NGRAM_SETS_CACHED = 2048  # texts whose 8-gram sets a process keeps (10 styles' newest 200; ~20 KB a long article)
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
 
@@ -202,10 +202,13 @@ class Duplicate:
 
 
 @lru_cache(maxsize=NGRAM_SETS_CACHED)
-def ngram_set(text: str) -> frozenset[int]:
-    """The set of ``text``'s 8-gram hashes, cached per process: a worker compares every new article with the
-    same stored ones task after task, and hashes each stored text once (an edited text is another key)."""
-    return frozenset(ngram_hashes(text).tolist())
+def ngram_set(text: str) -> np.ndarray:
+    """``text``'s distinct 8-gram hashes, sorted (8 bytes each), cached per process: a worker compares every new
+    article with the same stored ones task after task, and hashes each stored text once (an edited text is
+    another key). Read-only: callers must not change the array."""
+    hashes = np.unique(ngram_hashes(text))
+    hashes.flags.writeable = False
+    return hashes
 
 
 class StoredArticles:
@@ -214,9 +217,9 @@ class StoredArticles:
     def __init__(self, store: Store, limit: int = STORED_ARTICLES_COMPARED) -> None:
         self.store = store
         self.limit = limit
-        self._by_style: dict[str, list[tuple[str, str, str, frozenset[int]]]] = {}
+        self._by_style: dict[str, list[tuple[str, str, str, np.ndarray]]] = {}
 
-    def _articles(self, style: str) -> list[tuple[str, str, str, frozenset[int]]]:
+    def _articles(self, style: str) -> list[tuple[str, str, str, np.ndarray]]:
         if style not in self._by_style:
             self._by_style[style] = [
                 (a.id, a.brief_id, a.title, ngram_set(a.body_markdown))
@@ -227,13 +230,13 @@ class StoredArticles:
     def nearest(self, style: str, brief_id: str, text: str) -> Duplicate | None:
         """The stored article of ``style`` (other than this brief's own) sharing most of ``text``'s 8-grams."""
         hashes = ngram_set(text)
-        if not hashes:
+        if not len(hashes):
             return None
         best: Duplicate | None = None
         for article_id, other_brief, title, known in self._articles(style):
             if other_brief == brief_id:
                 continue
-            share = len(hashes & known) / len(hashes)
+            share = int(found_in(hashes, known).sum()) / len(hashes)
             if best is None or share > best.share:
                 best = Duplicate(article_id, title, round(share, 4))
         return best

@@ -67,7 +67,8 @@ class VersionInfo:
         }
 
 
-def _json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file's top-level object; {} when it is missing, unreadable, malformed or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -83,9 +84,9 @@ def version_info(
         version=version,
         directory=directory,
         served=version == style.adapter or version in style.served.values(),  # on its own base model
-        meta=_json(directory / ADAPTER_META),
-        metrics=_json(directory / METRICS_FILE),
-        targets=_json(directory / PROFILE_FILE).get("targets", {}),
+        meta=read_json_object(directory / ADAPTER_META),
+        metrics=read_json_object(directory / METRICS_FILE),
+        targets=read_json_object(directory / PROFILE_FILE).get("targets", {}),
     )
     if base_model_id is not None:
         try:
