@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -23,6 +23,9 @@ from worker.styles.catalog import Style
 from worker.styles.layout import FEATURES_FILE, HELDOUT_FILE, list_version_names, versions_dir
 from worker.styles.served import version_base
 from worker.styles.versions import read_json_object
+
+if TYPE_CHECKING:
+    from worker.lab.corpus import Corpus
 
 BASE_LABEL = "base"
 EVAL_BRIEFS_FILE = "eval-briefs.yaml"
@@ -191,6 +194,7 @@ class CorpusSource:
     folder: Path
     where: str
     sha256: str | None = None
+    articles: int | None = None  # how many articles the recorded hash covers (fewer: --max-articles chose them)
 
 
 def recorded_corpus(directory: Path) -> CorpusSource | None:
@@ -205,9 +209,10 @@ def recorded_corpus(directory: Path) -> CorpusSource | None:
     if not folder.is_dir():
         logger.warning("%s was trained on %s, which is not a folder here: no corpus for it", directory, folder)
         return None
-    sha256 = corpus.get("sha256")  # a dict here: it gave the source
+    sha256, articles = corpus.get("sha256"), corpus.get("articles")  # a dict here: it gave the source
     recorded_hash = sha256 if isinstance(sha256, str) else None
-    return CorpusSource(folder, f"{directory.name}'s training corpus {folder}", recorded_hash)
+    count = articles if isinstance(articles, int) else None
+    return CorpusSource(folder, f"{directory.name}'s training corpus {folder}", recorded_hash, count)
 
 
 def corpus_folder(style: Style, version: str | None) -> CorpusSource | None:
@@ -217,6 +222,17 @@ def corpus_folder(style: Style, version: str | None) -> CorpusSource | None:
     if folder.is_dir():
         return CorpusSource(folder, "corpus/ folder")
     return recorded_corpus(versions_dir(style) / version) if version else None
+
+
+def _checked(source: CorpusSource, corpus: Corpus) -> str:
+    """``source.where``, saying when the articles read there are not the ones the version recorded: a subset
+    (``--max-articles``; its hash covers the chosen articles only, so it is not compared) or a changed archive."""
+    if source.articles is not None and source.articles != len(corpus.articles):
+        return f"{source.where} (trained on {source.articles} of its {len(corpus.articles)} articles)"
+    if source.sha256 is not None and corpus.content_hash() != source.sha256:
+        logger.warning("%s changed since it was trained on: held-out flags may not match", source.folder)
+        return f"{source.where} (changed since it was trained: held-out flags may not match)"
+    return source.where
 
 
 def voice_corpus(style: Style, language: str, version: str | None) -> VoiceCorpus | None:
@@ -230,10 +246,7 @@ def voice_corpus(style: Style, language: str, version: str | None) -> VoiceCorpu
     corpus = load_corpus(source.folder)
     if not corpus.articles:
         return None
-    where = source.where
-    if source.sha256 is not None and corpus.content_hash() != source.sha256:
-        where += " (changed since it was trained: held-out flags may not match)"
-        logger.warning("%s: %s", style.name, where)
+    where = _checked(source, corpus)
     held = heldout_ids(versions_dir(style) / version) if version else set()
     ids = [article.id for article in corpus.articles]
     return VoiceCorpus(
