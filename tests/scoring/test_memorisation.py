@@ -234,10 +234,8 @@ def test_binary_search_and_run_length_agree_with_isin_and_a_loop() -> None:
         assert longest_run(np.array(flags, dtype=bool)) == reference_run(flags)
 
 
-def test_a_new_article_is_hashed_once_for_nearest_and_add(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    stored_article(store, "kettle-1", "# Kettle\n\n" + CORPUS[0])
-    stored = StoredArticles(store)
-    stored.nearest("plain", "other", ORIGINAL)  # reads the stored article of the style
+def texts_hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, every text ``ngram_hashes`` hashes, in order."""
     hashed: list[str] = []
     original = memorisation.ngram_hashes
 
@@ -246,6 +244,14 @@ def test_a_new_article_is_hashed_once_for_nearest_and_add(store: Store, monkeypa
         return original(text, n)
 
     monkeypatch.setattr(memorisation, "ngram_hashes", counting)
+    return hashed
+
+
+def test_a_new_article_is_hashed_once_for_nearest_and_add(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    stored_article(store, "kettle-1", "# Kettle\n\n" + CORPUS[0])
+    stored = StoredArticles(store)
+    stored.nearest("plain", "other", ORIGINAL)  # reads the stored article of the style
+    hashed = texts_hashed(monkeypatch)
     duplicate = stored.nearest("plain", "kettle-2", COPY)
     stored.add("plain", "a-2", "kettle-2", "Kettle again", COPY)
     assert hashed == [COPY]
@@ -256,14 +262,7 @@ def test_a_new_article_is_hashed_once_for_nearest_and_add(store: Store, monkeypa
 
 def test_a_process_hashes_each_stored_text_once_across_tasks(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     stored_article(store, "kettle-1", "# Kettle\n\n" + CORPUS[0])
-    hashed: list[str] = []
-    original = memorisation.ngram_hashes
-
-    def counting(text: str, n: int = NGRAM_WORDS) -> np.ndarray:
-        hashed.append(text)
-        return original(text, n)
-
-    monkeypatch.setattr(memorisation, "ngram_hashes", counting)
+    hashed = texts_hashed(monkeypatch)
     first = StoredArticles(store).nearest("plain", "kettle-2", COPY)  # one task
     second = StoredArticles(store).nearest("plain", "kettle-3", COPY)  # the next task in the same process
     assert first == second and first is not None and first.share >= 0.8
