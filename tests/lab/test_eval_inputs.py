@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from style_helpers import BASE_A, BASE_B, two_base_style, write_version
 
+from worker.engine.adapters import ADAPTER_META
 from worker.errors import EvaluationError
 from worker.intake.briefs import Brief, ContentType
 from worker.lab import eval_inputs
@@ -112,3 +113,23 @@ def test_a_recorded_archive_that_changed_since_training_is_said_in_the_report(tm
         found = voice_corpus(style, "en", "v1")
         assert found is not None and len(found.ids) == count
         assert found.source.count("(") == (0 if note is None else 1) and (note is None or note in found.source)
+
+
+def test_a_malformed_adapter_record_holds_out_nothing_rather_than_crashing(tmp_path: Path) -> None:
+    (tmp_path / ADAPTER_META).write_text('{"heldout_ids": ["a", ', encoding="utf-8")
+    assert eval_inputs.heldout_ids(tmp_path) == set()
+    (tmp_path / ADAPTER_META).write_text('{"heldout_ids": ["a", "b"]}', encoding="utf-8")
+    assert eval_inputs.heldout_ids(tmp_path) == {"a", "b"}
+
+
+def test_a_malformed_heldout_line_is_an_error_naming_the_file_and_line(tmp_path: Path) -> None:
+    good = {"id": "a", "brief": {"id": "a", "title": "Keeping bread fresh"}, "article": "Bread keeps."}
+    path = tmp_path / "heldout.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"id": "b", "brief": good["brief"]}) + "\n")
+    with pytest.raises(EvaluationError, match=r"heldout.jsonl line 2: .*'article'"):
+        eval_inputs.read_heldout(tmp_path)
+    path.write_text(json.dumps(good) + "\n\n{not json\n")
+    with pytest.raises(EvaluationError, match=r"heldout.jsonl line 3"):
+        eval_inputs.read_heldout(tmp_path)
+    path.write_text(json.dumps(good) + "\n")
+    assert [item.id for item in eval_inputs.read_heldout(tmp_path)] == ["a"]

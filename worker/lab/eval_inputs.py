@@ -97,13 +97,23 @@ def read_heldout(directory: Path) -> list[HeldOut]:
     if not path.is_file():
         raise EvaluationError(f"{directory} has no {HELDOUT_FILE}: retrain the style to get held-out material")
     items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
-            record = json.loads(line)
-            items.append(HeldOut(record["id"], Brief.model_validate(record["brief"]), record["article"]))
+            items.append(_heldout_item(path, number, line))
     if not items:
         raise EvaluationError(f"{path} is empty: nothing was held out")
     return items
+
+
+def _heldout_item(path: Path, number: int, line: str) -> HeldOut:
+    """One line of a version's held-out file; a malformed one is an error naming the file, line and field."""
+    try:
+        record = json.loads(line)
+        return HeldOut(str(record["id"]), Brief.model_validate(record["brief"]), str(record["article"]))
+    except ValueError as error:  # JSON syntax or the brief's validation
+        raise EvaluationError(f"{path} line {number}: {error}") from error
+    except (KeyError, TypeError) as error:
+        raise EvaluationError(f"{path} line {number}: missing or malformed field {error}") from error
 
 
 def read_features(directory: Path, name: str) -> StyleData | None:
@@ -166,12 +176,10 @@ def eval_briefs(topics: Sequence[EvalTopic], style: str, house: dict[str, Any], 
 
 
 def heldout_ids(directory: Path) -> set[str]:
-    """Ids of the articles that a version's training held out."""
-    meta = directory / ADAPTER_META
-    if meta.is_file():
-        ids = json.loads(meta.read_text(encoding="utf-8")).get("heldout_ids")
-        if ids is not None:
-            return set(ids)
+    """Ids of the articles that a version's training held out (a malformed record counts as none recorded)."""
+    ids = read_json_object(directory / ADAPTER_META).get("heldout_ids")
+    if isinstance(ids, list):
+        return {str(item) for item in ids}
     if (directory / HELDOUT_FILE).is_file():
         return {item.id for item in read_heldout(directory)}
     return set()
