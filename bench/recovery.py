@@ -146,6 +146,7 @@ def run(name: str, root: Path, model: str, args: argparse.Namespace) -> dict[str
         "run": name,
         "seconds": seconds,
         "done": job.counts.done,
+        "needs_attention": job.counts.needs_attention,  # written, but failing a gate: an editor's call
         "failed": job.counts.failed,
         "batches": [len(r["briefs"]) for r in runs],
         "timeline": timeline(d, started_at),
@@ -186,12 +187,16 @@ def main() -> None:
         f"killed {args.kill_after:g} s into generation, "
         f"reconcile_interval {args.reconcile_interval:g} s"
     )
-    print("| run | seconds | vs unkilled | done | failed | batches generated (size@start-end, s since submit) |")
-    print("|---|---:|---:|---:|---:|---|")
+    print(
+        "| run | seconds | vs unkilled | done | needs attention | failed |"
+        " batches generated (size@start-end, s since submit) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
         ratio = f"{r['seconds'] / base:.2f}x" if base else "-"
         spans = ", ".join(r["timeline"])
-        print(f"| {r['run']} | {r['seconds']:.1f} | {ratio} | {r['done']} | {r['failed']} | {spans} |")
+        written = f"{r['done']} | {r['needs_attention']} | {r['failed']}"
+        print(f"| {r['run']} | {r['seconds']:.1f} | {ratio} | {written} | {spans} |")
 
 
 if __name__ == "__main__":
