@@ -16,8 +16,9 @@ adapter trained on that model), in order and in this one process:
   3. with ``--eval-briefs N`` (0: skip), ``copydesk styles eval STYLE --against base --briefs N --seeds S``
      in-process on the same engine (its dtype), its report written beside the drafts, never into the styles
      folder: attribution of the drafts to the style (base model and adapter), profile distance, the sign test;
-  4. lineage: the engine is asked to load every *other* run's served adapter, which it must refuse (an adapter
-     trained on another base model), and the refusal's message is recorded.
+  4. lineage: the engine is asked to load every *other* run's served adapter (the version that folder serves on
+     *that* run's base model), which it must refuse (an adapter trained on another base model), and the
+     refusal's message is recorded.
 
 Drafts (Markdown, the selected one per brief, and every candidate in ``candidates.jsonl``), ``report.json``
 and the eval reports go under ``--out`` (outside the repository); the table is printed at the end.
@@ -51,6 +52,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch
 
 from worker.config import Settings, load_settings
+from worker.engine.base_model import configured_model_id
 from worker.engine.engine import Engine
 from worker.errors import CopydeskError
 from worker.intake.briefs import Brief
@@ -175,12 +177,17 @@ def evaluate(settings: Settings, engine: Engine, embedder: Any, style: str, args
     }
 
 
-def lineage_refusals(engine: Engine, style: str, others: list[Path]) -> list[str]:
-    """The engine's answer when asked to load each other styles folder's served adapter (must be a refusal)."""
+def lineage_refusals(engine: Engine, settings: Settings, style: str, others: list[tuple[str, Path]]) -> list[str]:
+    """The engine's answer when asked to load each other run's served adapter (must be a refusal).
+
+    Each other styles folder is read for *its* run's base model, so the version asked for is the one that run
+    serves (a style keeps one served version per base model)."""
     answers = []
-    for styles_dir in others:
-        served = StyleCatalog.load(styles_dir).get(style)
+    for other_model, styles_dir in others:
+        other_base = configured_model_id(settings.model_copy(update={"model": other_model}))
+        served = StyleCatalog.load(styles_dir, other_base).get(style)
         if served.adapter is None:
+            answers.append(f"{styles_dir}/{style} serves no version on {other_base}: nothing to ask for")
             continue
         try:
             engine.load_adapter(adapter_ref(served, served.adapter))
@@ -191,7 +198,12 @@ def lineage_refusals(engine: Engine, style: str, others: list[Path]) -> list[str
 
 
 def run_model(
-    model: str, styles_dir: Path, briefs: list[Brief], embedder: Any, args: argparse.Namespace, others: list[Path]
+    model: str,
+    styles_dir: Path,
+    briefs: list[Brief],
+    embedder: Any,
+    args: argparse.Namespace,
+    others: list[tuple[str, Path]],
 ) -> dict[str, Any]:
     settings = load_settings(
         home=Path(tempfile.mkdtemp(prefix="bench-sbs-")), model=model, styles_dir=styles_dir,
@@ -232,7 +244,7 @@ def run_model(
         say(f"{model}: styles eval {args.style} --against base --briefs {args.eval_briefs} --seeds {args.eval_seeds}")
         record["eval"] = evaluate(settings, engine, embedder, args.style, args, args.out / label / "eval")
         record["load_average_after_eval"] = load_average()
-    record["lineage_refusals"] = lineage_refusals(engine, args.style, others)
+    record["lineage_refusals"] = lineage_refusals(engine, settings, args.style, others)
     say(f"{model}: done ({json.dumps(record['pipeline'])})")
     del pipeline, engine
     return record
@@ -301,9 +313,8 @@ def main() -> None:
     }
     embedder = default_embedder()
     embedder.encode(["warm-up"])  # loaded once for every run, not inside the first model's timing
-    dirs = [styles for _, styles in args.run]
     for model, styles_dir in args.run:
-        others = [d for d in dirs if d != styles_dir]
+        others = [(m, d) for m, d in args.run if (m, d) != (model, styles_dir)]
         report["runs"].append(run_model(model, styles_dir, briefs, embedder, args, others))
     report["load_average_at_end"] = os.getloadavg()
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
