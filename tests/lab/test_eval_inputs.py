@@ -115,21 +115,38 @@ def test_a_recorded_archive_that_changed_since_training_is_said_in_the_report(tm
         assert found.source.count("(") == (0 if note is None else 1) and (note is None or note in found.source)
 
 
-def test_a_malformed_adapter_record_holds_out_nothing_rather_than_crashing(tmp_path: Path) -> None:
+HELD_OUT = {"id": "a", "brief": {"id": "a", "title": "Keeping bread fresh"}, "article": "Bread keeps."}
+
+
+def test_a_malformed_adapter_record_falls_back_to_the_heldout_file_rather_than_crashing(tmp_path: Path) -> None:
     (tmp_path / ADAPTER_META).write_text('{"heldout_ids": ["a", ', encoding="utf-8")
-    assert eval_inputs.heldout_ids(tmp_path) == set()
+    assert eval_inputs.heldout_ids(tmp_path) == set()  # no held-out file either: nothing recorded
+    (tmp_path / "heldout.jsonl").write_text(json.dumps(HELD_OUT) + "\n", encoding="utf-8")
+    assert eval_inputs.heldout_ids(tmp_path) == {"a"}
     (tmp_path / ADAPTER_META).write_text('{"heldout_ids": ["a", "b"]}', encoding="utf-8")
     assert eval_inputs.heldout_ids(tmp_path) == {"a", "b"}
 
 
-def test_a_malformed_heldout_line_is_an_error_naming_the_file_and_line(tmp_path: Path) -> None:
-    good = {"id": "a", "brief": {"id": "a", "title": "Keeping bread fresh"}, "article": "Bread keeps."}
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        ("{not json", r"line 2: not JSON"),
+        ("[1, 2]", r"line 2: not a JSON object"),
+        (json.dumps({**HELD_OUT, "article": None}), r"line 2: field 'article' is missing or not a string"),
+        (json.dumps({"brief": HELD_OUT["brief"], "article": "x"}), r"line 2: field 'id' is missing"),
+        (json.dumps({**HELD_OUT, "brief": {"id": "a"}}), r"line 2: field 'brief': title: Field required"),
+    ],
+)
+def test_a_malformed_heldout_line_is_an_error_naming_the_file_line_and_field(
+    tmp_path: Path, bad_line: str, message: str
+) -> None:
     path = tmp_path / "heldout.jsonl"
-    path.write_text(json.dumps(good) + "\n" + json.dumps({"id": "b", "brief": good["brief"]}) + "\n")
-    with pytest.raises(EvaluationError, match=r"heldout.jsonl line 2: .*'article'"):
+    path.write_text(json.dumps(HELD_OUT) + "\n" + bad_line + "\n", encoding="utf-8")
+    with pytest.raises(EvaluationError, match=r"heldout\.jsonl " + message):
         eval_inputs.read_heldout(tmp_path)
-    path.write_text(json.dumps(good) + "\n\n{not json\n")
-    with pytest.raises(EvaluationError, match=r"heldout.jsonl line 3"):
-        eval_inputs.read_heldout(tmp_path)
-    path.write_text(json.dumps(good) + "\n")
-    assert [item.id for item in eval_inputs.read_heldout(tmp_path)] == ["a"]
+
+
+def test_a_wellformed_heldout_file_reads_every_line_and_skips_blank_ones(tmp_path: Path) -> None:
+    other = {**HELD_OUT, "id": "b"}
+    (tmp_path / "heldout.jsonl").write_text(json.dumps(HELD_OUT) + "\n\n" + json.dumps(other) + "\n")
+    assert [item.id for item in eval_inputs.read_heldout(tmp_path)] == ["a", "b"]

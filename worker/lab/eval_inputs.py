@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
+from pydantic import ValidationError
 
 from worker.config import PROJECT_ROOT
 from worker.engine.adapters import ADAPTER_META, AdapterRef
@@ -107,13 +108,22 @@ def read_heldout(directory: Path) -> list[HeldOut]:
 
 def _heldout_item(path: Path, number: int, line: str) -> HeldOut:
     """One line of a version's held-out file; a malformed one is an error naming the file, line and field."""
+    where = f"{path} line {number}"
     try:
         record = json.loads(line)
-        return HeldOut(str(record["id"]), Brief.model_validate(record["brief"]), str(record["article"]))
-    except ValueError as error:  # JSON syntax or the brief's validation
-        raise EvaluationError(f"{path} line {number}: {error}") from error
-    except (KeyError, TypeError) as error:
-        raise EvaluationError(f"{path} line {number}: missing or malformed field {error}") from error
+    except ValueError as error:
+        raise EvaluationError(f"{where}: not JSON ({error})") from error
+    if not isinstance(record, dict):
+        raise EvaluationError(f"{where}: not a JSON object")
+    for name in ("id", "article"):
+        if not isinstance(record.get(name), str):
+            raise EvaluationError(f"{where}: field {name!r} is missing or not a string")
+    try:
+        brief = Brief.model_validate(record.get("brief"))
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'brief'}: {e['msg']}" for e in error.errors())
+        raise EvaluationError(f"{where}: field 'brief': {problems}") from error
+    return HeldOut(record["id"], brief, record["article"])
 
 
 def read_features(directory: Path, name: str) -> StyleData | None:
