@@ -129,9 +129,12 @@ def run(name: str, root: Path, model: str, args: argparse.Namespace) -> dict[str
         worker = d.start_worker("w1", **env)
         started, started_at = time.perf_counter(), time.time()
         job_id = d.submit(write_briefs(root / "briefs.yaml", briefs(poison, args.styles)))["job_id"]
+        killed_at: float | None = None
+        target: dict[str, Any] | None = None
         if name != "unkilled":
-            generating(d, without=POISON_ID if poison else None)
+            target = generating(d, without=POISON_ID if poison else None)
             time.sleep(args.kill_after)
+            killed_at = time.time() - started_at
             worker.kill()  # the whole worker: main process and pool
             d.start_worker("w1", **env)
         job = d.wait_for_job(job_id, timeout=args.timeout)
@@ -150,6 +153,9 @@ def run(name: str, root: Path, model: str, args: argparse.Namespace) -> dict[str
         "failed": job.counts.failed,
         "batches": [len(r["briefs"]) for r in runs],
         "timeline": timeline(d, started_at),
+        # when the whole worker was killed, and the poison-free batch whose start it waited for (s since submit)
+        "killed_at": None if killed_at is None else round(killed_at, 1),
+        "kill_waited_for": None if target is None else f"{len(target['briefs'])}@{target['t'] - started_at:.0f}",
     }
 
 
