@@ -26,14 +26,13 @@ from worker.engine.base_model import BaseModelSource, weights_hash
 from worker.engine.engine import Engine, GenerationRequest
 from worker.engine.sampling import RowSettings
 from worker.errors import TrainingError
-from worker.lab.eval_inputs import HeldOut
+from worker.lab.eval_inputs import read_heldout
 from worker.lab.eval_measures import perplexity
 from worker.lab.options import TrainingOptions
 from worker.lab.training import TrainResult, train_style
 from worker.pipeline.prompts import PromptRenderer
 from worker.scoring.memorisation import CorpusIndex, GuardLimits, memorisation_score
 from worker.styles.catalog import StyleCatalog
-from worker.styles.layout import HELDOUT_FILE
 
 __all__ = ["one_torch_thread"]  # fixture used by name
 
@@ -72,13 +71,6 @@ def engine_for(tiny: TinyModel) -> Engine:
     return Engine(source, device="cpu", dtype=torch.float32, batch_size=2)
 
 
-def heldout(directory: Path) -> list[HeldOut]:
-    from worker.intake.briefs import Brief
-
-    lines = [json.loads(line) for line in (directory / HELDOUT_FILE).read_text().splitlines()]
-    return [HeldOut(line["id"], Brief.model_validate(line["brief"]), line["article"]) for line in lines]
-
-
 def test_training_writes_an_adapter_on_the_familys_own_layers(trained: Trained) -> None:
     directory = trained.result.directory
     config = json.loads((directory / ADAPTER_CONFIG).read_text())
@@ -106,7 +98,7 @@ def test_the_engine_serves_the_trained_adapter_and_perplexity_runs_through_the_c
     engine.load_adapter(ref)
     style = StyleCatalog.load(trained.settings.styles_dir).get("calm")
     renderer = PromptRenderer(trained.settings.templates_dir)
-    items = heldout(trained.result.directory)
+    items = read_heldout(trained.result.directory)
     messages = renderer.render(items[0].brief, style).messages()
     row = RowSettings(temperature=0.0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=16, seed=0)
     adapted, base = engine.generate(
@@ -124,7 +116,7 @@ def test_the_memorisation_guard_reads_the_familys_text(trained: Trained) -> None
     index = CorpusIndex.load(trained.result.directory)
     assert index is not None and len(index.hashes) > 0
     tokenizer = AutoTokenizer.from_pretrained(trained.tiny.model_dir)
-    article = heldout(trained.result.directory)[0].article  # in the corpus index too (every article is)
+    article = read_heldout(trained.result.directory)[0].article  # in the corpus index too (every article is)
     round_trip = tokenizer.decode(tokenizer(article, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
     copied = memorisation_score(index.closeness(round_trip), LIMITS)
     assert not copied.passed and "too close" in copied.detail  # a copy decoded by the family's tokenizer is caught
