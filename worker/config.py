@@ -21,7 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from worker.errors import ConfigError
+from worker.errors import ConfigError, validation_problems
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -194,9 +194,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = validation_problems(exc, whole="config")
         raise ConfigError(f"invalid configuration: {problems}") from exc
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise ConfigError(f"config file {path} cannot be read as TOML: {exc}") from exc

@@ -151,3 +151,9 @@ def error_classes() -> list[type[CopydeskError]]:
     """Every error class of this module, the base first, ordered by exit code."""
     found = [value for value in globals().values() if isinstance(value, type) and issubclass(value, CopydeskError)]
     return sorted(found, key=lambda cls: cls.exit_code)
+
+
+def validation_problems(exc: Any, whole: str = "") -> str:
+    """A pydantic ``ValidationError``'s problems on one line, ``field.path: message; ...``; ``whole`` stands in
+    for the field path of a problem with the whole object (an empty ``loc``)."""
+    return "; ".join(f"{'.'.join(str(part) for part in e['loc']) or whole}: {e['msg']}" for e in exc.errors())

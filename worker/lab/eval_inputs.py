@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from worker.config import PROJECT_ROOT
 from worker.engine.adapters import ADAPTER_META, AdapterRef
-from worker.errors import EvaluationError
+from worker.errors import EvaluationError, validation_problems
 from worker.intake.briefs import Brief
 from worker.lab.stylometry import voice_matrix
 from worker.styles.catalog import Style
@@ -121,8 +121,7 @@ def _heldout_item(path: Path, number: int, line: str) -> HeldOut:
     try:
         brief = Brief.model_validate(record.get("brief"))
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'brief'}: {e['msg']}" for e in error.errors())
-        raise EvaluationError(f"{where}: field 'brief': {problems}") from error
+        raise EvaluationError(f"{where}: field 'brief': {validation_problems(error, whole='brief')}") from error
     return HeldOut(record["id"], brief, record["article"])
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.errors import validation_problems
 from worker.intake.briefs import MAX_LIST_ITEMS, MAX_TEXT, Brief, ContentType, _normalise_content_type
 from worker.names import is_safe_name
 from worker.scoring.markdown import parse_blocks
@@ -270,5 +271,5 @@ def make_brief(fields: BriefFields, slug: str, words: int) -> Brief | str:
     try:
         return Brief(id=slug, target_words=words, **fields.fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = validation_problems(exc)
         return f"metadata does not make a valid brief: {problems}"

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.config import Settings
-from worker.errors import StyleError
+from worker.errors import StyleError, validation_problems
 from worker.intake.briefs import Brief
 from worker.intake.problems import BriefProblem
 from worker.intake.validation import SourcedBrief
@@ -247,7 +247,7 @@ def load_style(path: Path, base_model: str | None = None) -> Style:
     try:
         style = Style.model_validate({**raw, "directory": path.parent, "profile_targets": from_profile})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = validation_problems(exc)
         raise StyleError(f"{path}: {problems}") from exc
     if style.name != path.parent.name:
         raise StyleError(f"{path}: name {style.name!r} must equal its directory name {path.parent.name!r}")
