@@ -12,6 +12,7 @@ import worker.engine.packed_linear as packed_linear_module
 from worker.engine.adapters import AdapterRef
 from worker.engine.base_model import BaseModelSource, weights_hash
 from worker.engine.engine import Engine
+from worker.engine.grouped_projections import group_of, is_grouped
 from worker.engine.packed_linear import is_packed, pack_linears
 
 __all__ = ["adapter_a_dir", "one_torch_thread", "tiny_model_dir"]  # fixtures used by name
@@ -124,5 +125,8 @@ def test_cpu_engine_packs_the_model_and_each_adapter_it_loads(tiny_model_dir: Pa
     assert lora and all(is_packed(m) for m in lora)
 
     bf16 = Engine(source, device="cpu", dtype=torch.bfloat16, batch_size=4)
-    assert all(is_packed(m) for m in bf16.model.modules() if type(m) is torch.nn.Linear)
+    bf16_linears = [m for m in bf16.model.modules() if type(m) is torch.nn.Linear]
+    grouped = [m for m in bf16_linears if is_grouped(m)]  # q/k/v, gate/up: one packed product per group
+    assert grouped and all(group_of(m)[0].product.packed is not None for m in grouped)  # type: ignore[index]
+    assert all(is_packed(m) for m in bf16_linears if not is_grouped(m))
     assert not Engine(source, device="cpu", dtype=torch.float32, packed_matmuls=False).packed_matmuls

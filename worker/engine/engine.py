@@ -31,6 +31,8 @@ from worker.config import Settings
 from worker.engine.adapters import BASE, AdapterRef, AdapterRegistry
 from worker.engine.base_model import BaseModelSource, resolve_base_model
 from worker.engine.families import check_family, probe_once
+from worker.engine.grouped_projections import group_projections as group_model_projections
+from worker.engine.grouped_projections import ungroup_unshared
 from worker.engine.lora_batch import GroupedLora, grouped_lora
 from worker.engine.packed_linear import pack_linears
 from worker.engine.prefix_sharing import PrefixPlan, plan_prefixes
@@ -144,6 +146,7 @@ class Engine:
         adapter_capacity: int = 8,
         share_prefixes: bool = True,
         packed_matmuls: bool = True,
+        group_projections: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -164,6 +167,11 @@ class Engine:
         _contiguous_head_input(self.model)
         # On the CPU (fp32, bf16): linear layers as packed oneDNN matmuls (faster; in fp32 batch-invariant too).
         self.packed_matmuls = packed_matmuls and device == "cpu" and dtype in (torch.float32, torch.bfloat16)
+        # Under reduced precision, q/k/v and gate/up as one product each (worker.engine.grouped_projections); fp32
+        # keeps them apart, since the grouped product may round a row differently from the separate ones.
+        self.grouped_projections = group_projections and not self.exact_rows
+        if self.grouped_projections:
+            group_model_projections(self.model, batch_size, pack=self.packed_matmuls)
         self._pack()
         # transformers 5 renamed the forward argument of the KV cache; accept both spellings.
         self._cache_argument = (
@@ -173,6 +181,8 @@ class Engine:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._check_family()
+        if self.grouped_projections and ungroup_unshared(self.model):  # the probe's forward showed who shares
+            self._pack()
         self.adapters = AdapterRegistry(source.model_id, adapter_capacity, source.weights_hash)
         self.load_seconds = time.perf_counter() - started
         logger.info("loaded base model %s on %s (%s) in %.2f s", source.model_id, device, dtype, self.load_seconds)

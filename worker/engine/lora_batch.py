@@ -31,34 +31,26 @@ from typing import Any
 
 import torch
 
+from worker.engine.grouped_projections import MemberForward, ProjectionGroup, group_of
 from worker.engine.packed_linear import Product
 
 BASE = "__base__"
 
 
 class _Concatenated:
-    """Every adapter's A and B of one layer side by side, and each row's mask over their rank columns.
+    """Every adapter's A and B of one layer (or one group of layers) side by side, and each row's mask over their
+    rank columns.
 
     ``x @ A_cat`` computes every adapter's rank columns for every row in one product; the mask keeps a row's own
     adapter's columns, multiplied by its scaling, and zeroes the others (all of them for a row on the base model);
     ``@ B_cat`` then adds only the row's own adapter's update. Three operations per layer and step whatever the
-    number of adapters, and a weight read once per step, not once per row.
+    number of adapters, and a weight read once per step, not once per row. For a group of layers that share their
+    input (:mod:`worker.engine.grouped_projections`) the columns of every member are side by side and ``B_cat`` is
+    block-diagonal: three operations for the whole group.
     """
 
-    def __init__(self, layer: Any, adapters: list[str], names: Sequence[str], dtype: torch.dtype) -> None:
-        device = layer.get_base_layer().weight.device
-        self.lora_a, self.lora_b = _products(layer, adapters, dtype)
-        columns = {}  # adapter name -> its slice of the rank columns and its scaling
-        offset = 0
-        for name in adapters:
-            rank = layer.lora_A[name].weight.shape[0]
-            columns[name] = (slice(offset, offset + rank), layer.scaling[name])
-            offset += rank
-        mask = torch.zeros(len(names), offset, dtype=dtype, device=device)
-        for row, name in enumerate(names):
-            if name in columns:
-                block, scaling = columns[name]
-                mask[row, block] = scaling
+    def __init__(self, products: tuple[Product, Product], mask: torch.Tensor) -> None:
+        self.lora_a, self.lora_b = products
         self.mask = mask
         self.keep(None)
 
@@ -73,35 +65,128 @@ class _Concatenated:
         return self.lora_b.add_to(hidden, result.reshape(hidden.shape[0], hidden.shape[1], -1)).reshape(result.shape)
 
 
-# Per LoRA layer, the concatenated products of the adapter sets it served recently: a worker's batches mix the same
-# styles again and again, and packing the matrices costs ~0.2 ms per layer (0.4 s per batch of a 30-layer model).
-# Least recently used first; prefix passes add one single-adapter set per adapter.
+def _layer_concatenated(layer: Any, adapters: list[str], names: Sequence[str], dtype: torch.dtype) -> _Concatenated:
+    """One LoRA layer's :class:`_Concatenated` for the rows ``names``."""
+    columns = _rank_columns(layer, adapters, 0)
+    device = layer.get_base_layer().weight.device
+    mask = _row_mask(columns, names, _width(layer, adapters), dtype, device)
+    return _Concatenated(_products(layer, adapters, dtype), mask)
+
+
+def _group_concatenated(
+    group: ProjectionGroup, members: dict[int, Any], names: Sequence[str], dtype: torch.dtype
+) -> _Concatenated | None:
+    """The LoRA update of a group of layers (``members``: the group's index of each LoRA layer) for ``names``:
+    every member's A side by side, B block-diagonal into the group's output columns; ``None`` when no row's
+    adapter is in any member."""
+    wanted = set(names)
+    adapters = {index: sorted(wanted & set(layer.lora_A)) for index, layer in members.items()}
+    adapters = {index: found for index, found in adapters.items() if found}
+    if not adapters:
+        return None
+    columns: list[tuple[str, slice, float]] = []
+    offset = 0
+    for index, found in sorted(adapters.items()):
+        columns += _rank_columns(members[index], found, offset)
+        offset += _width(members[index], found)
+    device = group.linears[0].weight.device
+    mask = _row_mask(columns, names, offset, dtype, device)
+    return _Concatenated(_group_products(group, members, adapters, dtype), mask)
+
+
+def _rank_columns(layer: Any, adapters: list[str], offset: int) -> list[tuple[str, slice, float]]:
+    """Each adapter's slice of the rank columns (from ``offset``) and its scaling."""
+    columns = []
+    for name in adapters:
+        rank = layer.lora_A[name].weight.shape[0]
+        columns.append((name, slice(offset, offset + rank), layer.scaling[name]))
+        offset += rank
+    return columns
+
+
+def _width(layer: Any, adapters: list[str]) -> int:
+    return sum(layer.lora_A[name].weight.shape[0] for name in adapters)
+
+
+def _row_mask(
+    columns: list[tuple[str, slice, float]], names: Sequence[str], width: int, dtype: torch.dtype, device: Any
+) -> torch.Tensor:
+    """One row per batch row: its adapter's scaling over that adapter's columns, zeros elsewhere.
+
+    Built as one template row per distinct name, then indexed by the rows' names (a few operations per layer and
+    batch, not one per row)."""
+    distinct = list(dict.fromkeys(names))
+    templates = torch.zeros(len(distinct), width, dtype=dtype)
+    for index, row_name in enumerate(distinct):
+        for name, block, scaling in columns:
+            if name == row_name:
+                templates[index, block] = scaling
+    position = {name: index for index, name in enumerate(distinct)}
+    return templates[torch.tensor([position[name] for name in names])].to(device)
+
+
+# Per LoRA layer (or group of layers), the concatenated products of the adapter sets it served recently: a worker's
+# batches mix the same styles again and again, and packing the matrices costs ~0.2 ms per layer (0.4 s per batch of
+# a 30-layer model). Least recently used first; prefix passes add one single-adapter set per adapter.
 _PRODUCTS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[Any, ...], tuple[Product, Product]]] = (
     weakref.WeakKeyDictionary()
 )
 _PRODUCTS_PER_LAYER = 24
 
 
-def _products(layer: Any, adapters: list[str], dtype: torch.dtype) -> tuple[Product, Product]:
-    """A_cat and B_cat of ``adapters`` in ``layer``, as linear weights: [rank columns, in] and [out, rank columns].
+def _weights_key(layer: Any, adapters: list[str]) -> tuple[Any, ...]:
+    """The adapters' weight tensors by identity and in-place version: a reloaded or changed adapter is new."""
+    weights = ((name, layer.lora_A[name].weight, layer.lora_B[name].weight) for name in adapters)
+    return tuple((name, id(a), a._version, id(b), b._version) for name, a, b in weights)
 
-    Keyed by the adapters' weight tensors (identity and in-place version), so a reloaded or changed adapter is
-    concatenated again."""
-    weights = [(layer.lora_A[name].weight, layer.lora_B[name].weight) for name in adapters]
-    key = (
-        dtype,
-        *((name, id(a), a._version, id(b), b._version) for name, (a, b) in zip(adapters, weights, strict=True)),
-    )
-    cache = _PRODUCTS.setdefault(layer, OrderedDict())
+
+def _cached(owner: Any, key: tuple[Any, ...], build: Any) -> tuple[Product, Product]:
+    cache = _PRODUCTS.setdefault(owner, OrderedDict())
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
     while len(cache) >= _PRODUCTS_PER_LAYER:
         cache.popitem(last=False)
-    lora_a = torch.cat([a.detach().to(dtype) for a, _ in weights], dim=0).contiguous()
-    lora_b = torch.cat([b.detach().to(dtype) for _, b in weights], dim=1).contiguous()
-    cache[key] = (Product(lora_a), Product(lora_b))
+    cache[key] = build()
     return cache[key]
+
+
+def _concatenated_weights(layer: Any, adapters: list[str], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A_cat and B_cat of ``adapters`` in ``layer``: [rank columns, in] and [out, rank columns]."""
+    lora_a = torch.cat([layer.lora_A[name].weight.detach().to(dtype) for name in adapters], dim=0)
+    lora_b = torch.cat([layer.lora_B[name].weight.detach().to(dtype) for name in adapters], dim=1)
+    return lora_a, lora_b
+
+
+def _products(layer: Any, adapters: list[str], dtype: torch.dtype) -> tuple[Product, Product]:
+    """A_cat and B_cat of ``adapters`` in ``layer`` as packed products, cached per adapter set."""
+
+    def build() -> tuple[Product, Product]:
+        lora_a, lora_b = _concatenated_weights(layer, adapters, dtype)
+        return Product(lora_a.contiguous()), Product(lora_b.contiguous())
+
+    return _cached(layer, (dtype, *_weights_key(layer, adapters)), build)
+
+
+def _group_products(
+    group: ProjectionGroup, members: dict[int, Any], adapters: dict[int, list[str]], dtype: torch.dtype
+) -> tuple[Product, Product]:
+    """The group's A_cat (every member's, side by side) and block-diagonal B_cat, cached per adapter set."""
+
+    def build() -> tuple[Product, Product]:
+        parts = {index: _concatenated_weights(members[index], found, dtype) for index, found in adapters.items()}
+        lora_a = torch.cat([parts[index][0] for index in sorted(parts)], dim=0)
+        lora_b = lora_a.new_zeros(group.width, lora_a.shape[0])
+        column = 0
+        for index in sorted(parts):
+            start, end = group.bounds[index]
+            rank_columns = parts[index][1].shape[1]
+            lora_b[start:end, column : column + rank_columns] = parts[index][1]
+            column += rank_columns
+        return Product(lora_a.contiguous()), Product(lora_b)
+
+    key = (dtype, *((index, *_weights_key(members[index], found)) for index, found in sorted(adapters.items())))
+    return _cached(group, key, build)
 
 
 class _SubBatches:
@@ -132,7 +217,7 @@ class _LayerPlan:
         dtype = layer.get_base_layer().weight.dtype  # the model's compute dtype: no casts per step
         adapters = sorted({n for n in names if n in layer.lora_A})
         if adapters:
-            self.concatenated = _Concatenated(layer, adapters, names, dtype)
+            self.concatenated = _layer_concatenated(layer, adapters, names, dtype)
 
     def keep(self, rows: torch.Tensor) -> None:
         if self.concatenated is not None:
@@ -160,14 +245,32 @@ class _LayerPlan:
 
 
 class GroupedLora:
-    """Installs the concatenated forward on every LoRA layer of a model for one batch; ``close`` restores PEFT's."""
+    """Installs the concatenated forward on every LoRA layer of a model for one batch; ``close`` restores PEFT's.
+
+    LoRA layers whose base layers are grouped (:mod:`worker.engine.grouped_projections`, reduced precision only) get
+    their group's output instead, the group's LoRA update computed once for all its members."""
 
     def __init__(self, layers: list[Any], names: Sequence[str], *, exact: bool = False) -> None:
         self.sub_batches = None
         if exact:
             adapters = sorted({n for n in names if n != BASE})
             self.sub_batches = _SubBatches(adapters, names, layers[0].get_base_layer().weight.device)
-        self.plans = [_LayerPlan(layer, names, self.sub_batches) for layer in layers]
+        # Everything is built before anything is installed: a failure on the way leaves the model as it was.
+        members = {} if exact else _group_members(layers)
+        self.groups: list[tuple[ProjectionGroup, _Concatenated | None]] = [
+            (group, _group_concatenated(group, by_index, names, group.linears[0].weight.dtype))
+            for group, by_index in members.items()
+        ]
+        self.grouped_layers = [
+            (layer, group, index) for group, by_index in members.items() for index, layer in by_index.items()
+        ]
+        in_groups = {id(layer) for layer, _, _ in self.grouped_layers}
+        self.plans = [_LayerPlan(layer, names, self.sub_batches) for layer in layers if id(layer) not in in_groups]
+        for group, update in self.groups:
+            group.forget()
+            group.lora = update
+        for layer, group, index in self.grouped_layers:
+            layer.forward = MemberForward(group, index)
         for plan in self.plans:
             plan.layer.forward = plan.forward
 
@@ -177,16 +280,35 @@ class GroupedLora:
             self.sub_batches.keep(rows)
         for plan in self.plans:
             plan.keep(rows)
+        for group, update in self.groups:
+            group.forget()
+            if update is not None:
+                update.keep(rows)
 
     def close(self) -> None:
         for plan in self.plans:
             plan.layer.__dict__.pop("forward", None)
+        for layer, _, _ in self.grouped_layers:
+            layer.__dict__.pop("forward", None)
+        for group, _ in self.groups:
+            group.lora = None
+            group.forget()
 
     def __enter__(self) -> GroupedLora:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _group_members(layers: list[Any]) -> dict[ProjectionGroup, dict[int, Any]]:
+    """The LoRA layers whose base layers are grouped, by group and index in it."""
+    members: dict[ProjectionGroup, dict[int, Any]] = {}
+    for layer in layers:
+        found = group_of(layer.get_base_layer())
+        if found is not None:
+            members.setdefault(found[0], {})[found[1]] = layer
+    return members
 
 
 def grouped_lora(model: Any, names: Sequence[str], *, exact: bool = False) -> GroupedLora | None:

@@ -60,14 +60,15 @@ class PackedLinear:
 class Product:
     """``x @ weight.T`` (and ``x @ weight.T + other``) for a weight that is not an ``nn.Linear``'s.
 
-    Packed for oneDNN when the weight is a CPU fp32/bf16 tensor and the packed product agrees with the plain one on
-    a probe; otherwise the plain ``linear``. Used for the concatenated LoRA matrices (cached per adapter set).
+    Packed for oneDNN when ``pack`` is on, the weight is a CPU fp32/bf16 tensor and the packed product agrees with the
+    plain one on a probe; otherwise the plain ``linear``. Used for the concatenated LoRA matrices (cached per adapter
+    set) and the grouped projections (:mod:`worker.engine.grouped_projections`).
     """
 
-    def __init__(self, weight: torch.Tensor, batch_hint: int = MIN_BATCH_HINT) -> None:
+    def __init__(self, weight: torch.Tensor, batch_hint: int = MIN_BATCH_HINT, *, pack: bool = True) -> None:
         self.weight = weight
         self.packed: torch.Tensor | None = None
-        if weight.device.type == "cpu" and weight.dtype in _TOLERANCE and torch.backends.mkldnn.is_available():
+        if pack and weight.device.type == "cpu" and weight.dtype in _TOLERANCE and torch.backends.mkldnn.is_available():
             try:
                 packed = _reorder(weight, max(batch_hint, MIN_BATCH_HINT))
                 probe = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
@@ -76,10 +77,10 @@ class Product:
             except (RuntimeError, AttributeError) as exc:  # oneDNN ops missing from this torch build
                 logger.debug("product left unpacked: %s", exc)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-        return torch.nn.functional.linear(x, self.weight)
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+        return torch.nn.functional.linear(x, self.weight, bias)
 
     def add_to(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """``other + x @ weight.T`` in one call when packed (oneDNN's fused sum post-op)."""
@@ -127,6 +128,7 @@ def _reorder(weight: torch.Tensor, batch_hint: int) -> torch.Tensor:
 def _packable(module: Any) -> bool:
     return (
         type(module) is torch.nn.Linear
+        and "forward" not in module.__dict__  # replaced already: packed, or grouped (engine.grouped_projections)
         and module.weight.device.type == "cpu"
         and module.weight.dtype in _TOLERANCE
         and torch.backends.mkldnn.is_available()
