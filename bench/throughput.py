@@ -45,6 +45,7 @@ from worker.config import Settings, load_settings
 from worker.engine.base_model import packaged_gguf, resolve_base_model
 from worker.engine.engine import Engine, batch_size_for
 from worker.intake.briefs import Brief
+from worker.lab.evaluation import machine_record
 from worker.pipeline.pipeline import Pipeline
 from worker.pipeline.routing import route
 from worker.pipeline.runner import write_briefs
@@ -150,6 +151,15 @@ def median_run(results: list[Any]) -> dict[str, Any] | None:
     return {**ordered[(len(ordered) - 1) // 2], "runs_tokens_per_second": [r["tokens_per_second"] for r in measured]}
 
 
+def llama_cpp_system_info() -> str | None:
+    """The ISA llama.cpp was built for and uses (``llama_print_system_info``), or ``None`` without the extra."""
+    try:
+        from llama_cpp import llama_cpp as lib
+    except ImportError:
+        return None
+    return bytes(lib.llama_print_system_info()).decode("utf-8", "replace").strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--briefs", type=int, default=16)
@@ -175,6 +185,8 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "cpu_threads": torch.get_num_threads(),
         "load_average_at_start": os.getloadavg()[0],
+        "machine": machine_record(None),  # the CPU's model and features, torch's capability, ISA overrides
+        "llama_cpp_system_info": llama_cpp_system_info(),
     }
     threads = args.threads or None
     parallel_prompts = (prompts * args.llama_parallel)[: max(args.llama_parallel, len(prompts))]
