@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     language: str = Field("en", description="Language passed explicitly to the readability metrics.")
     reviewer: str | None = Field(None, description="Name recorded on editorial decisions.")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default.")
+    retain_freed_memory: bool = Field(
+        True,
+        description="The engine's process keeps freed memory for reuse (glibc: mmap threshold 32 MiB, trim threshold "
+        "1 GiB) instead of page-faulting fresh buffers every decode step; false: the allocator's defaults.",
+    )
     training_roots: list[Path] = Field(
         default_factory=list,
         description="Folders a queued training task may read corpora and feedback files from, besides "

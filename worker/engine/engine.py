@@ -29,6 +29,7 @@ import torch
 
 from worker.config import Settings
 from worker.engine.adapters import BASE, AdapterRef, AdapterRegistry
+from worker.engine.allocator import retain_freed_memory
 from worker.engine.base_model import BaseModelSource, resolve_base_model
 from worker.engine.families import check_family, probe_once
 from worker.engine.grouped_projections import group_projections as group_model_projections
@@ -207,6 +208,8 @@ class Engine:
     def from_settings(cls, settings: Settings) -> Engine:
         if settings.threads:
             torch.set_num_threads(settings.threads)
+        if settings.retain_freed_memory:
+            retain_freed_memory()
         device = pick_device(settings.device)
         return cls(
             resolve_base_model(settings),
