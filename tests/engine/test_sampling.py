@@ -186,6 +186,14 @@ def test_a_row_does_not_depend_on_the_other_rows() -> None:
     assert last[2] == alone[0]
 
 
+def test_sampling_leaves_the_callers_logits_alone() -> None:
+    # When every row samples, the sampler scales its own copy of the logits in place: never the caller's.
+    scores = random_logits(2, 7)
+    before = scores.clone()
+    RowSampler([settings(seed=1, temperature=0.7), settings(seed=2)], PROMPT, EOS).sample(input_ids(2, PROMPT), scores)
+    assert torch.equal(scores, before)
+
+
 def test_sampler_forces_eos_at_the_last_token_of_the_budget() -> None:
     rows = [settings(max_new_tokens=3, seed=1), settings(max_new_tokens=6, seed=2)]
     picked = run(RowSampler(rows, PROMPT, EOS), input_ids(2, PROMPT), 6)

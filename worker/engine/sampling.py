@@ -71,10 +71,15 @@ class RowSampler:
         logits = apply_repetition_penalty(scores.float(), input_ids, self.penalty[index].to(device))
         temperature = self.temperature[index].to(device)
         greedy = temperature <= 0
-        chosen = torch.argmax(logits, dim=-1)
+        # Full-vocabulary passes only where a row needs them: argmax for greedy rows; the logits are a fresh
+        # tensor (the penalty's scatter), so when every row samples they are scaled in place, not copied.
+        chosen = torch.argmax(logits, dim=-1) if bool(greedy.any()) else logits.new_empty(len(index), dtype=torch.long)
         sampled = (~greedy).nonzero().flatten()
         if sampled.numel():
-            scaled = logits[sampled] / temperature[sampled].unsqueeze(1)
+            every_row = sampled.numel() == len(index)
+            scaled = (
+                logits.div_(temperature.unsqueeze(1)) if every_row else logits[sampled] / temperature[sampled, None]
+            )
             top_p = self.top_p[index].to(device)[sampled]
             chosen[sampled] = sample_top_p(scaled, top_p, uniforms[sampled], self.prefilter)
         step = input_ids.shape[1] - self.prompt_length
