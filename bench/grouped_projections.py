@@ -28,6 +28,7 @@ import torch
 from workload import pipeline_requests
 
 from worker.config import load_settings
+from worker.engine.allocator import retain_freed_memory
 from worker.engine.base_model import resolve_base_model
 from worker.engine.engine import Engine, pick_dtype
 
@@ -45,6 +46,8 @@ def main() -> None:
     settings = load_settings(dtype=args.dtype, batch_size=batch_size, threads=args.threads)
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    if settings.retain_freed_memory:
+        retain_freed_memory()  # as Engine.from_settings does
     dtype = pick_dtype(settings.dtype, "cpu")
     source = resolve_base_model(settings)
     requests = pipeline_requests(settings, args.briefs, args.new_tokens)

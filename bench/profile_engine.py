@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workload import engine_requests
 
 from worker.config import load_settings
+from worker.engine.allocator import retain_freed_memory
 from worker.engine.base_model import resolve_base_model
 from worker.engine.engine import Engine, GenerationRequest, pick_device, pick_dtype
 
@@ -64,6 +65,8 @@ def main() -> None:
     settings = load_settings(dtype=args.dtype, batch_size=args.rows, threads=args.threads)
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    if settings.retain_freed_memory:
+        retain_freed_memory()  # as Engine.from_settings does
     device = pick_device(settings.device)
     engine = Engine(
         resolve_base_model(settings),

@@ -18,6 +18,7 @@ from worker.engine.grouped_projections import (
     group_of,
     group_projections,
     is_grouped,
+    model_groups,
     ungroup_unshared,
 )
 from worker.engine.lora_batch import grouped_lora
@@ -47,8 +48,7 @@ def encoded(engine: Engine) -> Any:
 
 
 def groups(engine: Engine) -> list[ProjectionGroup]:
-    found = [group_of(module) for module in engine.model.modules()]
-    return list({id(g[0]): g[0] for g in found if g is not None}.values())
+    return model_groups(engine.model)
 
 
 def close_to(got: torch.Tensor, expected: torch.Tensor, real: torch.Tensor) -> bool:
@@ -63,6 +63,26 @@ def test_bf16_engine_groups_the_projections_that_share_an_input(family: TinyMode
     expected = 2 * layers if family.family in SEPARATE_PROJECTIONS else 0
     assert len(groups(engine)) == expected
     assert engine.grouped_projections is True
+
+
+def test_every_engine_checks_at_load_that_its_groups_share_an_input(
+    family: TinyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load probe runs once per model kind and process; the sharing check must run for every engine."""
+    if family.family not in SEPARATE_PROJECTIONS:
+        pytest.skip(f"{family.family} has no separate projections to group")
+    engine_for(family)  # the first engine of this kind in the process: the probe may run here
+    calls: list[int] = []
+    output = ProjectionGroup.output
+
+    def counted(self: ProjectionGroup, index: int, x: torch.Tensor) -> torch.Tensor:
+        calls.append(index)
+        return output(self, index, x)
+
+    monkeypatch.setattr(ProjectionGroup, "output", counted)
+    engine = engine_for(family)
+    assert calls, "no forward went through the second engine's groups before it served"
+    assert all(group._input is None for group in groups(engine))  # the check's outputs are not kept
 
 
 def test_fp32_engine_keeps_its_projections_apart(family: TinyModel) -> None:

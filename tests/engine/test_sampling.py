@@ -187,10 +187,12 @@ def test_a_row_does_not_depend_on_the_other_rows() -> None:
 
 
 def test_sampling_leaves_the_callers_logits_alone() -> None:
-    # When every row samples, the sampler scales its own copy of the logits in place: never the caller's.
+    # When every row samples, the sampler scales its own copy of the logits in place: never the caller's, even
+    # where no repetition penalty applies.
     scores = random_logits(2, 7)
     before = scores.clone()
-    RowSampler([settings(seed=1, temperature=0.7), settings(seed=2)], PROMPT, EOS).sample(input_ids(2, PROMPT), scores)
+    rows = [settings(seed=1, temperature=0.7, repetition_penalty=1.0), settings(seed=2, repetition_penalty=1.0)]
+    RowSampler(rows, PROMPT, EOS).sample(input_ids(2, PROMPT), scores)
     assert torch.equal(scores, before)
 
 

@@ -17,7 +17,6 @@ Elsewhere than glibc (macOS, musl) it does nothing and says so in the debug log.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 from collections.abc import Callable
 
@@ -43,12 +42,13 @@ def retain_freed_memory(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: in
     if mallopt is None:
         logger.debug("not glibc: the allocator's thresholds are left as they are")
         return False
-    # Both or neither: setting one turns off glibc's dynamic threshold, which alone is worse than the default.
+    # The mmap threshold first: glibc refuses one above its limit and then changes nothing, while a trim threshold
+    # is always taken and turns off the dynamic mmap threshold, which alone would be worse than the default.
     if not mallopt(M_MMAP_THRESHOLD, mmap_threshold):
         logger.warning("mallopt refused an mmap threshold of %d bytes; the allocator is left as it is", mmap_threshold)
         return False
     if not mallopt(M_TRIM_THRESHOLD, trim_threshold):
-        logger.warning("mallopt refused a trim threshold of %d bytes", trim_threshold)
+        logger.warning("mallopt refused a trim threshold of %d bytes (the mmap threshold is set)", trim_threshold)
         return False
     _applied = True
     logger.debug("allocator keeps freed memory: mmap threshold %d, trim threshold %d", mmap_threshold, trim_threshold)
@@ -56,11 +56,8 @@ def retain_freed_memory(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: in
 
 
 def _glibc_mallopt() -> Callable[[int, int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the process's own symbols: its C library among them
         libc.gnu_get_libc_version  # only glibc has it  # noqa: B018
         mallopt = libc.mallopt
     except (OSError, AttributeError):

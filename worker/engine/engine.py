@@ -32,8 +32,8 @@ from worker.engine.adapters import BASE, AdapterRef, AdapterRegistry
 from worker.engine.allocator import retain_freed_memory
 from worker.engine.base_model import BaseModelSource, resolve_base_model
 from worker.engine.families import check_family, probe_once
+from worker.engine.grouped_projections import forget_outputs, ungroup_unshared
 from worker.engine.grouped_projections import group_projections as group_model_projections
-from worker.engine.grouped_projections import ungroup_unshared
 from worker.engine.lora_batch import GroupedLora, grouped_lora
 from worker.engine.packed_linear import pack_linears
 from worker.engine.prefix_sharing import PrefixPlan, plan_prefixes
@@ -182,11 +182,23 @@ class Engine:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._check_family()
-        if self.grouped_projections and ungroup_unshared(self.model):  # the probe's forward showed who shares
-            self._pack()
+        if self.grouped_projections:
+            self._undo_unshared_groups()
         self.adapters = AdapterRegistry(source.model_id, adapter_capacity, source.weights_hash)
         self.load_seconds = time.perf_counter() - started
         logger.info("loaded base model %s on %s (%s) in %.2f s", source.model_id, device, dtype, self.load_seconds)
+
+    def _undo_unshared_groups(self) -> None:
+        """One short forward shows which groups' members read one input; the others are undone (the load probe
+        cannot tell: it runs once per model kind and process)."""
+        if next(self.model.parameters()).is_meta:
+            return
+        ids = torch.full((1, 4), int(self.tokenizer.eos_token_id), device=self.device)
+        with torch.inference_mode():
+            self.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        forget_outputs(self.model)
+        if ungroup_unshared(self.model):
+            self._pack()
 
     def _check_family(self) -> None:
         """Refuse at load, with the reason, a model this engine would decode wrongly (:mod:`worker.engine.families`)."""
@@ -300,8 +312,12 @@ class Engine:
         sampler = RowSampler([r.settings for r in batch], input_ids.shape[1], eos)
         names = [r.adapter.name if r.adapter else BASE for r in batch] if self.adapters.loaded else None
         started = time.perf_counter()
-        with torch.inference_mode(), self._attention_kernels():
-            tokens = self._decode(input_ids, mask, sampler, names, max(r.settings.max_new_tokens for r in batch))
+        try:
+            with torch.inference_mode(), self._attention_kernels():
+                tokens = self._decode(input_ids, mask, sampler, names, max(r.settings.max_new_tokens for r in batch))
+        finally:
+            if self.grouped_projections:
+                forget_outputs(self.model)  # nothing of this batch stays referenced
         seconds = time.perf_counter() - started
         outputs = [
             self._output(request, tokens[row], int(mask[row].sum()), eos, seconds) for row, request in enumerate(batch)

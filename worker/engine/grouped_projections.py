@@ -12,9 +12,11 @@ every member's B side, instead of two per member.
 Only for reduced precision (bf16, fp16): the grouped product rounds a row like the separate ones only up to the
 kernel's blocking, and fp32 promises bits (worker.engine.engine). Members keep their class (PEFT wraps them); their
 weights become views into the concatenated weight (no second copy of the values; the packed copy costs what a packed
-layer's does) and ``forward`` is replaced on the instance. A weight or bias changed in place or replaced is
-concatenated again before its next use. A model that feeds a group's members different inputs would recompute the
-group per member: the engine's load probe finds such groups and undoes them (:func:`ungroup_unshared`).
+layer's does) and ``forward`` is replaced on the instance. A weight or bias replaced, or changed in place through
+autograd-visible ops (which bump its version), is concatenated again before its next use; a write through
+``.data`` is not seen (as for :mod:`worker.engine.packed_linear`; the engine never merges adapters into weights). A
+model that feeds a group's members different inputs would recompute the group per member: the engine runs one short
+forward at load to find such groups and undoes them (:func:`ungroup_unshared`).
 """
 
 from __future__ import annotations
@@ -155,12 +157,24 @@ def group_projections(model: Any, batch_hint: int, *, pack: bool = True) -> int:
     return made
 
 
+def model_groups(model: Any) -> list[ProjectionGroup]:
+    """Every group of ``model``'s projections, once each."""
+    return list({id(g): g for g in (group_of_module(m) for m in model.modules()) if g is not None}.values())
+
+
+def forget_outputs(model: Any) -> None:
+    """Drop every group's outputs not collected yet (after a forward that raised, or a batch that did not call
+    every member), so they do not keep a batch's tensors alive."""
+    for group in model_groups(model):
+        group.forget()
+
+
 def ungroup_unshared(model: Any) -> int:
     """Undo every group whose members were called with different inputs (each call then computed the whole group:
-    correct but slower than separate products); returns how many. Run it after a forward (the engine's load probe).
+    correct but slower than separate products); returns how many. Run it after a forward.
     The members keep their weights (views into the concatenated one) and get their plain ``forward`` back."""
     undone = 0
-    for group in {id(g): g for g in (group_of_module(m) for m in model.modules()) if g is not None}.values():
+    for group in model_groups(model):
         if group.recomputed == 0:
             continue
         for linear in group.linears:

@@ -134,10 +134,30 @@ _PRODUCTS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[Any, ...], tuple[Pro
 _PRODUCTS_PER_LAYER = 24
 
 
+class _Same:
+    """A tensor by identity in a cache key, without keeping it alive: once the tensor is freed the key matches
+    nothing (its ``id`` alone could match a new tensor at the same address, e.g. an adapter reloaded)."""
+
+    __slots__ = ("_hash", "_ref")
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self._ref = weakref.ref(tensor)
+        self._hash = id(tensor)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Same):
+            return NotImplemented
+        target = self._ref()
+        return target is not None and target is other._ref()
+
+
 def _weights_key(layer: Any, adapters: list[str]) -> tuple[Any, ...]:
     """The adapters' weight tensors by identity and in-place version: a reloaded or changed adapter is new."""
     weights = ((name, layer.lora_A[name].weight, layer.lora_B[name].weight) for name in adapters)
-    return tuple((name, id(a), a._version, id(b), b._version) for name, a, b in weights)
+    return tuple((name, _Same(a), a._version, _Same(b), b._version) for name, a, b in weights)
 
 
 def _cached(owner: Any, key: tuple[Any, ...], build: Any) -> tuple[Product, Product]:

@@ -72,7 +72,8 @@ class RowSampler:
         temperature = self.temperature[index].to(device)
         greedy = temperature <= 0
         # Full-vocabulary passes only where a row needs them: argmax for greedy rows; the logits are a fresh
-        # tensor (the penalty's scatter), so when every row samples they are scaled in place, not copied.
+        # tensor (apply_repetition_penalty always scatters into a new one, also where the penalty is 1), so when
+        # every row samples they are scaled in place, not copied.
         chosen = torch.argmax(logits, dim=-1) if bool(greedy.any()) else logits.new_empty(len(index), dtype=torch.long)
         sampled = (~greedy).nonzero().flatten()
         if sampled.numel():
