@@ -262,6 +262,15 @@ def test_csv_empty_file_and_header_only(tmp_path: Path) -> None:
     assert load(header_only) == ([], [])
 
 
+def test_csv_row_of_other_whitespace_is_a_problem_not_a_blank_row(tmp_path: Path) -> None:
+    # Found by tests/reliability/test_hostile_input.py: a title of 301 no-break spaces vanished without a word.
+    path = tmp_path / "nbsp.csv"
+    path.write_text("id,title\n, \t,\n\xa0\xa0,\u2003\nfine,Fine\n", encoding="utf-8")
+    briefs, problems = load(path)
+    assert [item.brief.id for item in briefs] == ["fine"]
+    assert [(problem.record, problem.field) for problem in problems] == [("line 3", "title")]
+
+
 def test_csv_unterminated_quote(tmp_path: Path) -> None:
     path = tmp_path / "q.csv"
     path.write_text('id,title\nfine,Fine\nbad,"never closed\nmore,text\n', encoding="utf-8")

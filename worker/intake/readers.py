@@ -313,8 +313,9 @@ class _CsvLines:
 
 def iter_csv(path: Path, file: str, header: HeaderCheck) -> Iterator[Row | BriefProblem]:
     """``("line N", {column: cell})`` for each row (the cells that are not blank, as written), after a header
-    row that ``header`` turns into the column names. Blank rows are skipped; a row with the wrong number of
-    cells or a bad line is a problem; an unusable header row or an empty file is a problem with the file."""
+    row that ``header`` turns into the column names. Blank rows (empty cells, ASCII spaces) are skipped; a row with
+    the wrong number of cells or a bad line is a problem; an unusable header row or an empty file is a problem with
+    the file."""
     with path.open("rb") as handle:
         lines = _CsvLines(handle)
         reader = csv.reader(lines, strict=True)
@@ -346,6 +347,13 @@ def _csv_header(
     return names
 
 
+def _blank_row(row: list[str]) -> bool:
+    """A row of empty cells or ASCII spaces and tabs (what spreadsheets and editors leave) is skipped. One whose cells
+    hold only other whitespace (no-break spaces, ...) was written: it is a record, whose blank cells count as not
+    given, so it fails validation by name rather than vanishing."""
+    return not any(cell.strip(" \t\r\n") for cell in row)
+
+
 def _csv_rows(reader: Any, lines: _CsvLines, names: list[str], file: str) -> Iterator[Row | BriefProblem]:
     while True:
         record = f"line {reader.line_num + 1}"
@@ -360,9 +368,9 @@ def _csv_rows(reader: Any, lines: _CsvLines, names: list[str], file: str) -> Ite
         bad = lines.take_bad(reader.line_num)
         if bad:
             yield BriefProblem(file, f"line {bad[0]}", "", bad[1])
-        elif len(row) != len(names) and any(cell.strip() for cell in row):
+        elif len(row) != len(names) and not _blank_row(row):
             yield BriefProblem(file, record, "", f"has {len(row)} cells but the header row has {len(names)}")
-        elif any(cell.strip() for cell in row):
+        elif not _blank_row(row):
             yield record, {name: cell for name, cell in zip(names, row, strict=True) if cell.strip()}
     leftover = lines.take_bad(None)
     if leftover:
