@@ -1,8 +1,10 @@
-"""The on_topic embedder (all-MiniLM-L6-v2) in float32 and in bf16, side by side in one process.
+"""The on_topic embedder (all-MiniLM-L6-v2) in float32, in bf16 and in bf16 without packed matmuls, side by side.
 
 A worker whose engine writes in bf16 scores with a bf16 embedder (``embedder_dtype_for``); in the engine's exact
-(fp32) mode the embedder stays float32. This prints the time to encode the same texts with each (median of
-``--repeats``, alternating) and how far the vectors and the pairwise cosines (what on_topic is made of) move.
+(fp32) mode the embedder stays float32. The bf16 embedder's linear layers run as packed oneDNN matmuls
+(``worker.engine.packed_linear``); "bfloat16-unpacked" is the same without them. This prints the time to encode the
+same texts with each (median of ``--repeats``, alternating, in one process) and how far the vectors and the pairwise
+cosines (what on_topic is made of) move.
 
     python bench/embedder_dtype.py --texts 64 --words 300 --repeats 3 --threads 2
 """
@@ -41,7 +43,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     texts = sample_texts(args.texts, args.words)
-    embedders = {"float32": Embedder(dtype="float32"), "bfloat16": Embedder(dtype="bfloat16")}
+    embedders = {
+        "float32": Embedder(dtype="float32"),
+        "bfloat16": Embedder(dtype="bfloat16"),
+        "bfloat16-unpacked": Embedder(dtype="bfloat16", packed=False),
+    }
     seconds: dict[str, list[float]] = {name: [] for name in embedders}
     vectors = {name: e.encode(texts[:4]) for name, e in embedders.items()}  # warm-up
     for _ in range(args.repeats):
@@ -61,8 +67,12 @@ def main() -> None:
         median = statistics.median(runs)
         print(f"| {name} | {median:.2f} | {1000 * median / args.texts:.1f} | {', '.join(f'{r:.2f}' for r in runs)} |")
     ratio = statistics.median(seconds["float32"]) / statistics.median(seconds["bfloat16"])
+    packing = statistics.median(seconds["bfloat16-unpacked"]) / statistics.median(seconds["bfloat16"])
+    unpacked = vectors["bfloat16-unpacked"]
     print(f"bf16 speed-up {ratio:.2f}x; largest vector change {np.abs(exact - approx).max():.4f}; "
           f"largest pairwise cosine change {cosine_shift:.4f}")  # fmt: skip
+    print(f"packed against unpacked bf16: {packing:.2f}x; largest vector change {np.abs(unpacked - approx).max():.4f}; "
+          f"largest pairwise cosine change {np.abs(unpacked @ unpacked.T - approx @ approx.T).max():.4f}")  # fmt: skip
 
 
 if __name__ == "__main__":

