@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from worker.engine.packed_linear import pack_linears
 from worker.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -73,6 +72,8 @@ class Embedder:
         self.dtype = dtype
         if dtype == "bfloat16":
             import torch
+
+            from worker.engine.packed_linear import pack_linears  # torch only where an embedder is made
 
             self._model.to(torch.bfloat16)
             if packed:  # bf16 only: the float32 vectors (evaluations, corpus features) keep the kernels they had
