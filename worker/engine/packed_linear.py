@@ -68,7 +68,7 @@ class Product:
     def __init__(self, weight: torch.Tensor, batch_hint: int = MIN_BATCH_HINT, *, pack: bool = True) -> None:
         self.weight = weight
         self.packed: torch.Tensor | None = None
-        if pack and weight.device.type == "cpu" and weight.dtype in _TOLERANCE and torch.backends.mkldnn.is_available():
+        if pack and _packable_weight(weight):
             try:
                 packed = _reorder(weight, max(batch_hint, MIN_BATCH_HINT))
                 probe = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
@@ -96,7 +96,7 @@ def pack_linears(model: Any, batch_hint: int) -> int:
     """
     packed = 0
     for module in model.modules():
-        if not _packable(module) or is_packed(module):
+        if not _packable(module):  # a packed layer's forward is replaced already
             continue
         try:
             layer = PackedLinear(module, batch_hint)
@@ -129,10 +129,12 @@ def _packable(module: Any) -> bool:
     return (
         type(module) is torch.nn.Linear
         and "forward" not in module.__dict__  # replaced already: packed, or grouped (engine.grouped_projections)
-        and module.weight.device.type == "cpu"
-        and module.weight.dtype in _TOLERANCE
-        and torch.backends.mkldnn.is_available()
+        and _packable_weight(module.weight)
     )
+
+
+def _packable_weight(weight: torch.Tensor) -> bool:
+    return weight.device.type == "cpu" and weight.dtype in _TOLERANCE and torch.backends.mkldnn.is_available()
 
 
 def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
