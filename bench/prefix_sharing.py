@@ -1,10 +1,11 @@
-"""Shared prompt prefixes on and off, side by side, on the same batch (engine only, bf16).
+"""Shared prompts and prompt prefixes on and off, side by side, on the same batch (engine only, bf16).
 
 Builds the requests the pipeline makes for ``--briefs`` sample briefs (each on its routed style's shipped
-adapter, two candidates per brief) and runs ``Engine.generate`` on them alternately with
-``share_prefixes`` off and on, ``--repeats`` times each, in one process. Two measurements per setting:
-prefill only (one new token per row: the prompt's cost) and a whole generation (``--new-tokens``).
-Prints the medians and the on/off ratios as a Markdown table; ``--json`` writes them too.
+adapter, two candidates per brief) and runs ``Engine.generate`` on them alternately in three settings,
+``--repeats`` times each, in one process: nothing shared (``off``), shared prefixes only (``prefixes``: the
+engine before whole prompts were shared) and both (``both``: the engine's default, a brief's candidates prefilled
+once). Two measurements per setting: prefill only (one new token per row: the prompt's cost) and a whole generation
+(``--new-tokens``). Prints the medians and the ratios as a Markdown table; ``--json`` writes them too.
 
     python bench/prefix_sharing.py --briefs 16 --new-tokens 128 --repeats 3 --threads 2
 """
@@ -30,9 +31,12 @@ from workload import pipeline_requests
 from worker.config import load_settings
 from worker.engine.engine import Engine, GenerationRequest
 
+# Setting name: (share_prefixes, share_prompts).
+SETTINGS = {"off": (False, False), "prefixes": (True, False), "both": (True, True)}
 
-def timed(engine: Engine, requests: list[GenerationRequest], share: bool) -> tuple[float, int]:
-    engine.share_prefixes = share
+
+def timed(engine: Engine, requests: list[GenerationRequest], setting: str) -> tuple[float, int]:
+    engine.share_prefixes, engine.share_prompts = SETTINGS[setting]
     started = time.perf_counter()
     outputs = engine.generate(requests)
     return time.perf_counter() - started, sum(o.new_tokens for o in outputs)
@@ -43,10 +47,10 @@ def with_budget(requests: list[GenerationRequest], new_tokens: int) -> list[Gene
 
 
 def measure(engine: Engine, requests: list[GenerationRequest], repeats: int) -> dict[str, dict[str, float]]:
-    runs: dict[str, list[tuple[float, int]]] = {"off": [], "on": []}
+    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in SETTINGS}
     for _ in range(repeats):
-        for name, share in (("off", False), ("on", True)):
-            runs[name].append(timed(engine, requests, share))
+        for name in SETTINGS:
+            runs[name].append(timed(engine, requests, name))
     return {
         name: {
             "seconds": statistics.median(s for s, _ in values),
@@ -81,23 +85,28 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "prefill": prefill,
         "generation": whole,
-        "prefill_speedup": prefill["off"]["seconds"] / prefill["on"]["seconds"],
-        "generation_speedup": whole["on"]["tok_s"] / whole["off"]["tok_s"],
+        "prefill_speedup": {name: prefill["off"]["seconds"] / prefill[name]["seconds"] for name in SETTINGS},
+        "generation_speedup": {name: whole[name]["tok_s"] / whole["off"]["tok_s"] for name in SETTINGS},
+        "prompts_over_prefixes": {
+            "prefill": prefill["prefixes"]["seconds"] / prefill["both"]["seconds"],
+            "generation": whole["both"]["tok_s"] / whole["prefixes"]["tok_s"],
+        },
     }
     print(
         f"{report['rows']} rows ({args.briefs} briefs x 2 candidates, 3 styles), "
         f"{report['prompt_tokens_mean']:.0f} prompt tokens/row, {engine.dtype_name}, {report['threads']} threads, "
-        f"median of {args.repeats}"
+        f"median of {args.repeats}, {torch.backends.cpu.get_cpu_capability()}"
     )
-    print("| measurement | prefixes shared: off | on | on/off |")
-    print("| --- | --- | --- | --- |")
+    print("| measurement | nothing shared | prefixes | prefixes and whole prompts | both / prefixes |")
+    print("| --- | --- | --- | --- | --- |")
     print(
-        f"| prefill only, s | {prefill['off']['seconds']:.2f} | {prefill['on']['seconds']:.2f} | "
-        f"{report['prefill_speedup']:.2f}x faster |"
+        f"| prefill only, s | {prefill['off']['seconds']:.2f} | {prefill['prefixes']['seconds']:.2f} | "
+        f"{prefill['both']['seconds']:.2f} | {report['prompts_over_prefixes']['prefill']:.2f}x faster |"
     )
     print(
         f"| generation ({args.new_tokens} new tokens), tok/s | {whole['off']['tok_s']:.1f} | "
-        f"{whole['on']['tok_s']:.1f} | {report['generation_speedup']:.2f}x |"
+        f"{whole['prefixes']['tok_s']:.1f} | {whole['both']['tok_s']:.1f} | "
+        f"{report['prompts_over_prefixes']['generation']:.2f}x |"
     )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -401,8 +401,11 @@ def test_shared_prompt_prefixes_change_the_work_not_the_texts(
     plan = [adapter_a, adapter_a, None, adapter_b, adapter_a, None]
     requests = []
     for i, (topic, ref) in enumerate(zip(TOPICS, plan, strict=False)):
-        for candidate in range(2):  # two candidates of one brief: the same prompt, another seed
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": topic}]
+        for candidate in range(2):  # two parts of one topic: distinct prompts (a repeated one is prefilled once)
+            messages = [
+                {"role": "system", "content": system},
+                {"role": "user", "content": f"{topic}, part {candidate}"},
+            ]
             settings = RowSettings(0.9, 0.9, 1.15, 10, 300 + 10 * i + candidate)
             requests.append(GenerationRequest(f"p{i}-{candidate}", messages, settings, ref))
     without = [adapter_engine.generate([r])[0] for r in requests]  # fp32: no sharing
@@ -478,10 +481,42 @@ def test_rows_with_early_ends_leave_the_batch(
     engine.model = model
     monkeypatch.setattr(type(model), "forward", spy)
     together = engine.generate(requests)
-    assert widths[0] == 4 and widths[-1] == 2  # the two short rows left
-    assert widths[:4] == [4, 4, 3, 2] and len(widths) == 14  # steps 0..13 (the budget of 14 ends at 13)
+    assert widths[0] == 1  # the four rows have one prompt: prefilled once
+    assert widths[-1] == 2  # the two short rows left
+    assert widths[:4] == [1, 4, 3, 2] and len(widths) == 14  # steps 0..13 (the budget of 14 ends at 13)
     for one, both in zip(alone, together, strict=True):
         assert same_text(one, both)
+
+
+def test_rows_with_one_prompt_on_one_adapter_are_prefilled_once(
+    family: TinyModel, adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    """A brief's candidates (one prompt, their own seeds) share the prefill; the same prompt on another adapter or on
+    the base model is another prefill row. Each row's text is the one it gets alone (fp32: exact rows)."""
+    adapter_a, _ = adapter_refs
+    plan = [("Tea", adapter_a, 1), ("Tea", adapter_a, 2), ("Tea", None, 3), ("Lisbon", adapter_a, 4), ("Tea", None, 5)]
+    requests = [request(f"d{i}", topic, seed=seed, adapter=ref) for i, (topic, ref, seed) in enumerate(plan)]
+    alone = [adapter_engine.generate([r])[0] for r in requests]
+    prefill_rows: list[int] = []
+    model = adapter_engine.model
+    original = type(model).forward
+
+    def spy(self: object, *args: object, **kwargs: object) -> object:
+        ids = kwargs["input_ids"]
+        if ids.shape[1] > 1:  # type: ignore[union-attr]
+            prefill_rows.append(int(ids.shape[0]))  # type: ignore[union-attr]
+        return original(self, *args, **kwargs)
+
+    engine = family_engine(family, batch_size=len(requests))
+    for ref in adapter_refs:
+        engine.load_adapter(ref)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(engine.model), "forward", spy)
+        together = engine.generate(requests)
+    assert prefill_rows == [3]  # Tea on a, Tea on the base model, Lisbon on a
+    assert together[0].text != together[1].text  # their own seeds after the shared prompt
+    for one, both in zip(alone, together, strict=True):
+        assert same_text(one, both), one.key
 
 
 def test_exact_batches_are_padded_to_the_pad_multiple(base_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:

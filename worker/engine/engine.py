@@ -36,7 +36,7 @@ from worker.engine.grouped_projections import forget_outputs, ungroup_unshared
 from worker.engine.grouped_projections import group_projections as group_model_projections
 from worker.engine.lora_batch import GroupedLora, grouped_lora
 from worker.engine.packed_linear import pack_linears
-from worker.engine.prefix_sharing import PrefixPlan, plan_prefixes
+from worker.engine.prefix_sharing import PrefixPlan, distinct_rows, plan_prefixes
 from worker.engine.sampling import RowSampler, RowSettings
 from worker.errors import ModelError
 
@@ -146,6 +146,7 @@ class Engine:
         batch_size: int = 16,
         adapter_capacity: int = 8,
         share_prefixes: bool = True,
+        share_prompts: bool = True,
         packed_matmuls: bool = True,
         group_projections: bool = True,
     ) -> None:
@@ -158,6 +159,9 @@ class Engine:
         # Shared prompt prefixes are computed once per batch (worker.engine.prefix_sharing); fp32 never does, since
         # it promises that a row's text does not depend on the other rows of its batch.
         self.share_prefixes = share_prefixes and dtype != torch.float32
+        # Rows with the same whole prompt on the same adapter are prefilled once (any dtype: the copied prompt is the
+        # one the row would compute, in fp32 to the bit). Off only to measure what it saves (bench/prefix_sharing.py).
+        self.share_prompts = share_prompts
         started = time.perf_counter()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source.directory)
@@ -336,13 +340,15 @@ class Engine:
         """Sample up to ``max_new_tokens`` per row; a row leaves the batch once it has ended.
 
         The loop keeps its own preallocated KV cache (no copy of the whole cache per step, unlike
-        ``generate``'s dynamic cache). Under bf16, prompt prefixes that rows of one adapter share are
-        computed once and copied into their cache slots (:mod:`worker.engine.prefix_sharing`). Finished rows are
-        dropped from the batch (cache, ids, mask and adapter names) as soon as they are a quarter of it, so
-        they stop costing compute; a row's tokens do not depend on when that happens. Rows of different
-        styles share the batch through :mod:`worker.engine.lora_batch` (PEFT's ``adapter_names`` for adapters it
-        does not handle). Returns each
-        row's new tokens, ending with EOS when it ended.
+        ``generate``'s dynamic cache). Rows that repeat another row's whole prompt on the same adapter (the
+        candidates of one brief) are prefilled once and their cache copied before the first token is sampled
+        (:func:`worker.engine.prefix_sharing.distinct_rows`); under bf16, prompt prefixes that rows of one adapter
+        share are computed once and copied into their cache slots too (:mod:`worker.engine.prefix_sharing`). A row's
+        tokens do not depend on either (in fp32 a row keeps its bits in any batch, so the copied prompt is the one
+        it would have computed). Finished rows are dropped from the batch (cache, ids, mask and adapter names) as
+        soon as they are a quarter of it, so they stop costing compute. Rows of different styles share the batch
+        through :mod:`worker.engine.lora_batch` (PEFT's ``adapter_names`` for adapters it does not handle). Returns
+        each row's new tokens, ending with EOS when it ended.
         """
         from worker.engine.kv_cache import preallocated_cache
 
@@ -350,17 +356,53 @@ class Engine:
         # Repetition penalty over the row's real tokens only: a padding slot repeats the row's last prompt token.
         history = torch.where(mask.bool(), input_ids, input_ids[:, -1:])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-        start = self._prefill_shared_prefixes(input_ids, mask, names, cache) if self.share_prefixes else 0
-        grouped = grouped_lora(self.model, names, exact=self.exact_rows) if names is not None else None
+        tokens = [row[row_mask.bool()].tolist() for row, row_mask in zip(input_ids, mask, strict=True)]
+        distinct = distinct_rows(tokens, names or [BASE] * len(tokens)) if self.share_prompts else None
+        ids, prompt_mask, prompt_positions, prompt_names = input_ids, mask, positions, names
+        if distinct is not None:  # one row per distinct prompt and adapter
+            first = torch.tensor(distinct.first, device=input_ids.device)
+            ids, prompt_mask, prompt_positions = input_ids[first], mask[first], positions[first]
+            prompt_names = [names[i] for i in distinct.first] if names is not None else None
+        # Shared prefixes run first: their single-row passes install and remove their own LoRA forwards.
+        start = self._prefill_shared_prefixes(ids, prompt_mask, prompt_names, cache) if self.share_prefixes else 0
+        grouped = grouped_lora(self.model, prompt_names, exact=self.exact_rows) if prompt_names is not None else None
         try:
-            self._decode_steps(
-                input_ids, start, mask, positions, history, sampler, names, grouped, cache, generated, max_new_tokens
+            logits = self._forward(
+                ids[:, start:], prompt_mask, prompt_positions[:, start:], prompt_names, grouped, cache
             )
+            if distinct is not None:  # every row now gets its prompt's cache and first logits
+                of_row = torch.tensor(distinct.of_row, device=input_ids.device)
+                logits = logits[of_row]
+                cache.batch_select_indices(of_row)
+                if grouped is not None:
+                    grouped.keep(of_row)
+            return self._decode_steps(logits, mask, positions, history, sampler, names, grouped, cache, max_new_tokens)
         finally:
             if grouped is not None:
                 grouped.close()
-        return generated
+
+    def _forward(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        names: list[str] | None,
+        grouped: GroupedLora | None,
+        cache: Any,
+    ) -> torch.Tensor:
+        """One forward of the batch through the cache; the last position's logits."""
+        kwargs: dict[str, Any] = {self._cache_argument: cache}
+        if names is not None and grouped is None:
+            kwargs["adapter_names"] = names  # PEFT's own mixed-batch path
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
+        return output.logits[:, -1, :]
 
     def _prefill_shared_prefixes(
         self, input_ids: torch.Tensor, mask: torch.Tensor, names: list[str] | None, cache: Any
@@ -419,8 +461,7 @@ class Engine:
 
     def _decode_steps(
         self,
-        input_ids: torch.Tensor,
-        start: int,
+        logits: torch.Tensor,
         mask: torch.Tensor,
         positions: torch.Tensor,
         history: torch.Tensor,
@@ -428,38 +469,26 @@ class Engine:
         names: list[str] | None,
         grouped: GroupedLora | None,
         cache: Any,
-        generated: list[list[int]],
         max_new_tokens: int,
-    ) -> None:
+    ) -> list[list[int]]:
+        """Sample from the prefill's ``logits``, then one forward per new token until every row has ended."""
         eos = sampler.eos_token_id
-        active = torch.arange(input_ids.shape[0])  # sampler rows still in the batch, in batch order
-        ended = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # per batch slot
-        # The first step prefills the prompt columns the cache does not hold yet (all but shared prefixes).
-        step_ids, step_positions = input_ids[:, start:], positions[:, start:]
-        for _ in range(max_new_tokens):
-            kwargs: dict[str, Any] = {self._cache_argument: cache}
-            if names is not None and grouped is None:
-                kwargs["adapter_names"] = names  # PEFT's own mixed-batch path
-            logits = self.model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=step_positions,
-                use_cache=True,
-                logits_to_keep=1,
-                **kwargs,
-            ).logits[:, -1, :]
+        generated: list[list[int]] = [[] for _ in range(mask.shape[0])]
+        active = torch.arange(mask.shape[0])  # sampler rows still in the batch, in batch order
+        ended = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)  # per batch slot
+        for step in range(max_new_tokens):
             chosen = sampler.sample(history, logits, active)
             chosen = torch.where(ended, eos, chosen)
             for token, done, row in zip(chosen.tolist(), ended.tolist(), active.tolist(), strict=True):
                 if not done:
                     generated[row].append(token)
             ended |= chosen == eos
-            if bool(ended.all()):
-                return
+            if bool(ended.all()) or step == max_new_tokens - 1:
+                return generated
             history = torch.cat([history, chosen.unsqueeze(1)], dim=1)
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             step_ids = chosen.unsqueeze(1)
-            step_positions = positions = positions[:, -1:] + 1
+            positions = positions[:, -1:] + 1
             if int(ended.sum()) * 4 >= ended.shape[0]:
                 # Finished rows leave the batch: a quarter of it at a time, so the copies stay cheap.
                 keep = (~ended).nonzero().flatten()
@@ -467,10 +496,11 @@ class Engine:
                 if grouped is not None:
                     grouped.keep(keep)
                 history, mask, step_ids, positions = history[keep], mask[keep], step_ids[keep], positions[keep]
-                step_positions = positions
                 active = active[keep.cpu()]
                 names = [names[i] for i in keep.tolist()] if names is not None else None
                 ended = ended[keep]
+            logits = self._forward(step_ids, mask, positions, names, grouped, cache)
+        return generated
 
     def _output(
         self, request: GenerationRequest, tokens: list[int], prompt_tokens: int, eos: int, seconds: float
