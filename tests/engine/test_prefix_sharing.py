@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.engine.prefix_sharing import PrefixPlan, common_length, plan_prefixes
+from worker.engine.prefix_sharing import PrefixPlan, common_length, distinct_rows, plan_prefixes
 
 SYSTEM = list(range(100, 140))  # 40 tokens every prompt of a style begins with
 PASS_COST = 32  # the examples are small: a smaller fixed cost per pass than the default's CPU calibration
@@ -127,3 +127,19 @@ def test_nothing_worth_sharing_gives_no_plan() -> None:
     assert plan_prefixes_small([[*SYSTEM[:10], 1], [*SYSTEM[:10], 2]], ["a", "a"]) is None  # too short for a pass
     assert plan_prefixes_small([[*SYSTEM, 1]], ["a"]) is None  # one row
     assert plan_prefixes_small([[1, 2], [3, 4, 5]], ["a", "a"]) is None
+
+
+def test_distinct_rows_finds_repeated_prompts_on_one_adapter() -> None:
+    tokens = [[*SYSTEM, 1], [*SYSTEM, 2], [*SYSTEM, 1], [*SYSTEM, 1], [*SYSTEM, 2]]
+    names = ["a", "a", "a", "b", "a"]
+    found = distinct_rows(tokens, names)
+    assert found is not None
+    assert found.first == (0, 1, 3)  # the first row of each (adapter, prompt), in batch order
+    assert found.of_row == (0, 1, 0, 2, 1)  # row 3 has row 0's prompt on another adapter: its own
+
+
+def test_distinct_rows_is_none_when_nothing_repeats() -> None:
+    assert distinct_rows([[1, 2], [1, 2, 3], [2]], ["a", "a", "a"]) is None
+    assert distinct_rows([[1, 2], [1, 2]], ["a", "b"]) is None
+    with pytest.raises(ValueError):
+        distinct_rows([[1]], ["a", "b"])
