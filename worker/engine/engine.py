@@ -186,6 +186,11 @@ class Engine:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._check_family()
+        # Under reduced precision on the CPU, decode steps read each distinct prompt's cache once for all its rows
+        # (worker.engine.prompt_attention); fp32 keeps one cache row per row (exact rows). Off only for benchmarks.
+        from worker.engine.prompt_attention import supports
+
+        self.attend_prompts_once = device == "cpu" and not self.exact_rows and supports(self.model)
         if self.grouped_projections:
             self._undo_unshared_groups()
         self.adapters = AdapterRegistry(source.model_id, adapter_capacity, source.weights_hash)
@@ -342,7 +347,8 @@ class Engine:
         The loop keeps its own preallocated KV cache (no copy of the whole cache per step, unlike
         ``generate``'s dynamic cache). Rows that repeat another row's whole prompt on the same adapter (the
         candidates of one brief) are prefilled once and their cache copied before the first token is sampled
-        (:func:`worker.engine.prefix_sharing.distinct_rows`); under bf16, prompt prefixes that rows of one adapter
+        (:func:`worker.engine.prefix_sharing.distinct_rows`) — or, under bf16 on the CPU, kept once and attended by
+        all its rows together (:mod:`worker.engine.prompt_attention`); under bf16, prompt prefixes that rows of one adapter
         share are computed once and copied into their cache slots too (:mod:`worker.engine.prefix_sharing`). A row's
         tokens do not depend on either (in fp32 a row keeps its bits in any batch, so the copied prompt is the one
         it would have computed). Finished rows are dropped from the batch (cache, ids, mask and adapter names) as
@@ -351,13 +357,15 @@ class Engine:
         each row's new tokens, ending with EOS when it ended.
         """
         from worker.engine.kv_cache import preallocated_cache
+        from worker.engine.prompt_attention import attending_prompts_once, shared_prompt_cache
 
-        cache = preallocated_cache(self.model, input_ids.shape[1] + max_new_tokens)
         # Repetition penalty over the row's real tokens only: a padding slot repeats the row's last prompt token.
         history = torch.where(mask.bool(), input_ids, input_ids[:, -1:])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         tokens = [row[row_mask.bool()].tolist() for row, row_mask in zip(input_ids, mask, strict=True)]
         distinct = distinct_rows(tokens, names or [BASE] * len(tokens)) if self.share_prompts else None
+        once = distinct is not None and self.attend_prompts_once  # the prompt part then holds the prompts only
+        cache = preallocated_cache(self.model, input_ids.shape[1] + (0 if once else max_new_tokens))
         ids, prompt_mask, prompt_positions, prompt_names = input_ids, mask, positions, names
         if distinct is not None:  # one row per distinct prompt and adapter
             first = torch.tensor(distinct.first, device=input_ids.device)
@@ -370,13 +378,21 @@ class Engine:
             logits = self._forward(
                 ids[:, start:], prompt_mask, prompt_positions[:, start:], prompt_names, grouped, cache
             )
+            attention: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
             if distinct is not None:  # every row now gets its prompt's cache and first logits
                 of_row = torch.tensor(distinct.of_row, device=input_ids.device)
                 logits = logits[of_row]
-                cache.batch_select_indices(of_row)
                 if grouped is not None:
                     grouped.keep(of_row)
-            return self._decode_steps(logits, mask, positions, history, sampler, names, grouped, cache, max_new_tokens)
+                if once:  # each prompt's keys and values stay single; the rows attend to them together
+                    cache = shared_prompt_cache(cache, prompt_mask, of_row, max_new_tokens)
+                    attention = attending_prompts_once(self.model, cache)
+                else:
+                    cache.batch_select_indices(of_row)
+            with attention:
+                return self._decode_steps(
+                    logits, mask, positions, history, sampler, names, grouped, cache, max_new_tokens
+                )
         finally:
             if grouped is not None:
                 grouped.close()

@@ -1,0 +1,141 @@
+"""Unit tests of :mod:`worker.engine.prompt_attention`: one copy of each prompt, attended by all its rows at once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_fixtures import FAMILY_NAMES, TinyModel, tiny_family
+
+from worker.engine.base_model import BaseModelSource, weights_hash
+from worker.engine.engine import Engine, GenerationRequest
+from worker.engine.prompt_attention import SharedPromptLayer, supports
+from worker.engine.sampling import RowSettings
+
+KV_HEADS, GROUP, DIM = 2, 3, 8
+
+
+def layer_and_reference(
+    prompt_of_row: list[int], padding: list[int], width: int = 7, generated: int = 4, dtype: torch.dtype = torch.float32
+) -> tuple[SharedPromptLayer, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A layer over random prompts (``padding[p]`` masked columns on the left of prompt ``p``) with ``generated``
+    positions per row written, and each row's whole keys and values as one cache row would hold them."""
+    generator = torch.Generator().manual_seed(0)
+    prompts, rows = len(padding), len(prompt_of_row)
+    prompt_keys = torch.randn(prompts, KV_HEADS, width, DIM, generator=generator).to(dtype)
+    prompt_values = torch.randn(prompts, KV_HEADS, width, DIM, generator=generator).to(dtype)
+    bias = torch.zeros(prompts, 1, 1, width)
+    for prompt, count in enumerate(padding):
+        bias[prompt, ..., :count] = float("-inf")
+    of_row = torch.tensor(prompt_of_row)
+    layer = SharedPromptLayer(prompt_keys, prompt_values, bias.to(dtype), of_row, capacity=generated + 2)
+    own_keys = torch.randn(rows, KV_HEADS, generated, DIM, generator=generator).to(dtype)
+    own_values = torch.randn(rows, KV_HEADS, generated, DIM, generator=generator).to(dtype)
+    layer.update(own_keys, own_values)
+    keys = torch.cat([prompt_keys[of_row], own_keys], dim=2)
+    values = torch.cat([prompt_values[of_row], own_values], dim=2)
+    return layer, keys, values, bias[of_row]
+
+
+def reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Plain SDPA of each row over its whole cache row (heads repeated for GQA): [rows, 1, heads, dim]."""
+    keys = keys.repeat_interleave(GROUP, dim=1)
+    values = values.repeat_interleave(GROUP, dim=1)
+    full_bias = torch.cat([bias, torch.zeros(*bias.shape[:3], keys.shape[2] - bias.shape[3])], dim=3)
+    out = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=full_bias, scale=0.3)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize(
+    ("prompt_of_row", "padding"),
+    [
+        ([0, 0, 1, 1], [0, 2]),  # a brief's two candidates each
+        ([2, 0, 1, 0, 0, 2], [3, 0, 1]),  # uneven groups, rows not in prompt order
+        ([0, 1, 2], [0, 0, 4]),  # nothing shared
+    ],
+)
+def test_attention_equals_plain_attention_over_each_rows_whole_cache(
+    prompt_of_row: list[int], padding: list[int], dtype: torch.dtype, tolerance: float
+) -> None:
+    """Against fp32 SDPA over each row's whole cache row; in bf16 on the same bf16-rounded inputs."""
+    layer, keys, values, bias = layer_and_reference(prompt_of_row, padding, dtype=dtype)
+    query = torch.randn(len(prompt_of_row), KV_HEADS * GROUP, 1, DIM, generator=torch.Generator().manual_seed(1))
+    got = layer.attend(query.to(dtype), 0.3)
+    assert got.shape == (len(prompt_of_row), 1, KV_HEADS * GROUP, DIM) and got.dtype == dtype
+    expected = reference(query.to(dtype).float(), keys.float(), values.float(), bias)
+    torch.testing.assert_close(got.float(), expected, rtol=tolerance, atol=tolerance)
+
+
+def test_rows_leaving_drop_prompts_nobody_uses() -> None:
+    layer, keys, values, bias = layer_and_reference([0, 0, 1, 2, 2], [1, 0, 2])
+    keep = torch.tensor([0, 3, 4])  # prompt 1's only row leaves
+    layer.batch_select_indices(keep)
+    assert layer.prompt_keys.shape[0] == 2 and layer.get_seq_length() == 7 + 4
+    new_keys = torch.randn(3, KV_HEADS, 1, DIM)
+    new_values = torch.randn(3, KV_HEADS, 1, DIM)
+    layer.update(new_keys, new_values)
+    keys = torch.cat([keys[keep], new_keys], dim=2)
+    values = torch.cat([values[keep], new_values], dim=2)
+    query = torch.randn(3, KV_HEADS * GROUP, 1, DIM)
+    torch.testing.assert_close(
+        layer.attend(query, 0.3), reference(query, keys, values, bias[keep]), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_overflowing_the_generated_part_is_an_error() -> None:
+    layer, _, _, _ = layer_and_reference([0, 0], [0], generated=4)
+    layer.update(torch.zeros(2, KV_HEADS, 2, DIM), torch.zeros(2, KV_HEADS, 2, DIM))
+    with pytest.raises(RuntimeError, match="overflow"):
+        layer.update(torch.zeros(2, KV_HEADS, 1, DIM), torch.zeros(2, KV_HEADS, 1, DIM))
+
+
+@pytest.fixture(scope="module", params=FAMILY_NAMES)
+def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return tiny_family(request.param, tmp_path_factory)
+
+
+def engine_for(family: TinyModel, dtype: torch.dtype) -> Engine:
+    source = BaseModelSource(family.model_id, family.model_dir, weights_hash(family.model_dir))
+    return Engine(source, device="cpu", dtype=dtype, batch_size=8)
+
+
+# The tiny Gemma 3 has a sliding-window layer and the tiny Phi-3 a sliding window on every layer (tests/tiny_model.py).
+WINDOWED = {"gemma3", "phi3"}
+
+
+def test_on_for_bf16_where_every_layer_attends_to_everything(family: TinyModel) -> None:
+    bf16 = engine_for(family, torch.bfloat16)
+    assert supports(bf16.model) is (family.family not in WINDOWED)
+    assert bf16.attend_prompts_once is supports(bf16.model)
+    assert engine_for(family, torch.float32).attend_prompts_once is False  # exact rows
+
+
+@pytest.fixture(scope="module", params=[name for name in FAMILY_NAMES if name not in WINDOWED])
+def full_attention_family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return tiny_family(request.param, tmp_path_factory)
+
+
+def test_greedy_texts_equal_with_prompts_attended_once(full_attention_family: TinyModel) -> None:
+    """Forced on in fp32, where rounding is far below any token's margin: the same greedy texts as one cache row per
+    row, for candidates that share a prompt, rows on their own, and rows that end early."""
+    engine = engine_for(full_attention_family, torch.float32)
+    requests = []
+    for index, (topic, budget) in enumerate([("Tea", 12), ("Tea", 3), ("Lisbon", 12), ("Tea", 12), ("Compost", 8)]):
+        messages = [{"role": "system", "content": "You write short articles."}, {"role": "user", "content": topic}]
+        requests.append(GenerationRequest(f"r{index}", messages, RowSettings(0.0, 1.0, 1.15, budget, index)))
+    plain = engine.generate(requests)
+    engine.attend_prompts_once = True
+    layers: list[object] = []
+    original = SharedPromptLayer.attend
+
+    def spy(self: SharedPromptLayer, query: torch.Tensor, scale: float | None) -> torch.Tensor:
+        layers.append(self)
+        return original(self, query, scale)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SharedPromptLayer, "attend", spy)
+        once = engine.generate(requests)
+    assert layers, "the shared-prompt attention never ran"
+    assert engine.model.config._attn_implementation != "copydesk_prompt_once"  # restored after the batch
+    assert [o.text for o in once] == [o.text for o in plain]
+    assert [o.new_tokens for o in once] == [o.new_tokens for o in plain]

@@ -1,0 +1,232 @@
+"""Decode attention over one copy of each distinct prompt (reduced precision): a brief's candidates read their
+prompt's keys and values once per step, not once each.
+
+The engine prefills one row per distinct prompt (:func:`worker.engine.prefix_sharing.distinct_rows`). Instead of
+copying that row's cache to every row that shares it, :class:`SharedPromptLayer` keeps, per layer, the prompt part
+once per distinct prompt (``[prompts, kv heads, prompt columns, head dim]``, left padding masked) and a generation
+part per row. A decode step's attention is two calls of the CPU flash kernel, merged by their log-sum-exp:
+
+* every prompt against the queries of all its rows at once (a prompt shared by ``n`` rows gives ``n`` times as many
+  query rows per key head: one larger product instead of ``n`` small ones, and the prompt is read once);
+* every row's query against its own generated tokens (no mask: nothing there is padding).
+
+For a row, ``softmax`` over prompt and generated columns together equals the two partial results weighted by
+``sigmoid(lse_prompt - lse_generated)``: the same attention, summed in another order, so the bits may differ from
+the one-call kernel by rounding. That is why the engine uses it only where it does not promise exact rows (bf16), and
+only for models whose every layer attends to the whole sequence with plain scaled dot products
+(:func:`supports`): no sliding windows, no soft-capping, heads grouped as SDPA's GQA expects.
+
+The attention runs through transformers' attention interface under its own name (:data:`ATTENTION_NAME`), set on
+the model's config only while the decode steps run (:func:`attending_prompts_once`); having no mask function,
+transformers builds no attention mask for those steps at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+ATTENTION_NAME = "copydesk_prompt_once"
+_LAYER_ATTRIBUTE = "_copydesk_prompt_layer"
+
+
+def _flash(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, scale: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDPA's CPU flash kernel: the attention output and each query's log-sum-exp of its scores."""
+    output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, keys, values, attn_mask=bias, scale=scale
+    )
+    return output, lse
+
+
+class SharedPromptLayer(DynamicLayer):
+    """One layer's cache: the prompt part once per distinct prompt, the generated part per row.
+
+    ``prompt_of_row[r]`` is the index of row ``r``'s prompt in ``prompt_keys``; ``prompt_bias`` is an additive mask
+    (0 or -inf) over the prompt columns, hiding each prompt's left padding.
+    """
+
+    def __init__(
+        self,
+        prompt_keys: torch.Tensor,
+        prompt_values: torch.Tensor,
+        prompt_bias: torch.Tensor,
+        prompt_of_row: torch.Tensor,
+        capacity: int,
+    ) -> None:
+        super().__init__()
+        self.prompt_keys, self.prompt_values, self.prompt_bias = prompt_keys, prompt_values, prompt_bias
+        rows = prompt_of_row.shape[0]
+        _, heads, self.prompt_length, key_dim = prompt_keys.shape
+        self.key_buffer = prompt_keys.new_empty(rows, heads, capacity, key_dim)
+        self.value_buffer = prompt_values.new_empty(rows, heads, capacity, prompt_values.shape[-1])
+        self.capacity = capacity
+        self.length = 0
+        self.keys = self.key_buffer[:, :, :0]
+        self.values = self.value_buffer[:, :, :0]
+        self.device = prompt_keys.device
+        self.is_initialized = True
+        self._set_rows(prompt_of_row)
+
+    def _set_rows(self, prompt_of_row: torch.Tensor) -> None:
+        """Each row's prompt, and how the rows' queries pack per prompt: ``pack`` lists, for every prompt and slot,
+        the row whose query goes there (slots past a prompt's rows repeat one of them: computed, then ignored);
+        ``unpack`` is each row's place among them."""
+        self.prompt_of_row = prompt_of_row
+        prompts = self.prompt_keys.shape[0]
+        counts = torch.bincount(prompt_of_row, minlength=prompts)
+        self.slots = max(int(counts.max()), 1)
+        order = torch.argsort(prompt_of_row, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot_of_row = torch.empty_like(prompt_of_row)
+        slot_of_row[order] = (
+            torch.arange(prompt_of_row.shape[0], device=prompt_of_row.device) - starts[prompt_of_row[order]]
+        )
+        self.unpack = prompt_of_row * self.slots + slot_of_row
+        pack = torch.full((prompts * self.slots,), -1, dtype=torch.long, device=prompt_of_row.device)
+        pack[self.unpack] = torch.arange(prompt_of_row.shape[0], device=prompt_of_row.device)
+        first_row = order[starts.clamp(max=prompt_of_row.shape[0] - 1)]  # any row of the prompt fills its gaps
+        self.pack = torch.where(pack < 0, first_row.repeat_interleave(self.slots), pack)
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache overflow: {end} generated positions, capacity {self.capacity}")
+        self.key_buffer[:, :, self.length : end] = key_states
+        self.value_buffer[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys = self.key_buffer[:, :, :end]
+        self.values = self.value_buffer[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.prompt_length + self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the rows ``indices``; prompts no row uses any more are dropped."""
+        self.key_buffer = self.key_buffer[indices]
+        self.value_buffer = self.value_buffer[indices]
+        self.keys = self.key_buffer[:, :, : self.length]
+        self.values = self.value_buffer[:, :, : self.length]
+        used, prompt_of_row = torch.unique(self.prompt_of_row[indices], return_inverse=True)
+        if used.shape[0] < self.prompt_keys.shape[0]:
+            self.prompt_keys = self.prompt_keys[used]
+            self.prompt_values = self.prompt_values[used]
+            self.prompt_bias = self.prompt_bias[used]
+        self._set_rows(prompt_of_row)
+
+    def attend(self, query: torch.Tensor, scale: float | None) -> torch.Tensor:
+        """Attention of one new position per row (``query``: [rows, heads, 1, dim]) over its prompt and its generated
+        tokens; returns [rows, 1, heads, dim], as transformers' attention functions do."""
+        rows, heads, _, dim = query.shape
+        prompts, kv_heads = self.prompt_keys.shape[:2]
+        group = heads // kv_heads
+        per_row = query.reshape(rows, kv_heads, group, dim)  # query heads of one key head together (GQA)
+        packed = (
+            per_row.index_select(0, self.pack)
+            .view(prompts, self.slots, kv_heads, group, dim)
+            .transpose(1, 2)
+            .reshape(prompts, kv_heads, self.slots * group, dim)
+        )
+        prompt_out, prompt_lse = _flash(packed, self.prompt_keys, self.prompt_values, self.prompt_bias, scale)
+        prompt_out = _unpacked(prompt_out.unsqueeze(-1), self.slots, group, self.unpack).squeeze(-1)
+        prompt_lse = _unpacked(prompt_lse.unsqueeze(-1), self.slots, group, self.unpack).squeeze(-1)
+        own_out, own_lse = _flash(per_row, self.keys, self.values, None, scale)
+        weight = torch.sigmoid(prompt_lse - own_lse).unsqueeze(-1)
+        merged = torch.lerp(own_out.float(), prompt_out.float(), weight).to(query.dtype)
+        return merged.reshape(rows, 1, heads, dim)
+
+
+def _unpacked(packed: torch.Tensor, slots: int, group: int, unpack: torch.Tensor) -> torch.Tensor:
+    """[prompts, kv heads, slots * group, *rest] back to one entry per row: [rows, kv heads, group, *rest]."""
+    prompts, kv_heads = packed.shape[:2]
+    rest = packed.shape[3:]
+    per_slot = packed.view(prompts, kv_heads, slots, group, *rest).transpose(1, 2)
+    return per_slot.reshape(prompts * slots, kv_heads, group, *rest).index_select(0, unpack)
+
+
+def shared_prompt_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention-function signature; ``key``/``value`` are the layer's generated part (already in it)."""
+    layer: SharedPromptLayer | None = module.__dict__.get(_LAYER_ATTRIBUTE)
+    if layer is None or query.shape[2] != 1:
+        raise RuntimeError("shared-prompt attention serves decode steps of a cache made by shared_prompt_cache only")
+    return layer.attend(query, scaling), None
+
+
+def supports(model: Any) -> bool:
+    """True when every attention layer of ``model`` attends to the whole sequence with plain scaled dot products."""
+    config = model.config.get_text_config(decoder=True)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and any(kind != "full_attention" for kind in layer_types):
+        return False
+    if layer_types is None and getattr(config, "sliding_window", None) is not None:
+        return False
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        return False
+    modules = _attention_modules(model)
+    return len(modules) == int(config.num_hidden_layers) and all(
+        int(getattr(m, "num_key_value_groups", 0)) >= 1 for m in modules.values()
+    )
+
+
+def _attention_modules(model: Any) -> dict[int, Any]:
+    return {
+        int(module.layer_idx): module
+        for module in model.modules()
+        if hasattr(module, "layer_idx") and hasattr(module, "num_key_value_groups")
+    }
+
+
+def shared_prompt_cache(cache: Cache, prompt_mask: torch.Tensor, prompt_of_row: torch.Tensor, capacity: int) -> Cache:
+    """A cache for the decode steps from ``cache`` filled by the prefill of the distinct prompts (one row each,
+    ``prompt_mask`` their attention mask); ``prompt_of_row``: each batch row's prompt; ``capacity``: positions to
+    generate."""
+    layers = []
+    for layer in cache.layers:
+        keys, values = layer.keys, layer.values
+        bias = torch.zeros(prompt_mask.shape, dtype=keys.dtype, device=keys.device)
+        bias.masked_fill_(~prompt_mask.bool(), float("-inf"))
+        layers.append(SharedPromptLayer(keys, values, bias[:, None, None, :], prompt_of_row, capacity))
+    return Cache(layers=layers)
+
+
+@contextlib.contextmanager
+def attending_prompts_once(model: Any, cache: Cache) -> Iterator[None]:
+    """Run ``model``'s attention through :func:`shared_prompt_attention` on ``cache``'s layers while in the block."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if ATTENTION_NAME not in ALL_ATTENTION_FUNCTIONS:
+        ALL_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, shared_prompt_attention)
+    modules = _attention_modules(model)
+    configs = {id(m.config): m.config for m in modules.values()}
+    previous = {key: config._attn_implementation for key, config in configs.items()}
+    try:
+        for index, module in modules.items():
+            module.__dict__[_LAYER_ATTRIBUTE] = cache.layers[index]
+        for config in configs.values():
+            config._attn_implementation = ATTENTION_NAME
+        yield
+    finally:
+        for key, config in configs.items():
+            config._attn_implementation = previous[key]
+        for module in modules.values():
+            module.__dict__.pop(_LAYER_ATTRIBUTE, None)
