@@ -346,13 +346,14 @@ class Engine:
 
         The loop keeps its own preallocated KV cache (no copy of the whole cache per step, unlike
         ``generate``'s dynamic cache). Rows that repeat another row's whole prompt on the same adapter (the
-        candidates of one brief) are prefilled once and their cache copied before the first token is sampled
-        (:func:`worker.engine.prefix_sharing.distinct_rows`) — or, under bf16 on the CPU, kept once and attended by
-        all its rows together (:mod:`worker.engine.prompt_attention`); under bf16, prompt prefixes that rows of one adapter
-        share are computed once and copied into their cache slots too (:mod:`worker.engine.prefix_sharing`). A row's
-        tokens do not depend on either (in fp32 a row keeps its bits in any batch, so the copied prompt is the one
-        it would have computed). Finished rows are dropped from the batch (cache, ids, mask and adapter names) as
-        soon as they are a quarter of it, so they stop costing compute. Rows of different styles share the batch
+        candidates of one brief) are prefilled once (:func:`worker.engine.prefix_sharing.distinct_rows`); their cache
+        is then copied to each of them before the first token is sampled or, under bf16 on the CPU, kept once and
+        attended by all its rows together (:mod:`worker.engine.prompt_attention`). Under bf16, prompt prefixes that
+        rows of one adapter share are computed once and copied into their cache slots too
+        (:mod:`worker.engine.prefix_sharing`). A row's tokens do not depend on any of this (in fp32 a row keeps its
+        bits in any batch, so the copied prompt is the one it would have computed). Finished rows are dropped from
+        the batch (cache, ids, mask and adapter names) as soon as they are a quarter of it, so they stop costing
+        compute. Rows of different styles share the batch
         through :mod:`worker.engine.lora_batch` (PEFT's ``adapter_names`` for adapters it does not handle). Returns
         each row's new tokens, ending with EOS when it ended.
         """
