@@ -315,6 +315,9 @@ class Engine:
         encoded = self.tokenizer(
             prompts, return_tensors="pt", padding=True, pad_to_multiple_of=self._pad_multiple, add_special_tokens=False
         )
+        # Each row's prompt without its padding, read from the tokenizer's CPU tensors (no copy back from a device).
+        rows = zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
+        tokens = [ids[row_mask.bool()].tolist() for ids, row_mask in rows]
         input_ids = encoded["input_ids"].to(self.device)
         mask = encoded["attention_mask"].to(self.device)
         eos = int(self.tokenizer.eos_token_id)
@@ -323,14 +326,13 @@ class Engine:
         started = time.perf_counter()
         try:
             with torch.inference_mode(), self._attention_kernels():
-                tokens = self._decode(input_ids, mask, sampler, names, max(r.settings.max_new_tokens for r in batch))
+                budget = max(r.settings.max_new_tokens for r in batch)
+                new = self._decode(input_ids, mask, tokens, sampler, names, budget)
         finally:
             if self.grouped_projections:
                 forget_outputs(self.model)  # nothing of this batch stays referenced
         seconds = time.perf_counter() - started
-        outputs = [
-            self._output(request, tokens[row], int(mask[row].sum()), eos, seconds) for row, request in enumerate(batch)
-        ]
+        outputs = [self._output(request, new[row], len(tokens[row]), eos, seconds) for row, request in enumerate(batch)]
         logger.debug("batch of %d rows, %d new tokens, %.2f s", len(batch), sum(o.new_tokens for o in outputs), seconds)
         return outputs
 
@@ -338,11 +340,13 @@ class Engine:
         self,
         input_ids: torch.Tensor,
         mask: torch.Tensor,
+        tokens: list[list[int]],
         sampler: RowSampler,
         names: list[str] | None,
         max_new_tokens: int,
     ) -> list[list[int]]:
-        """Sample up to ``max_new_tokens`` per row; a row leaves the batch once it has ended.
+        """Sample up to ``max_new_tokens`` per row (``tokens``: each row's prompt without padding); a row leaves the
+        batch once it has ended.
 
         The loop keeps its own preallocated KV cache (no copy of the whole cache per step, unlike
         ``generate``'s dynamic cache). Rows that repeat another row's whole prompt on the same adapter (the
@@ -363,17 +367,17 @@ class Engine:
         # Repetition penalty over the row's real tokens only: a padding slot repeats the row's last prompt token.
         history = torch.where(mask.bool(), input_ids, input_ids[:, -1:])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        tokens = [row[row_mask.bool()].tolist() for row, row_mask in zip(input_ids, mask, strict=True)]
         distinct = distinct_rows(tokens, names or [BASE] * len(tokens)) if self.share_prompts else None
         once = distinct is not None and self.attend_prompts_once  # the prompt part then holds the prompts only
         cache = preallocated_cache(self.model, input_ids.shape[1] + (0 if once else max_new_tokens))
-        ids, prompt_mask, prompt_positions, prompt_names = input_ids, mask, positions, names
+        ids, prompt_mask, prompt_positions, prompt_tokens, prompt_names = input_ids, mask, positions, tokens, names
         if distinct is not None:  # one row per distinct prompt and adapter
             first = torch.tensor(distinct.first, device=input_ids.device)
             ids, prompt_mask, prompt_positions = input_ids[first], mask[first], positions[first]
+            prompt_tokens = [tokens[i] for i in distinct.first]
             prompt_names = [names[i] for i in distinct.first] if names is not None else None
         # Shared prefixes run first: their single-row passes install and remove their own LoRA forwards.
-        start = self._prefill_shared_prefixes(ids, prompt_mask, prompt_names, cache) if self.share_prefixes else 0
+        start = self._prefill_shared_prefixes(ids, prompt_tokens, prompt_names, cache) if self.share_prefixes else 0
         grouped = grouped_lora(self.model, prompt_names, exact=self.exact_rows) if prompt_names is not None else None
         try:
             logits = self._forward(
@@ -422,11 +426,11 @@ class Engine:
         return output.logits[:, -1, :]
 
     def _prefill_shared_prefixes(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, names: list[str] | None, cache: Any
+        self, input_ids: torch.Tensor, tokens: list[list[int]], names: list[str] | None, cache: Any
     ) -> int:
         """Fill the cache with the batch's shared prompt prefixes (:mod:`worker.engine.prefix_sharing`); returns the
-        first column the batch forward still has to compute (0 when nothing is shared)."""
-        tokens = [row[row_mask.bool()].tolist() for row, row_mask in zip(input_ids, mask, strict=True)]
+        first column the batch forward still has to compute (0 when nothing is shared). ``tokens``: each row's prompt
+        without padding."""
         plan = plan_prefixes(tokens, names or [BASE] * len(tokens), width=input_ids.shape[1])
         if plan is None:
             return 0
