@@ -28,7 +28,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache
+
+from worker.engine.kv_cache import PreallocatedLayer
 
 ATTENTION_NAME = "copydesk_prompt_once"
 _LAYER_ATTRIBUTE = "_copydesk_prompt_layer"
@@ -44,8 +46,9 @@ def _flash(
     return output, lse
 
 
-class SharedPromptLayer(DynamicLayer):
-    """One layer's cache: the prompt part once per distinct prompt, the generated part per row.
+class SharedPromptLayer(PreallocatedLayer):
+    """One layer's cache: the prompt part once per distinct prompt, the generated part per row (the preallocated
+    buffers of :class:`~worker.engine.kv_cache.PreallocatedLayer`, ``capacity`` positions a row).
 
     ``prompt_of_row[r]`` is the index of row ``r``'s prompt in ``prompt_keys``; ``prompt_bias`` is an additive mask
     (0 or -inf) over the prompt columns, hiding each prompt's left padding.
@@ -59,18 +62,15 @@ class SharedPromptLayer(DynamicLayer):
         prompt_of_row: torch.Tensor,
         capacity: int,
     ) -> None:
-        super().__init__()
+        super().__init__(capacity)
         self.prompt_keys, self.prompt_values, self.prompt_bias = prompt_keys, prompt_values, prompt_bias
-        rows = prompt_of_row.shape[0]
-        _, heads, self.prompt_length, key_dim = prompt_keys.shape
-        self.key_buffer = prompt_keys.new_empty(rows, heads, capacity, key_dim)
-        self.value_buffer = prompt_values.new_empty(rows, heads, capacity, prompt_values.shape[-1])
-        self.capacity = capacity
-        self.length = 0
-        self.keys = self.key_buffer[:, :, :0]
-        self.values = self.value_buffer[:, :, :0]
-        self.device = prompt_keys.device
-        self.is_initialized = True
+        self.prompt_length = prompt_keys.shape[2]
+        rows, heads = prompt_of_row.shape[0], prompt_keys.shape[1]
+        self.lazy_initialization(  # the generated part's buffers, empty: every position is written before it is read
+            prompt_keys.new_empty(rows, heads, 0, prompt_keys.shape[-1]),
+            prompt_values.new_empty(rows, heads, 0, prompt_values.shape[-1]),
+        )
+        self.advance(0)
         self._set_rows(prompt_of_row)
 
     def _set_rows(self, prompt_of_row: torch.Tensor) -> None:
@@ -93,19 +93,6 @@ class SharedPromptLayer(DynamicLayer):
         first_row = order[starts.clamp(max=prompt_of_row.shape[0] - 1)]  # any row of the prompt fills its gaps
         self.pack = torch.where(pack < 0, first_row.repeat_interleave(self.slots), pack)
 
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + key_states.shape[-2]
-        if end > self.capacity:
-            raise RuntimeError(f"KV cache overflow: {end} generated positions, capacity {self.capacity}")
-        self.key_buffer[:, :, self.length : end] = key_states
-        self.value_buffer[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys = self.key_buffer[:, :, :end]
-        self.values = self.value_buffer[:, :, :end]
-        return self.keys, self.values
-
     def get_seq_length(self) -> int:
         return self.prompt_length + self.length
 
@@ -114,10 +101,7 @@ class SharedPromptLayer(DynamicLayer):
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep the rows ``indices``; prompts no row uses any more are dropped."""
-        self.key_buffer = self.key_buffer[indices]
-        self.value_buffer = self.value_buffer[indices]
-        self.keys = self.key_buffer[:, :, : self.length]
-        self.values = self.value_buffer[:, :, : self.length]
+        super().batch_select_indices(indices)
         used, prompt_of_row = torch.unique(self.prompt_of_row[indices], return_inverse=True)
         if used.shape[0] < self.prompt_keys.shape[0]:
             self.prompt_keys = self.prompt_keys[used]
