@@ -7,7 +7,7 @@ CPU without bf16 units the bf16 column shows what ``COPYDESK_DTYPE=bfloat16`` wo
 
 ``view`` times the plain head (fp32 and bf16) on what a prefill hands it without the engine's hook: the last
 position sliced out of a 96-token hidden state, a view with the whole sequence's strides, against a fresh copy
-of it (``worker.engine.engine._contiguous_head_input``); 3 calls each, since the view costs seconds.
+of it (``worker.engine.packed_linear.contiguous_head_input``); 3 calls each, since the view costs seconds.
 
     python bench/head_matmul.py --threads 2
 """

@@ -35,8 +35,9 @@ from worker.engine.families import check_family, probe_once
 from worker.engine.grouped_projections import forget_outputs, ungroup_unshared
 from worker.engine.grouped_projections import group_projections as group_model_projections
 from worker.engine.lora_batch import GroupedLora, grouped_lora
-from worker.engine.packed_linear import pack_linears
-from worker.engine.prefix_sharing import PrefixPlan, distinct_rows, plan_prefixes
+from worker.engine.packed_linear import contiguous_head_input, pack_linears
+from worker.engine.prefix_passes import ModelCall, fill_shared_prefixes
+from worker.engine.prefix_sharing import distinct_rows
 from worker.engine.sampling import RowSampler, RowSettings
 from worker.errors import ModelError
 
@@ -64,25 +65,6 @@ class GenerationOutput:
     new_tokens: int
     hit_eos: bool
     seconds: float  # wall time of the batch this row was generated in, shared by its rows
-
-
-def _contiguous_head_input(model: Any) -> None:
-    """Give the output head a freshly laid-out input.
-
-    With ``logits_to_keep=1`` transformers slices the last position out of the prefill's hidden states, a
-    ``[rows, 1, hidden]`` view with the strides of the whole sequence; torch's ``linear`` then broadcasts the
-    head's weight to one copy per row and runs a ``bmm`` in bf16: for SmolLM2-135M at 32 rows a 1.8 GB copy,
-    2.4 s against 6 ms for the same product on a fresh tensor (83 ms against 4 ms at one row; 2 AMX cores,
-    ``bench/head_matmul.py``). At one row the view even counts as contiguous (``.contiguous()`` keeps it), so the
-    hook always copies: a few kilobytes, no bits changed.
-    """
-    head = model.get_output_embeddings()
-    if head is not None:
-        head.register_forward_pre_hook(_fresh_first_argument)
-
-
-def _fresh_first_argument(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
 
 
 def cpu_supports_bf16() -> bool:
@@ -169,7 +151,7 @@ class Engine:
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the base model from {source.directory}: {exc}") from exc
         self.model: Any = model.to(device).eval()
-        _contiguous_head_input(self.model)
+        contiguous_head_input(self.model)
         # On the CPU (fp32, bf16): linear layers as packed oneDNN matmuls (faster; in fp32 batch-invariant too).
         self.packed_matmuls = packed_matmuls and device == "cpu" and dtype in (torch.float32, torch.bfloat16)
         # Under reduced precision, q/k/v and gate/up as one product each (worker.engine.grouped_projections); fp32
@@ -362,7 +344,6 @@ class Engine:
         each row's new tokens, ending with EOS when it ended.
         """
         from worker.engine.kv_cache import preallocated_cache
-        from worker.engine.prompt_attention import attending_prompts_once, shared_prompt_cache
 
         # Repetition penalty over the row's real tokens only: a padding slot repeats the row's last prompt token.
         history = torch.where(mask.bool(), input_ids, input_ids[:, -1:])
@@ -385,15 +366,9 @@ class Engine:
             )
             attention: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
             if distinct is not None:  # every row now gets its prompt's cache and first logits
-                of_row = torch.tensor(distinct.of_row, device=input_ids.device)
-                logits = logits[of_row]
-                if grouped is not None:
-                    grouped.keep(of_row)
-                if once:  # each prompt's keys and values stay single; the rows attend to them together
-                    cache = shared_prompt_cache(cache, prompt_mask, of_row, max_new_tokens)
-                    attention = attending_prompts_once(self.model, cache)
-                else:
-                    cache.batch_select_indices(of_row)
+                logits, cache, attention = self._spread_prompts(
+                    distinct.of_row, logits, prompt_mask, grouped, cache, once, max_new_tokens
+                )
             with attention:
                 return self._decode_steps(
                     logits, mask, positions, history, sampler, names, grouped, cache, max_new_tokens
@@ -401,6 +376,30 @@ class Engine:
         finally:
             if grouped is not None:
                 grouped.close()
+
+    def _spread_prompts(
+        self,
+        of_row: Sequence[int],
+        logits: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        grouped: GroupedLora | None,
+        cache: Any,
+        once: bool,
+        max_new_tokens: int,
+    ) -> tuple[torch.Tensor, Any, contextlib.AbstractContextManager[None]]:
+        """Every row gets the first logits and the cache of its prompt (``of_row``: the prefill row of each row):
+        the cache copied to each row or, with ``once``, kept once per prompt and attended by its rows together inside
+        the returned context (:mod:`worker.engine.prompt_attention`)."""
+        from worker.engine.prompt_attention import attending_prompts_once, shared_prompt_cache
+
+        rows = torch.tensor(list(of_row), device=logits.device)
+        if grouped is not None:
+            grouped.keep(rows)
+        if not once:
+            cache.batch_select_indices(rows)
+            return logits[rows], cache, contextlib.nullcontext()
+        cache = shared_prompt_cache(cache, prompt_mask, rows, max_new_tokens)
+        return logits[rows], cache, attending_prompts_once(self.model, cache)
 
     def _forward(
         self,
@@ -428,57 +427,10 @@ class Engine:
     def _prefill_shared_prefixes(
         self, input_ids: torch.Tensor, tokens: list[list[int]], names: list[str] | None, cache: Any
     ) -> int:
-        """Fill the cache with the batch's shared prompt prefixes (:mod:`worker.engine.prefix_sharing`); returns the
-        first column the batch forward still has to compute (0 when nothing is shared). ``tokens``: each row's prompt
-        without padding."""
-        plan = plan_prefixes(tokens, names or [BASE] * len(tokens), width=input_ids.shape[1])
-        if plan is None:
-            return 0
-        for prefix in plan.prefixes:
-            needed = max(plan.start - plan.begin(len(tokens[row])) for row in prefix.rows)
-            if needed <= 0:
-                continue
-            layers = self._prefix_pass(prefix.tokens[:needed], prefix.name if names is not None else None)
-            for layer, (keys, values) in zip(cache.layers, layers, strict=True):
-                if not layer.is_initialized:
-                    layer.allocate(len(tokens), keys, values)
-                for row in prefix.rows:
-                    begin = plan.begin(len(tokens[row]))
-                    if begin < plan.start:
-                        layer.write(row, begin, keys[0, :, : plan.start - begin], values[0, :, : plan.start - begin])
-        return self._advance_cache(cache, plan)
-
-    @staticmethod
-    def _advance_cache(cache: Any, plan: PrefixPlan) -> int:
-        if not all(layer.is_initialized for layer in cache.layers):
-            return 0  # nothing was written: the batch forward computes every column
-        for layer in cache.layers:
-            layer.advance(plan.start)
-        return plan.start
-
-    def _prefix_pass(self, tokens: Sequence[int], name: str | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Keys and values of every layer for one prompt prefix on adapter ``name`` (``None``: no adapters)."""
-        from worker.engine.kv_cache import preallocated_cache
-
-        cache = preallocated_cache(self.model, len(tokens))
-        ids = torch.tensor([list(tokens)], device=self.device)
-        kwargs: dict[str, Any] = {self._cache_argument: cache}
-        grouped = grouped_lora(self.model, [name], exact=self.exact_rows) if name is not None else None
-        if name is not None and grouped is None:
-            kwargs["adapter_names"] = [name]
-        try:
-            self.model(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                position_ids=torch.arange(len(tokens), device=self.device).unsqueeze(0),
-                use_cache=True,
-                logits_to_keep=1,
-                **kwargs,
-            )
-        finally:
-            if grouped is not None:
-                grouped.close()
-        return [(layer.keys, layer.values) for layer in cache.layers]
+        """The batch's shared prompt prefixes into ``cache`` (:mod:`worker.engine.prefix_passes`); returns the first
+        column the batch forward still has to compute. ``tokens``: each row's prompt without padding."""
+        call = ModelCall(self.model, self.device, self._cache_argument, self.exact_rows)
+        return fill_shared_prefixes(call, cache, input_ids.shape[1], tokens, names)
 
     def _decode_steps(
         self,
