@@ -88,11 +88,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     settings = load_settings(batch_size=2 * args.briefs)
     engine = Engine.from_settings(settings)
+    if engine.exact_rows:
+        parser.error("the engine runs fp32 here (exact rows): it shares no prefixes; this bench measures bf16")
+    if not engine.attend_prompts_once and "once" in args.settings:
+        parser.error("this model does not attend to prompts once (worker.engine.prompt_attention.supports)")
     requests = pipeline_requests(settings, args.briefs, args.new_tokens)
     prompt_tokens = [len(engine.tokenizer(engine.chat_prompt(r.messages)).input_ids) for r in requests]
     engine.generate(with_budget(requests[:4], 2))  # warm-up: adapters loaded, first-call costs paid
-    if not engine.attend_prompts_once and "once" in args.settings:
-        parser.error("this model or dtype does not attend to prompts once (worker.engine.prompt_attention.supports)")
     names = args.settings
     prefill = measure(engine, with_budget(requests, 1), args.repeats, names)
     whole = measure(engine, requests, args.repeats, names)

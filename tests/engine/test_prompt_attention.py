@@ -6,8 +6,9 @@ import pytest
 import torch
 from model_fixtures import FAMILY_NAMES, TinyModel, tiny_family
 
+from worker.engine.adapters import AdapterRef
 from worker.engine.base_model import BaseModelSource, weights_hash
-from worker.engine.engine import Engine, GenerationRequest
+from worker.engine.engine import Engine, GenerationOutput, GenerationRequest
 from worker.engine.prompt_attention import SharedPromptLayer, supports
 from worker.engine.sampling import RowSettings
 
@@ -104,9 +105,10 @@ WINDOWED = {"gemma3", "phi3"}
 
 
 def test_on_for_bf16_where_every_layer_attends_to_everything(family: TinyModel) -> None:
+    plain_attention = family.family not in WINDOWED
     bf16 = engine_for(family, torch.bfloat16)
-    assert supports(bf16.model) is (family.family not in WINDOWED)
-    assert bf16.attend_prompts_once is supports(bf16.model)
+    assert supports(bf16.model) is plain_attention
+    assert bf16.attend_prompts_once is plain_attention
     assert engine_for(family, torch.float32).attend_prompts_once is False  # exact rows
 
 
@@ -115,27 +117,57 @@ def full_attention_family(request: pytest.FixtureRequest, tmp_path_factory: pyte
     return tiny_family(request.param, tmp_path_factory)
 
 
-def test_greedy_texts_equal_with_prompts_attended_once(full_attention_family: TinyModel) -> None:
-    """Forced on in fp32, where rounding is far below any token's margin: the same greedy texts as one cache row per
-    row, for candidates that share a prompt, rows on their own, and rows that end early."""
-    engine = engine_for(full_attention_family, torch.float32)
-    requests = []
-    for index, (topic, budget) in enumerate([("Tea", 12), ("Tea", 3), ("Lisbon", 12), ("Tea", 12), ("Compost", 8)]):
-        messages = [{"role": "system", "content": "You write short articles."}, {"role": "user", "content": topic}]
-        requests.append(GenerationRequest(f"r{index}", messages, RowSettings(0.0, 1.0, 1.15, budget, index)))
-    plain = engine.generate(requests)
-    engine.attend_prompts_once = True
-    layers: list[object] = []
+def generate_spying(engine: Engine, requests: list[GenerationRequest]) -> tuple[list[GenerationOutput], int]:
+    """The engine's outputs and how many decode attentions went through a SharedPromptLayer."""
+    calls: list[object] = []
     original = SharedPromptLayer.attend
 
     def spy(self: SharedPromptLayer, query: torch.Tensor, scale: float | None) -> torch.Tensor:
-        layers.append(self)
+        calls.append(self)
         return original(self, query, scale)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(SharedPromptLayer, "attend", spy)
-        once = engine.generate(requests)
-    assert layers, "the shared-prompt attention never ran"
-    assert engine.model.config._attn_implementation != "copydesk_prompt_once"  # restored after the batch
+        outputs = engine.generate(requests)
+    return outputs, len(calls)
+
+
+def requests_for(plan: list[tuple[str, AdapterRef | None, int]]) -> list[GenerationRequest]:
+    requests = []
+    for index, (topic, ref, budget) in enumerate(plan):
+        messages = [{"role": "system", "content": "You write short articles."}, {"role": "user", "content": topic}]
+        requests.append(GenerationRequest(f"r{index}", messages, RowSettings(0.0, 1.0, 1.15, budget, index), ref))
+    return requests
+
+
+def test_greedy_texts_equal_with_prompts_attended_once(full_attention_family: TinyModel) -> None:
+    """Forced on in fp32, where rounding is far below any token's margin: the same greedy texts as one cache row per
+    row, for a brief's candidates on the base model and on an adapter (with shared prefixes, forced on too), a row on
+    its own, and rows that end early; the model's attention setting and layers are left as they were."""
+    family = full_attention_family
+    engine = engine_for(family, torch.float32)
+    adapter = AdapterRef("style-a", "v1", family.adapter_a_dir)
+    engine.load_adapter(adapter)
+    engine.share_prefixes = True
+    requests = requests_for(
+        [("Tea", None, 12), ("Tea", None, 3), ("Lisbon", adapter, 12), ("Lisbon", adapter, 12), ("Compost", adapter, 8)]
+    )
+    plain = engine.generate(requests)
+    previous = engine.model.config._attn_implementation
+    engine.attend_prompts_once = True
+    once, calls = generate_spying(engine, requests)
+    assert calls > 0, "the shared-prompt attention never ran"
+    assert engine.model.config._attn_implementation == previous  # restored after the batch
+    assert not any("_copydesk_prompt_layer" in module.__dict__ for module in engine.model.modules())
     assert [o.text for o in once] == [o.text for o in plain]
     assert [o.new_tokens for o in once] == [o.new_tokens for o in plain]
+
+
+def test_a_prompt_with_many_rows_beside_single_ones_keeps_the_copied_cache(full_attention_family: TinyModel) -> None:
+    """Packing pads every prompt to the most rows one has: 4 candidates beside 3 single rows (4 x 4 query slots for 7
+    rows) would cost more than the copy, so the engine copies."""
+    engine = engine_for(full_attention_family, torch.float32)
+    engine.attend_prompts_once = True
+    requests = requests_for([("Tea", None, 4)] * 4 + [("Lisbon", None, 4), ("Compost", None, 4), ("Salad", None, 4)])
+    _, calls = generate_spying(engine, requests)
+    assert calls == 0

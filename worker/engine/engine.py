@@ -20,6 +20,7 @@ import contextlib
 import inspect
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from worker.engine.grouped_projections import group_projections as group_model_p
 from worker.engine.lora_batch import GroupedLora, grouped_lora
 from worker.engine.packed_linear import contiguous_head_input, pack_linears
 from worker.engine.prefix_passes import ModelCall, fill_shared_prefixes
-from worker.engine.prefix_sharing import distinct_rows
+from worker.engine.prefix_sharing import DistinctRows, distinct_rows
 from worker.engine.sampling import RowSampler, RowSettings
 from worker.errors import ModelError
 
@@ -65,6 +66,14 @@ class GenerationOutput:
     new_tokens: int
     hit_eos: bool
     seconds: float  # wall time of the batch this row was generated in, shared by its rows
+
+
+def _packs_well(distinct: DistinctRows) -> bool:
+    """Whether attending each prompt once pays (:mod:`worker.engine.prompt_attention`): its packed queries (prompts
+    times the most rows any prompt has) stay within a quarter more than the rows; one prompt with many rows beside
+    single ones would pad every prompt to its count."""
+    counts = Counter(distinct.of_row)
+    return len(counts) * max(counts.values()) <= 1.25 * len(distinct.of_row)
 
 
 def cpu_supports_bf16() -> bool:
@@ -141,8 +150,9 @@ class Engine:
         # Shared prompt prefixes are computed once per batch (worker.engine.prefix_sharing); fp32 never does, since
         # it promises that a row's text does not depend on the other rows of its batch.
         self.share_prefixes = share_prefixes and dtype != torch.float32
-        # Rows with the same whole prompt on the same adapter are prefilled once (any dtype: the copied prompt is the
-        # one the row would compute, in fp32 to the bit). Off only to measure what it saves (bench/prefix_sharing.py).
+        # Rows with the same whole prompt on the same adapter are prefilled once (in fp32 the copied prompt is, to the
+        # bit, the one the row would compute; in bf16 it may round as a smaller batch does). Off only to measure what
+        # it saves (bench/prefix_sharing.py).
         self.share_prompts = share_prompts
         started = time.perf_counter()
         try:
@@ -169,7 +179,7 @@ class Engine:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._check_family()
         # Under reduced precision on the CPU, decode steps read each distinct prompt's cache once for all its rows
-        # (worker.engine.prompt_attention); fp32 keeps one cache row per row (exact rows). Off only for benchmarks.
+        # (worker.engine.prompt_attention); fp32 keeps one cache row per row (exact rows). Benchmarks set it off.
         from worker.engine.prompt_attention import supports
 
         self.attend_prompts_once = device == "cpu" and not self.exact_rows and supports(self.model)
@@ -285,7 +295,8 @@ class Engine:
         for ref in refs:
             self.load_adapter(ref)
         prompts = {r.key: self.chat_prompt(r.messages) for r in requests}
-        ordered = sorted(requests, key=lambda r: len(prompts[r.key]))
+        # By length, then text: rows with one prompt (a brief's candidates) stay in one batch, prefilled once.
+        ordered = sorted(requests, key=lambda r: (len(prompts[r.key]), prompts[r.key]))
         outputs: dict[str, GenerationOutput] = {}
         for start in range(0, len(ordered), self.batch_size):
             batch = ordered[start : start + self.batch_size]
@@ -336,7 +347,7 @@ class Engine:
         is then copied to each of them before the first token is sampled or, under bf16 on the CPU, kept once and
         attended by all its rows together (:mod:`worker.engine.prompt_attention`). Under bf16, prompt prefixes that
         rows of one adapter share are computed once and copied into their cache slots too
-        (:mod:`worker.engine.prefix_sharing`). A row's tokens do not depend on any of this (in fp32 a row keeps its
+        (:mod:`worker.engine.prefix_sharing`). In fp32 a row's tokens do not depend on any of this (a row keeps its
         bits in any batch, so the copied prompt is the one it would have computed). Finished rows are dropped from
         the batch (cache, ids, mask and adapter names) as soon as they are a quarter of it, so they stop costing
         compute. Rows of different styles share the batch
@@ -349,7 +360,7 @@ class Engine:
         history = torch.where(mask.bool(), input_ids, input_ids[:, -1:])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         distinct = distinct_rows(tokens, names or [BASE] * len(tokens)) if self.share_prompts else None
-        once = distinct is not None and self.attend_prompts_once  # the prompt part then holds the prompts only
+        once = distinct is not None and self.attend_prompts_once and _packs_well(distinct)
         cache = preallocated_cache(self.model, input_ids.shape[1] + (0 if once else max_new_tokens))
         ids, prompt_mask, prompt_positions, prompt_tokens, prompt_names = input_ids, mask, positions, tokens, names
         if distinct is not None:  # one row per distinct prompt and adapter

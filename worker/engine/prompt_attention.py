@@ -12,9 +12,9 @@ part per row. A decode step's attention is two calls of the CPU flash kernel, me
 
 For a row, ``softmax`` over prompt and generated columns together equals the two partial results weighted by
 ``sigmoid(lse_prompt - lse_generated)``: the same attention, summed in another order, so the bits may differ from
-the one-call kernel by rounding. That is why the engine uses it only where it does not promise exact rows (bf16), and
-only for models whose every layer attends to the whole sequence with plain scaled dot products
-(:func:`supports`): no sliding windows, no soft-capping, heads grouped as SDPA's GQA expects.
+the one-call kernel by rounding. That is why the engine uses it only where it does not promise exact rows (reduced
+precision on the CPU), and only for the tested families whose every layer attends to the whole sequence with plain
+scaled dot products (:func:`supports`): Llama/SmolLM2 and Qwen2/Qwen3 without sliding windows or soft-capping.
 
 The attention runs through transformers' attention interface under its own name (:data:`ATTENTION_NAME`), set on
 the model's config only while the decode steps run (:func:`attending_prompts_once`); having no mask function,
@@ -156,20 +156,26 @@ def shared_prompt_attention(
     return layer.attend(query, scaling), None
 
 
+# Families whose attention is plain SDPA over the cache (no sinks, biases or extra kwargs), tested with this path.
+FAMILIES = frozenset({"llama", "qwen2", "qwen3"})
+
+
 def supports(model: Any) -> bool:
-    """True when every attention layer of ``model`` attends to the whole sequence with plain scaled dot products."""
+    """True for a model of a tested plain-attention family whose every layer attends to the whole sequence (no layer
+    type but full attention, no sliding window in use, no soft-capping), on a torch with the CPU flash kernel."""
     config = model.config.get_text_config(decoder=True)
+    if getattr(config, "model_type", None) not in FAMILIES:
+        return False
+    if not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        return False
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None and any(kind != "full_attention" for kind in layer_types):
         return False
-    if layer_types is None and getattr(config, "sliding_window", None) is not None:
-        return False
-    if getattr(config, "attn_logit_softcapping", None) is not None:
+    windowed = getattr(config, "use_sliding_window", True) and getattr(config, "sliding_window", None) is not None
+    if windowed or getattr(config, "attn_logit_softcapping", None) is not None:
         return False
     modules = _attention_modules(model)
-    return len(modules) == int(config.num_hidden_layers) and all(
-        int(getattr(m, "num_key_value_groups", 0)) >= 1 for m in modules.values()
-    )
+    return len(modules) == int(config.num_hidden_layers)
 
 
 def _attention_modules(model: Any) -> dict[int, Any]:
@@ -202,15 +208,16 @@ def attending_prompts_once(model: Any, cache: Cache) -> Iterator[None]:
         ALL_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, shared_prompt_attention)
     modules = _attention_modules(model)
     configs = {id(m.config): m.config for m in modules.values()}
-    previous = {key: config._attn_implementation for key, config in configs.items()}
+    # The value itself, not through the property's setter: that would also overwrite every sub-config's on restore.
+    previous = {key: config._attn_implementation_internal for key, config in configs.items()}
     try:
         for index, module in modules.items():
             module.__dict__[_LAYER_ATTRIBUTE] = cache.layers[index]
         for config in configs.values():
-            config._attn_implementation = ATTENTION_NAME
+            config._attn_implementation_internal = ATTENTION_NAME
         yield
     finally:
         for key, config in configs.items():
-            config._attn_implementation = previous[key]
+            config._attn_implementation_internal = previous[key]
         for module in modules.values():
             module.__dict__.pop(_LAYER_ATTRIBUTE, None)
