@@ -123,8 +123,8 @@ class SharedPromptLayer(PreallocatedLayer):
             .reshape(prompts, kv_heads, self.slots * group, dim)
         )
         prompt_out, prompt_lse = _flash(packed, self.prompt_keys, self.prompt_values, self.prompt_bias, scale)
-        prompt_out = _unpacked(prompt_out.unsqueeze(-1), self.slots, group, self.unpack).squeeze(-1)
-        prompt_lse = _unpacked(prompt_lse.unsqueeze(-1), self.slots, group, self.unpack).squeeze(-1)
+        prompt_out = _unpacked(prompt_out, self.slots, group, self.unpack)
+        prompt_lse = _unpacked(prompt_lse, self.slots, group, self.unpack)
         own_out, own_lse = _flash(per_row, self.keys, self.values, None, scale)
         weight = torch.sigmoid(prompt_lse - own_lse).unsqueeze(-1)
         merged = torch.lerp(own_out.float(), prompt_out.float(), weight).to(query.dtype)
@@ -190,12 +190,10 @@ def shared_prompt_cache(cache: Cache, prompt_mask: torch.Tensor, prompt_of_row: 
     """A cache for the decode steps from ``cache`` filled by the prefill of the distinct prompts (one row each,
     ``prompt_mask`` their attention mask); ``prompt_of_row``: each batch row's prompt; ``capacity``: positions to
     generate."""
-    layers = []
-    for layer in cache.layers:
-        keys, values = layer.keys, layer.values
-        bias = torch.zeros(prompt_mask.shape, dtype=keys.dtype, device=keys.device)
-        bias.masked_fill_(~prompt_mask.bool(), float("-inf"))
-        layers.append(SharedPromptLayer(keys, values, bias[:, None, None, :], prompt_of_row, capacity))
+    keys = cache.layers[0].keys  # every layer's have one dtype and device
+    bias = torch.zeros(prompt_mask.shape, dtype=keys.dtype, device=keys.device)
+    bias = bias.masked_fill_(~prompt_mask.bool(), float("-inf"))[:, None, None, :]
+    layers = [SharedPromptLayer(layer.keys, layer.values, bias, prompt_of_row, capacity) for layer in cache.layers]
     return Cache(layers=layers)
 
 
