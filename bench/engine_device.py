@@ -1,0 +1,131 @@
+"""The engine on one device: batched, mixed-style generation against a naive ``generate`` loop, side by side.
+
+Runs in one invocation on the device that ``COPYDESK_DEVICE`` picks (``auto``: CUDA where torch sees one) and the
+base model ``COPYDESK_MODEL`` names, with the styles of ``COPYDESK_STYLES_DIR``:
+
+  (a) naive   one brief at a time, plain ``model.generate`` (sampling, temperature 0.7, top-p 0.9) in
+              ``--naive-dtype`` (float32 as in bench/throughput.py's (a));
+  (b) engine  ``Engine.generate`` on the requests the pipeline makes (each brief on its routed style's adapter,
+              two candidates per brief, each style's sampling settings), mixed in batches of ``--batch-size``
+              rows, in the engine's dtype (auto: bf16 on a GPU that has it).
+
+No scoring and no store: this measures the engine on the device, where bench/throughput.py measures the whole
+pipeline on the CPU. Reports generated tokens per second of each, the ratio b/a, and the device's name.
+
+    python bench/engine_device.py --briefs 64 --new-tokens 256 --naive-briefs 2
+    COPYDESK_DEVICE=cuda python bench/engine_device.py --briefs 256 --batch-size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+from workload import pipeline_requests
+
+from worker.config import Settings, load_settings
+from worker.engine.base_model import resolve_base_model
+from worker.engine.engine import Engine, GenerationRequest
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
+def naive(settings: Settings, prompts: list[str], new_tokens: int, device: str, dtype: torch.dtype) -> dict[str, Any]:
+    """(a) One prompt at a time, plain generate, on the device."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = resolve_base_model(settings).directory
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
+    tokens = 0
+    synchronize(device)
+    started = time.perf_counter()
+    for prompt in prompts:
+        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            out = model.generate(**encoded, max_new_tokens=new_tokens, do_sample=True, temperature=0.7, top_p=0.9)
+        tokens += out.shape[1] - encoded["input_ids"].shape[1]
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    return {"seconds": round(seconds, 2), "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 1)}
+
+
+def engine_runs(engine: Engine, requests: list[GenerationRequest], repeats: int) -> dict[str, Any]:
+    """(b) The whole request list through ``Engine.generate``, ``repeats`` times; the median run is reported."""
+    engine.generate(requests[: min(len(requests), 8)])  # warm-up: adapters loaded, kernels chosen
+    runs = []
+    for _ in range(repeats):
+        synchronize(engine.device)
+        started = time.perf_counter()
+        outputs = engine.generate(requests)
+        synchronize(engine.device)
+        seconds = time.perf_counter() - started
+        runs.append((sum(o.new_tokens for o in outputs) / seconds, seconds, sum(o.new_tokens for o in outputs)))
+    tok_s, seconds, tokens = sorted(runs)[len(runs) // 2]
+    return {
+        "seconds": round(seconds, 2),
+        "generated_tokens": tokens,
+        "tokens_per_second": round(tok_s, 1),
+        "runs_tokens_per_second": [round(r[0], 1) for r in runs],
+        "rows": len(requests),
+        "batch_size": engine.batch_size,
+        "dtype": engine.dtype_name,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--briefs", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--naive-briefs", type=int, default=2, help="the naive loop runs on the first N briefs")
+    parser.add_argument("--naive-dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--batch-size", type=int, default=None, help="engine rows per batch (default: the engine's)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args()
+
+    settings = load_settings()
+    if args.batch_size is not None:
+        settings = settings.model_copy(update={"batch_size": args.batch_size})
+    engine = Engine.from_settings(settings)
+    device = engine.device
+    requests = pipeline_requests(settings, args.briefs, args.new_tokens)
+    report: dict[str, Any] = {
+        "device": device,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "model": engine.source.model_id,
+        "briefs": args.briefs,
+        "new_tokens": args.new_tokens,
+        "b_engine": engine_runs(engine, requests, args.repeats),
+    }
+    prompts = [engine.chat_prompt(r.messages) for r in requests[::2][: args.naive_briefs]]
+    del engine
+    report["a_naive"] = naive(settings, prompts, args.new_tokens, device, getattr(torch, args.naive_dtype))
+    report["a_naive"]["dtype"] = args.naive_dtype
+    report["b_over_a"] = round(report["b_engine"]["tokens_per_second"] / report["a_naive"]["tokens_per_second"], 2)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
