@@ -271,13 +271,33 @@ def test_concatenated_products_are_built_once_per_adapter_set(
     from worker.engine.lora_batch import grouped_lora
 
     names, _ = mixed_adapter_batch(adapter_engine, adapter_refs)
-    with grouped_lora(adapter_engine.model, names) as first, grouped_lora(adapter_engine.model, names[::-1]) as second:
-        assert first is not None and second is not None
-        plans = list(zip(first.plans, second.plans, strict=True))
-        assert all(a.concatenated.lora_a is b.concatenated.lora_a for a, b in plans)  # type: ignore[union-attr]
+    with grouped_lora(adapter_engine.model, names) as first:
+        assert first is not None
+    with grouped_lora(adapter_engine.model, names[::-1]) as second:
+        assert second is not None
+    plans = list(zip(first.plans, second.plans, strict=True))
+    assert all(a.concatenated.lora_a is b.concatenated.lora_a for a, b in plans)  # type: ignore[union-attr]
     with grouped_lora(adapter_engine.model, [adapter_refs[0].name]) as single:
         assert single is not None
         assert single.plans[0].concatenated.lora_a is not plans[0][0].concatenated.lora_a  # type: ignore[union-attr]
+
+
+def test_a_second_grouped_forward_on_the_same_model_is_refused(
+    adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    """One batch's forwards at a time: a nested install is refused and leaves the first one working."""
+    from worker.engine.lora_batch import grouped_lora
+
+    names, encoded = mixed_adapter_batch(adapter_engine, adapter_refs)
+    with torch.inference_mode():
+        peft_logits = adapter_engine.model(**encoded, adapter_names=names).logits
+        with grouped_lora(adapter_engine.model, names) as grouped:
+            assert grouped is not None
+            with pytest.raises(RuntimeError, match="already installed"):
+                grouped_lora(adapter_engine.model, names[::-1])
+            logits = adapter_engine.model(**encoded).logits
+    real = encoded["attention_mask"].bool()
+    assert torch.allclose(logits[real], peft_logits[real], atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -171,3 +171,24 @@ def test_a_prompt_with_many_rows_beside_single_ones_keeps_the_copied_cache(full_
     requests = requests_for([("Tea", None, 4)] * 4 + [("Lisbon", None, 4), ("Compost", None, 4), ("Salad", None, 4)])
     _, calls = generate_spying(engine, requests)
     assert calls == 0
+
+
+def test_an_error_inside_the_decode_steps_restores_the_models_attention(full_attention_family: TinyModel) -> None:
+    """The config's attention setting and the layers' cache attribute are put back when a decode step raises."""
+    engine = engine_for(full_attention_family, torch.float32)
+    engine.attend_prompts_once = True
+    previous = engine.model.config._attn_implementation
+    requests = requests_for([("Tea", None, 6), ("Tea", None, 6)])
+    before = engine.generate(requests)
+
+    def fail(self: SharedPromptLayer, query: torch.Tensor, scale: float | None) -> torch.Tensor:
+        raise RuntimeError("planted failure in a decode step")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SharedPromptLayer, "attend", fail)
+        with pytest.raises(RuntimeError, match="planted failure"):
+            engine.generate(requests)
+    assert engine.model.config._attn_implementation == previous
+    assert not any("_copydesk_prompt_layer" in module.__dict__ for module in engine.model.modules())
+    after = engine.generate(requests)  # and it still serves, as before
+    assert [(o.text, o.new_tokens) for o in after] == [(o.text, o.new_tokens) for o in before]

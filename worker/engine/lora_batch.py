@@ -271,6 +271,9 @@ class GroupedLora:
     their group's output instead, the group's LoRA update computed once for all its members."""
 
     def __init__(self, layers: list[Any], names: Sequence[str], *, exact: bool = False) -> None:
+        if any("forward" in layer.__dict__ for layer in layers):
+            # A second install would replace the first's forwards, and its close would remove them under it.
+            raise RuntimeError("a grouped LoRA forward is already installed on this model: close it first")
         self.sub_batches = None
         if exact:
             adapters = sorted({n for n in names if n != BASE})
