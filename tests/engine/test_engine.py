@@ -246,7 +246,8 @@ def mixed_adapter_batch(engine: Engine, refs: tuple[AdapterRef, AdapterRef]) -> 
 def test_grouped_lora_equals_peft_mixed_batch(
     adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
 ) -> None:
-    """The stacked LoRA forward (worker.engine.lora_batch) gives PEFT's adapter_names logits, row by row."""
+    """The stacked LoRA forward (worker.engine.lora_batch) gives PEFT's adapter_names logits, row by row; a second
+    install on the same model is refused and leaves the first working."""
     from worker.engine.lora_batch import grouped_lora
 
     names, encoded = mixed_adapter_batch(adapter_engine, adapter_refs)
@@ -254,6 +255,8 @@ def test_grouped_lora_equals_peft_mixed_batch(
         peft_logits = adapter_engine.model(**encoded, adapter_names=names).logits
         with grouped_lora(adapter_engine.model, names) as grouped:
             assert grouped is not None
+            with pytest.raises(RuntimeError, match="already installed"):
+                grouped_lora(adapter_engine.model, names[::-1])
             grouped_logits = adapter_engine.model(**encoded).logits
             grouped.keep(torch.tensor([2, 0]))
             kept_logits = adapter_engine.model(**{k: v[[2, 0]] for k, v in encoded.items()}).logits
@@ -280,24 +283,6 @@ def test_concatenated_products_are_built_once_per_adapter_set(
     with grouped_lora(adapter_engine.model, [adapter_refs[0].name]) as single:
         assert single is not None
         assert single.plans[0].concatenated.lora_a is not plans[0][0].concatenated.lora_a  # type: ignore[union-attr]
-
-
-def test_a_second_grouped_forward_on_the_same_model_is_refused(
-    adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
-) -> None:
-    """One batch's forwards at a time: a nested install is refused and leaves the first one working."""
-    from worker.engine.lora_batch import grouped_lora
-
-    names, encoded = mixed_adapter_batch(adapter_engine, adapter_refs)
-    with torch.inference_mode():
-        peft_logits = adapter_engine.model(**encoded, adapter_names=names).logits
-        with grouped_lora(adapter_engine.model, names) as grouped:
-            assert grouped is not None
-            with pytest.raises(RuntimeError, match="already installed"):
-                grouped_lora(adapter_engine.model, names[::-1])
-            logits = adapter_engine.model(**encoded).logits
-    real = encoded["attention_mask"].bool()
-    assert torch.allclose(logits[real], peft_logits[real], atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
