@@ -10,7 +10,8 @@ base model ``COPYDESK_MODEL`` names, with the styles of ``COPYDESK_STYLES_DIR``:
               rows, in the engine's dtype (auto: bf16 on a GPU that has it).
 
 No scoring and no store: this measures the engine on the device, where bench/throughput.py measures the whole
-pipeline on the CPU. Reports generated tokens per second of each, the ratio b/a, and the device's name.
+pipeline on the CPU. Reports generated tokens per second of each, the ratio b/a, the device's name and the
+machine's record (the CPU's model and features, torch, threads).
 
     python bench/engine_device.py --briefs 64 --new-tokens 256 --naive-briefs 2
     COPYDESK_DEVICE=cuda python bench/engine_device.py --briefs 256 --batch-size 512
@@ -36,6 +37,7 @@ from workload import pipeline_requests
 from worker.config import Settings, load_settings
 from worker.engine.base_model import resolve_base_model
 from worker.engine.engine import Engine, GenerationRequest
+from worker.lab.evaluation import machine_record
 
 
 def synchronize(device: str) -> None:
@@ -110,7 +112,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "device": device,
         "device_name": device_name(device),
-        "torch": torch.__version__,
+        "machine": machine_record(engine),  # dtype, torch, threads, the CPU's model and features
         "model": engine.source.model_id,
         "briefs": args.briefs,
         "new_tokens": args.new_tokens,
