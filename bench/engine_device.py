@@ -15,6 +15,7 @@ machine's record (the CPU's model and features, torch, threads).
 
     python bench/engine_device.py --briefs 64 --new-tokens 256 --naive-briefs 2
     COPYDESK_DEVICE=cuda python bench/engine_device.py --briefs 256 --batch-size 512
+    COPYDESK_DEVICE=cuda python bench/engine_device.py --briefs 64 --profile 15   # where a call's time goes
 """
 
 from __future__ import annotations
@@ -92,6 +93,37 @@ def engine_runs(engine: Engine, requests: list[GenerationRequest], repeats: int)
     }
 
 
+def profile_once(engine: Engine, requests: list[GenerationRequest], top: int) -> dict[str, Any]:
+    """One ``Engine.generate`` under torch's profiler: the wall time, the device's kernel time (CUDA) or the operators'
+    own CPU time, and the top operators; the gap between wall and kernel time is launch and Python overhead."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if engine.device == "cuda" else [])
+    synchronize(engine.device)
+    started = time.perf_counter()
+    with profile(activities=activities) as prof:
+        outputs = engine.generate(requests)
+        synchronize(engine.device)
+    seconds = time.perf_counter() - started
+    events = prof.key_averages()
+    on_device = engine.device == "cuda"
+    if on_device:  # the kernels themselves (an operator's own device time repeats its kernels')
+        busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e6
+    else:
+        busy = sum(e.self_cpu_time_total for e in events) / 1e6
+    key = "self_device_time_total" if on_device else "self_cpu_time_total"
+    print(events.table(sort_by=key, row_limit=top))
+    tokens = sum(o.new_tokens for o in outputs)
+    return {
+        "seconds": round(seconds, 2),
+        "busy_seconds": round(busy, 2),
+        "busy_share": round(busy / seconds, 3),
+        "generated_tokens": tokens,
+        "tokens_per_second_under_profiler": round(tokens / seconds, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--briefs", type=int, default=64)
@@ -101,6 +133,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="engine rows per batch (default: the engine's)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--profile", type=int, default=0, help="also profile one call, printing the top N operators")
     args = parser.parse_args()
 
     settings = load_settings()
@@ -118,6 +151,8 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "b_engine": engine_runs(engine, requests, args.repeats),
     }
+    if args.profile:
+        report["b_engine_profiled"] = profile_once(engine, requests, args.profile)
     prompts = [engine.chat_prompt(r.messages) for r in requests[::2][: args.naive_briefs]]
     del engine
     report["a_naive"] = naive(settings, prompts, args.new_tokens, device, getattr(torch, args.naive_dtype))
