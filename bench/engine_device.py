@@ -33,41 +33,15 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from workload import pipeline_requests
+from workload import naive_generate, pipeline_requests, synchronize
 
-from worker.config import Settings, load_settings
-from worker.engine.base_model import resolve_base_model
+from worker.config import load_settings
 from worker.engine.engine import Engine, GenerationRequest
 from worker.lab.evaluation import machine_record
 
 
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
-
-
-def naive(settings: Settings, prompts: list[str], new_tokens: int, device: str, dtype: torch.dtype) -> dict[str, Any]:
-    """(a) One prompt at a time, plain generate, on the device."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    directory = resolve_base_model(settings).directory
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
-    tokens = 0
-    synchronize(device)
-    started = time.perf_counter()
-    for prompt in prompts:
-        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(device)
-        with torch.inference_mode():
-            out = model.generate(**encoded, max_new_tokens=new_tokens, do_sample=True, temperature=0.7, top_p=0.9)
-        tokens += out.shape[1] - encoded["input_ids"].shape[1]
-    synchronize(device)
-    seconds = time.perf_counter() - started
-    return {"seconds": round(seconds, 2), "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 1)}
 
 
 def engine_runs(engine: Engine, requests: list[GenerationRequest], repeats: int) -> dict[str, Any]:
@@ -80,7 +54,8 @@ def engine_runs(engine: Engine, requests: list[GenerationRequest], repeats: int)
         outputs = engine.generate(requests)
         synchronize(engine.device)
         seconds = time.perf_counter() - started
-        runs.append((sum(o.new_tokens for o in outputs) / seconds, seconds, sum(o.new_tokens for o in outputs)))
+        tokens = sum(o.new_tokens for o in outputs)
+        runs.append((tokens / seconds, seconds, tokens))
     tok_s, seconds, tokens = sorted(runs)[len(runs) // 2]
     return {
         "seconds": round(seconds, 2),
@@ -155,7 +130,7 @@ def main() -> None:
         report["b_engine_profiled"] = profile_once(engine, requests, args.profile)
     prompts = [engine.chat_prompt(r.messages) for r in requests[::2][: args.naive_briefs]]
     del engine
-    report["a_naive"] = naive(settings, prompts, args.new_tokens, device, getattr(torch, args.naive_dtype))
+    report["a_naive"] = naive_generate(settings, prompts, args.new_tokens, device, getattr(torch, args.naive_dtype))
     report["a_naive"]["dtype"] = args.naive_dtype
     report["b_over_a"] = round(report["b_engine"]["tokens_per_second"] / report["a_naive"]["tokens_per_second"], 2)
     text = json.dumps(report, indent=2)

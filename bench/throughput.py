@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import llama_parallel
-from workload import chat_prompts, sample_briefs
+from workload import chat_prompts, naive_generate, sample_briefs
 
 import worker.pipeline.pipeline as pipeline_module
 from worker.config import Settings, load_settings
@@ -51,24 +51,6 @@ from worker.pipeline.routing import route
 from worker.pipeline.runner import write_briefs
 from worker.scoring.embeddings import default_embedder, embedder_dtype_for
 from worker.store import Store
-
-
-def naive(settings: Settings, prompts: list[str], new_tokens: int) -> dict[str, float]:
-    """(a) One prompt at a time, fp32, plain generate."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    directory = resolve_base_model(settings).directory
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
-    tokens = 0
-    started = time.perf_counter()
-    for prompt in prompts:
-        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        with torch.inference_mode():
-            out = model.generate(**encoded, max_new_tokens=new_tokens, do_sample=True, temperature=0.7, top_p=0.9)
-        tokens += out.shape[1] - encoded["input_ids"].shape[1]
-    seconds = time.perf_counter() - started
-    return {"seconds": round(seconds, 1), "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 1)}
 
 
 def copydesk(settings: Settings, briefs: list[Brief]) -> dict[str, float]:
@@ -193,7 +175,7 @@ def main() -> None:
     runs: dict[str, list[Any]] = {"b_copydesk": [], "a_naive": [], "c_llama_cpp_single": [], "c_llama_cpp_parallel": []}
     for _ in range(max(1, args.repeats)):
         runs["b_copydesk"].append(copydesk(fresh_settings(args), briefs))  # its own store each time
-        runs["a_naive"].append(naive(settings, prompts[: args.naive_briefs], args.new_tokens))
+        runs["a_naive"].append(naive_generate(settings, prompts[: args.naive_briefs], args.new_tokens))
         runs["c_llama_cpp_single"].append(llama_cpp(prompts[: args.llama_single_briefs], args.new_tokens, 1, threads))
         runs["c_llama_cpp_parallel"].append(llama_cpp(parallel_prompts, args.new_tokens, args.llama_parallel, threads))
     report["repeats"] = max(1, args.repeats)

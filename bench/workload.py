@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from worker.config import Settings
 from worker.engine.adapters import ADAPTER_WEIGHTS, AdapterRef
+from worker.engine.base_model import resolve_base_model
 from worker.engine.engine import GenerationRequest
 from worker.engine.sampling import RowSettings
 from worker.intake.briefs import Brief
@@ -127,3 +129,32 @@ def chat_prompts(settings: Settings, briefs: list[Brief], tokenizer: Any) -> lis
         messages = renderer.render(brief, style).messages()
         prompts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     return prompts
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously); nothing to wait for on the CPU."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def naive_generate(
+    settings: Settings, prompts: list[str], new_tokens: int, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> dict[str, Any]:
+    """The naive baseline (a): one prompt at a time, plain ``model.generate`` (sampling, temperature 0.7, top-p 0.9)
+    of the configured base model in ``dtype`` on ``device``; no scoring, no store."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = resolve_base_model(settings).directory
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
+    tokens = 0
+    synchronize(device)
+    started = time.perf_counter()
+    for prompt in prompts:
+        encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            out = model.generate(**encoded, max_new_tokens=new_tokens, do_sample=True, temperature=0.7, top_p=0.9)
+        tokens += out.shape[1] - encoded["input_ids"].shape[1]
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    return {"seconds": round(seconds, 1), "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 1)}
