@@ -9,7 +9,7 @@ from model_fixtures import FAMILY_NAMES, TinyModel, tiny_family
 from worker.engine.adapters import AdapterRef
 from worker.engine.base_model import BaseModelSource, weights_hash
 from worker.engine.engine import Engine, GenerationOutput, GenerationRequest
-from worker.engine.prompt_attention import SharedPromptLayer, supports
+from worker.engine.prompt_attention import GROWTH, SharedPromptLayer, supports
 from worker.engine.sampling import RowSettings
 
 KV_HEADS, GROUP, DIM = 2, 3, 8
@@ -19,7 +19,8 @@ def layer_and_reference(
     prompt_of_row: list[int], padding: list[int], width: int = 7, generated: int = 4, dtype: torch.dtype = torch.float32
 ) -> tuple[SharedPromptLayer, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A layer over random prompts (``padding[p]`` masked columns on the left of prompt ``p``) with ``generated``
-    positions per row written, and each row's whole keys and values as one cache row would hold them."""
+    positions per row written one at a time (as decode steps do), and each row's whole keys and values as one cache
+    row would hold them."""
     generator = torch.Generator().manual_seed(0)
     prompts, rows = len(padding), len(prompt_of_row)
     prompt_keys = torch.randn(prompts, KV_HEADS, width, DIM, generator=generator).to(dtype)
@@ -31,7 +32,8 @@ def layer_and_reference(
     layer = SharedPromptLayer(prompt_keys, prompt_values, bias.to(dtype), of_row, capacity=generated + 2)
     own_keys = torch.randn(rows, KV_HEADS, generated, DIM, generator=generator).to(dtype)
     own_values = torch.randn(rows, KV_HEADS, generated, DIM, generator=generator).to(dtype)
-    layer.update(own_keys, own_values)
+    for column in range(generated):
+        layer.update(own_keys[:, :, column : column + 1], own_values[:, :, column : column + 1])
     keys = torch.cat([prompt_keys[of_row], own_keys], dim=2)
     values = torch.cat([prompt_values[of_row], own_values], dim=2)
     return layer, keys, values, bias[of_row]
@@ -46,6 +48,7 @@ def reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bia
     return out.transpose(1, 2)
 
 
+@pytest.mark.parametrize("generated", [4, GROWTH + 8])  # within the first columns; after the buffers grew
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize(
     ("prompt_of_row", "padding"),
@@ -56,10 +59,10 @@ def reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bia
     ],
 )
 def test_attention_equals_plain_attention_over_each_rows_whole_cache(
-    prompt_of_row: list[int], padding: list[int], dtype: torch.dtype, tolerance: float
+    prompt_of_row: list[int], padding: list[int], dtype: torch.dtype, tolerance: float, generated: int
 ) -> None:
     """Against fp32 SDPA over each row's whole cache row; in bf16 on the same bf16-rounded inputs."""
-    layer, keys, values, bias = layer_and_reference(prompt_of_row, padding, dtype=dtype)
+    layer, keys, values, bias = layer_and_reference(prompt_of_row, padding, generated=generated, dtype=dtype)
     query = torch.randn(len(prompt_of_row), KV_HEADS * GROUP, 1, DIM, generator=torch.Generator().manual_seed(1))
     got = layer.attend(query.to(dtype), 0.3)
     assert got.shape == (len(prompt_of_row), 1, KV_HEADS * GROUP, DIM) and got.dtype == dtype
@@ -81,6 +84,16 @@ def test_rows_leaving_drop_prompts_nobody_uses() -> None:
     torch.testing.assert_close(
         layer.attend(query, 0.3), reference(query, keys, values, bias[keep]), rtol=1e-5, atol=1e-5
     )
+
+
+def test_the_generated_part_grows_a_block_at_a_time_up_to_the_capacity() -> None:
+    prompt = torch.zeros(1, KV_HEADS, 7, DIM)
+    layer = SharedPromptLayer(prompt, prompt, torch.zeros(1, 1, 1, 7), torch.tensor([0, 0]), capacity=GROWTH + 5)
+    layer.update(torch.zeros(2, KV_HEADS, 1, DIM), torch.zeros(2, KV_HEADS, 1, DIM))
+    assert layer.key_buffer.shape[2] == GROWTH and layer.get_seq_length() == 7 + 1
+    layer.update(torch.zeros(2, KV_HEADS, GROWTH, DIM), torch.zeros(2, KV_HEADS, GROWTH, DIM))
+    assert layer.key_buffer.shape[2] == layer.value_buffer.shape[2] == GROWTH + 5  # not 2 * GROWTH: the capacity
+    assert layer.keys.shape[2] == GROWTH + 1
 
 
 def test_overflowing_the_generated_part_is_an_error() -> None:

@@ -4,17 +4,22 @@ prompt's keys and values once per step, not once each.
 The engine prefills one row per distinct prompt (:func:`worker.engine.prefix_sharing.distinct_rows`). Instead of
 copying that row's cache to every row that shares it, :class:`SharedPromptLayer` keeps, per layer, the prompt part
 once per distinct prompt (``[prompts, kv heads, prompt columns, head dim]``, left padding masked) and a generation
-part per row. A decode step's attention is two calls of the CPU flash kernel, merged by their log-sum-exp:
+part per row. A decode step's attention, for every row's query heads of one key head together (GQA):
 
-* every prompt against the queries of all its rows at once (a prompt shared by ``n`` rows gives ``n`` times as many
-  query rows per key head: one larger product instead of ``n`` small ones, and the prompt is read once);
-* every row's query against its own generated tokens (no mask: nothing there is padding).
+* the scores of every prompt against the queries of all its rows at once (a prompt shared by ``n`` rows gives ``n``
+  times as many query rows per key head: one larger product instead of ``n`` small ones, and the prompt is read
+  once), and of every row against its own generated tokens;
+* one softmax over both, per row, in fp32;
+* the two weighted sums of values: each prompt's again for all its rows at once, each row's over its own tokens.
 
-For a row, ``softmax`` over prompt and generated columns together equals the two partial results weighted by
-``sigmoid(lse_prompt - lse_generated)``: the same attention, summed in another order, so the bits may differ from
-the one-call kernel by rounding. That is why the engine uses it only where it does not promise exact rows (reduced
-precision on the CPU), and only for the tested families whose every layer attends to the whole sequence with plain
-scaled dot products (:func:`supports`): Llama/SmolLM2 and Qwen2/Qwen3 without sliding windows or soft-capping.
+These are batched matrix products over contiguous buffers, not the CPU flash kernel: with a few queries per key head
+the flash kernel's per-head work is too small to pay its tiling, and it read these caches several times slower
+(docs/benchmarks.md, "Decode attention in batched products"). The scores are rounded to the cache's dtype once (the
+products' output), as in transformers' eager attention, and the sums run in another order than one kernel over a
+whole cache row, so the bits differ from it by rounding. That is why the engine uses it only where it does not
+promise exact rows (reduced precision on the CPU), and only for the tested families whose every layer attends to the
+whole sequence with plain scaled dot products (:func:`supports`): Llama/SmolLM2 and Qwen2/Qwen3 without sliding
+windows or soft-capping.
 
 The attention runs through transformers' attention interface under its own name (:data:`ATTENTION_NAME`), set on
 the model's config only while the decode steps run (:func:`attending_prompts_once`); having no mask function,
@@ -28,31 +33,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from transformers.cache_utils import Cache
-
-from worker.engine.kv_cache import PreallocatedLayer
+from transformers.cache_utils import Cache, DynamicLayer
 
 ATTENTION_NAME = "copydesk_prompt_once"
 _LAYER_ATTRIBUTE = "_copydesk_prompt_layer"
+GROWTH = 32  # generated positions a row's buffers grow by at a time
 
 
-def _flash(
-    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, scale: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SDPA's CPU flash kernel: the attention output and each query's log-sum-exp of its scores."""
-    output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        query, keys, values, attn_mask=bias, scale=scale
-    )
-    return output, lse
-
-
-class SharedPromptLayer(PreallocatedLayer):
-    """One layer's cache: the prompt part once per distinct prompt, the generated part per row (the preallocated
-    buffers of :class:`~worker.engine.kv_cache.PreallocatedLayer`, ``capacity`` positions a row).
+class SharedPromptLayer(DynamicLayer):
+    """One layer's cache: the prompt part once per distinct prompt, the generated part per row.
 
     ``prompt_of_row[r]`` is the index of row ``r``'s prompt in ``prompt_keys``; ``prompt_bias`` is an additive mask
-    (0 or -inf) over the prompt columns, hiding each prompt's left padding.
+    (0 or -inf) over the prompt columns, hiding each prompt's left padding. The generated part grows by
+    :data:`GROWTH` columns at a time up to ``capacity``: its buffers hold exactly their columns, so the attention's
+    products read them contiguously (a slice of a longer buffer would be copied first). Columns not yet written are
+    zero, masked in the attention.
     """
+
+    is_croppable = False
 
     def __init__(
         self,
@@ -62,16 +60,37 @@ class SharedPromptLayer(PreallocatedLayer):
         prompt_of_row: torch.Tensor,
         capacity: int,
     ) -> None:
-        super().__init__(capacity)
+        super().__init__()
         self.prompt_keys, self.prompt_values, self.prompt_bias = prompt_keys, prompt_values, prompt_bias
         self.prompt_length = prompt_keys.shape[2]
+        self.capacity = capacity
         rows, heads = prompt_of_row.shape[0], prompt_keys.shape[1]
-        self.lazy_initialization(  # the generated part's buffers, empty: every position is written before it is read
-            prompt_keys.new_empty(rows, heads, 0, prompt_keys.shape[-1]),
-            prompt_values.new_empty(rows, heads, 0, prompt_values.shape[-1]),
-        )
-        self.advance(0)
+        self.key_buffer = prompt_keys.new_zeros(rows, heads, 0, prompt_keys.shape[-1])
+        self.value_buffer = prompt_values.new_zeros(rows, heads, 0, prompt_values.shape[-1])
+        self.device, self.is_initialized = prompt_keys.device, True
+        self._advance(0)
         self._set_rows(prompt_of_row)
+
+    def _advance(self, length: int) -> None:
+        self.length = length
+        self.keys = self.key_buffer[:, :, :length]
+        self.values = self.value_buffer[:, :, :length]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append generated positions ([rows, kv heads, positions, dim]); returns the generated part so far."""
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache overflow: {end} positions, capacity {self.capacity}")
+        if end > self.key_buffer.shape[2]:
+            columns = min(-(-end // GROWTH) * GROWTH, self.capacity)
+            self.key_buffer = _widened(self.key_buffer, columns)
+            self.value_buffer = _widened(self.value_buffer, columns)
+        self.key_buffer[:, :, self.length : end] = key_states
+        self.value_buffer[:, :, self.length : end] = value_states
+        self._advance(end)
+        return self.keys, self.values
 
     def _set_rows(self, prompt_of_row: torch.Tensor) -> None:
         """Each row's prompt, and how the rows' queries pack per prompt: ``pack`` lists, for every prompt and slot,
@@ -101,7 +120,9 @@ class SharedPromptLayer(PreallocatedLayer):
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep the rows ``indices``; prompts no row uses any more are dropped."""
-        super().batch_select_indices(indices)
+        self.key_buffer = self.key_buffer[indices]
+        self.value_buffer = self.value_buffer[indices]
+        self._advance(self.length)
         used, prompt_of_row = torch.unique(self.prompt_of_row[indices], return_inverse=True)
         if used.shape[0] < self.prompt_keys.shape[0]:
             self.prompt_keys = self.prompt_keys[used]
@@ -113,22 +134,40 @@ class SharedPromptLayer(PreallocatedLayer):
         """Attention of one new position per row (``query``: [rows, heads, 1, dim]) over its prompt and its generated
         tokens; returns [rows, 1, heads, dim], as transformers' attention functions do."""
         rows, heads, _, dim = query.shape
-        prompts, kv_heads = self.prompt_keys.shape[:2]
+        kv_heads = self.prompt_keys.shape[1]
         group = heads // kv_heads
+        scale = scale if scale is not None else dim**-0.5
         per_row = query.reshape(rows, kv_heads, group, dim)  # query heads of one key head together (GQA)
-        packed = (
-            per_row.index_select(0, self.pack)
-            .view(prompts, self.slots, kv_heads, group, dim)
-            .transpose(1, 2)
-            .reshape(prompts, kv_heads, self.slots * group, dim)
-        )
-        prompt_out, prompt_lse = _flash(packed, self.prompt_keys, self.prompt_values, self.prompt_bias, scale)
-        prompt_out = _unpacked(prompt_out, self.slots, group, self.unpack)
-        prompt_lse = _unpacked(prompt_lse, self.slots, group, self.unpack)
-        own_out, own_lse = _flash(per_row, self.keys, self.values, None, scale)
-        weight = torch.sigmoid(prompt_lse - own_lse).unsqueeze(-1)
-        merged = torch.lerp(own_out.float(), prompt_out.float(), weight).to(query.dtype)
-        return merged.reshape(rows, 1, heads, dim)
+        prompt_scores = _scores(_packed(per_row, self.pack, self.slots), self.prompt_keys, scale)
+        prompt_scores = _unpacked(prompt_scores.add_(self.prompt_bias), self.slots, group, self.unpack)
+        own_scores = _scores(per_row, self.key_buffer, scale)
+        own_scores[..., self.length :] = float("-inf")  # columns not generated yet
+        weights = torch.softmax(torch.cat([prompt_scores, own_scores], dim=-1), dim=-1).to(query.dtype)
+        prompt_weights, own_weights = weights.split([self.prompt_length, own_scores.shape[-1]], dim=-1)
+        prompt_out = torch.matmul(_packed(prompt_weights, self.pack, self.slots), self.prompt_values)
+        out = torch.matmul(own_weights, self.value_buffer).float()
+        out += _unpacked(prompt_out, self.slots, group, self.unpack)
+        return out.to(query.dtype).reshape(rows, 1, heads, dim)
+
+
+def _widened(buffer: torch.Tensor, columns: int) -> torch.Tensor:
+    """``buffer`` ([rows, heads, positions, dim]) copied into a zeroed one of ``columns`` positions."""
+    wider = buffer.new_zeros(*buffer.shape[:2], columns, buffer.shape[-1])
+    wider[:, :, : buffer.shape[2]] = buffer
+    return wider
+
+
+def _scores(query: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+    """Scaled dot products in fp32 of ``query`` ([..., queries, dim]) with ``keys`` ([..., columns, dim])."""
+    return torch.matmul(query, keys.transpose(-1, -2)).float().mul_(scale)
+
+
+def _packed(per_row: torch.Tensor, pack: torch.Tensor, slots: int) -> torch.Tensor:
+    """One entry per row ([rows, kv heads, group, rest]) to the rows of each prompt side by side: [prompts, kv heads,
+    slots * group, rest], the row of slot ``s`` of prompt ``p`` being ``pack[p * slots + s]``."""
+    _, kv_heads, group, rest = per_row.shape
+    by_slot = per_row.index_select(0, pack).view(-1, slots, kv_heads, group, rest)
+    return by_slot.transpose(1, 2).reshape(-1, kv_heads, slots * group, rest)
 
 
 def _unpacked(packed: torch.Tensor, slots: int, group: int, unpack: torch.Tensor) -> torch.Tensor:
@@ -162,11 +201,9 @@ FAMILIES = frozenset({"llama", "qwen2", "qwen3"})
 
 def supports(model: Any) -> bool:
     """True for a model of a tested plain-attention family whose every layer attends to the whole sequence (no layer
-    type but full attention, no sliding window in use, no soft-capping), on a torch with the CPU flash kernel."""
+    type but full attention, no sliding window in use, no soft-capping)."""
     config = model.config.get_text_config(decoder=True)
     if getattr(config, "model_type", None) not in FAMILIES:
-        return False
-    if not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
         return False
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None and any(kind != "full_attention" for kind in layer_types):
