@@ -1,0 +1,23 @@
+"""bench/decode_attention.py: its baseline (the flash kernel, as the engine ran before) and the engine's batched
+products compute the same attention, so the bench compares two ways of one thing."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from bench_helpers import load_bench
+
+decode_attention = load_bench("decode_attention")
+
+
+def test_the_two_formulations_agree_within_bf16_rounding(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["--rows", "8", "--prompt-length", "24", "--generated", "3", "40", "--calls", "1"]
+    monkeypatch.setattr(sys, "argv", ["decode_attention.py", *arguments])
+    decode_attention.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split("|")[1].strip() for row in rows] == ["3", "40"]
+    differences = [float(row.split("|")[5]) for row in rows]
+    assert all(difference < 0.05 for difference in differences)  # bf16 rounding; a wrong mask gives ~0.5 or more
