@@ -32,14 +32,15 @@ class RowSampler:
 
     Sampling is vectorised over the batch: per row it applies the repetition penalty and temperature,
     takes the ``prefilter`` likeliest tokens in sorted order (a top-k that is exact for top-p: a row whose
-    nucleus is not inside them, or whose ``top_p`` is 1, falls back to the full sorted vocabulary), and
+    nucleus is not inside them takes 4 times as many, and so on, and a row whose ``top_p`` is 1 the full sorted
+    vocabulary; :func:`sample_top_p`), and
     inverts the cumulative nucleus distribution at one uniform number drawn from the row's own generator.
     Every step draws exactly one number per row, so a row's tokens depend only on its logits, settings and
     seed, never on its neighbours or on whether it is greedy or sampled.
     """
 
     def __init__(
-        self, rows: Sequence[RowSettings], prompt_length: int, eos_token_id: int, *, prefilter: int = 256
+        self, rows: Sequence[RowSettings], prompt_length: int, eos_token_id: int, *, prefilter: int = 64
     ) -> None:
         self.rows = list(rows)
         self.prompt_length = prompt_length
@@ -88,30 +89,51 @@ class RowSampler:
         return chosen
 
 
+# Each prefilter stage takes this many times more of the likeliest tokens than the last, for the rows whose nucleus
+# the last did not hold, until a stage would take the whole vocabulary: then a full sort.
+PREFILTER_GROWTH = 4
+
+
 def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tensor, prefilter: int) -> torch.Tensor:
     """Draw one token per row from its nucleus distribution by inverting the sorted cumulative mass.
 
-    Each row is handled on its own ``prefilter`` likeliest tokens when its nucleus lies within them (the
-    result is then exactly what the full sort gives), else on its fully sorted vocabulary.
+    Tokens are ordered by probability, equal ones by token id (bf16 logits tie often), so a draw does not depend
+    on how the tokens were found. Each row is handled on its ``prefilter`` likeliest tokens when its nucleus lies
+    within those strictly likelier than the last one taken (the result is then exactly what the full sort gives),
+    else on :data:`PREFILTER_GROWTH` times as many, and so on; a row whose nucleus no stage under the vocabulary
+    holds (or whose ``top_p`` is 1) is handled on its fully sorted vocabulary. Each stage is one top-k over the
+    rows still left: most rows' nuclei are small, so the first stage can be.
     """
     chosen = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
     log_total = torch.logsumexp(logits, dim=-1, keepdim=True)
-    full = top_p >= 1.0
-    if prefilter < logits.shape[1]:
-        values, order = torch.topk(logits, prefilter, dim=-1)
-        probs = torch.exp(values - log_total)
-        full |= probs.sum(dim=-1) < top_p  # the nucleus reaches past the prefilter
-        part = (~full).nonzero().flatten()
-        if part.numel():
-            chosen[part] = _invert(probs[part], order[part], top_p[part], uniforms[part])
-    else:
-        full = torch.ones_like(full)
-    rest = full.nonzero().flatten()
+    left = (top_p < 1.0).nonzero().flatten()
+    rest = (top_p >= 1.0).nonzero().flatten()
+    count = prefilter
+    while left.numel() and count < logits.shape[1]:
+        rows = logits if left.numel() == logits.shape[0] else logits[left]  # every row: no copy
+        values, order = _ties_by_id(*torch.topk(rows, count, dim=-1))
+        probs = torch.exp(values - log_total[left])
+        # A token tied with the last one taken may have an equal left out: only those above it count as held.
+        above = probs.masked_fill(values == values[:, -1:], 0.0)
+        held = above.sum(dim=-1) >= top_p[left]
+        inside = held.nonzero().flatten()
+        if inside.numel():
+            chosen[left[inside]] = _invert(probs[inside], order[inside], top_p[left[inside]], uniforms[left[inside]])
+        left = left[~held]
+        count *= PREFILTER_GROWTH
+    rest = torch.cat([rest, left])
     if rest.numel():
-        values, order = torch.sort(logits[rest], dim=-1, descending=True)
+        values, order = torch.sort(logits[rest], dim=-1, descending=True, stable=True)  # ties keep id order
         probs = torch.exp(values - log_total[rest])
         chosen[rest] = _invert(probs, order, top_p[rest], uniforms[rest])
     return chosen
+
+
+def _ties_by_id(values: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``values`` (descending, with their token ids ``order``) with equal values put in ascending id order."""
+    order, by_id = torch.sort(order, dim=-1)
+    values, by_value = torch.sort(values.gather(-1, by_id), dim=-1, descending=True, stable=True)
+    return values, order.gather(-1, by_value)
 
 
 def _invert(
