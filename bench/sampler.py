@@ -11,6 +11,8 @@ per captured step:
   equal logits ordered by token id);
 
 and counts how many draws of each equal the full sort's (the same uniforms), and how large the rows' nuclei are.
+The same on flat logits of the same shapes (random, standard deviation 0.5: every nucleus spans thousands of
+tokens, so every stage misses and every row is sorted whole): the staged prefilter's worst case.
 
     python bench/sampler.py --threads 2
 """
@@ -123,6 +125,12 @@ def compare(steps: list[Step], repeats: int) -> dict[str, Any]:
     }
 
 
+def flat(steps: list[Step]) -> list[Step]:
+    """Steps of the same shapes whose logits are nearly uniform (no stage holds any nucleus)."""
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.randn(logits.shape, generator=generator) * 0.5, p, u) for logits, p, u in steps]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--briefs", type=int, default=64)
@@ -134,7 +142,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = {"machine": machine_record(None), **compare(captured_steps(args), args.repeats)}
+    steps = captured_steps(args)
+    report = {"machine": machine_record(None), **compare(steps, args.repeats), "flat": compare(flat(steps), 1)}
     print(json.dumps(report["machine"]))
     print(f"{report['steps']} captured steps, {report['draws']} draws; nucleus sizes {report['nucleus_sizes']}")
     print("| prefilter | ms per step | draws equal to the full sort's |")
@@ -142,6 +151,11 @@ def main() -> None:
     for name in WAYS:
         print(f"| {name} | {report['ms_per_step'][name]:.2f} | {report['equal_to_full_sort'][name]} |")
     print(f"staged / single: {report['speedup']:.2f}x faster")
+    worst = report["flat"]
+    print(
+        f"flat logits (worst case): single {worst['ms_per_step']['single']:.2f} ms, staged "
+        f"{worst['ms_per_step']['staged']:.2f} ms per step ({worst['speedup']:.2f}x)"
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 
