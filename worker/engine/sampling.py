@@ -110,7 +110,7 @@ def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tens
     log_total = torch.logsumexp(logits, dim=-1, keepdim=True)
     left = (top_p < 1.0).nonzero().flatten()
     rest = (top_p >= 1.0).nonzero().flatten()
-    count = prefilter
+    count, last = prefilter, prefilter * PREFILTER_GROWTH ** (PREFILTER_STAGES - 1)
     for _ in range(PREFILTER_STAGES):
         if not left.numel() or count >= logits.shape[1]:
             break
@@ -123,7 +123,11 @@ def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tens
         inside = held.nonzero().flatten()
         if inside.numel():
             chosen[left[inside]] = _invert(probs[inside], order[inside], top_p[left[inside]], uniforms[left[inside]])
-        left = left[~held]
+        # No token left out is likelier than the last one taken: a row whose nucleus even ``last`` tokens cannot
+        # reach is sorted whole now, not after more stages (a flat distribution pays one small top-k, not three).
+        hopeless = ~held & (probs.sum(dim=-1) + (last - count) * probs[:, -1] < top_p[left])
+        rest = torch.cat([rest, left[hopeless]])
+        left = left[~held & ~hopeless]
         count *= PREFILTER_GROWTH
     rest = torch.cat([rest, left])
     if rest.numel():
