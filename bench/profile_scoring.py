@@ -13,7 +13,9 @@ and fills per-word caches, as in a worker that has been running), with every fun
 of the batch's scoring time. The near-duplicate check of ``worker.pipeline.runner`` (outside
 ``score_drafts``: it runs at store time) is timed beside it against each style's corpus as the stored
 articles. ``--repeats N`` runs the measured pass N times and reports each component's median.
-``--cprofile`` prints the top functions of one more pass by internal time. ``--embedder-ab N`` times the
+``--embedder-dtype`` picks the embedder's dtype (default: the one a worker's pipeline uses on this machine, bf16
+where the engine writes in bf16; before session 16 the bench always measured float32). ``--cprofile`` prints the
+top functions of one more pass by internal time. ``--embedder-ab N`` times the
 embedding of the batch's briefs and chunks with sentence-transformers' own batching (what ``Embedder.encode``
 did before issue 19) and with ``Embedder.encode``, alternating, N times each: the one change whose effect a busy
 machine's noise would hide between two invocations.
@@ -59,7 +61,7 @@ from worker.config import load_settings
 from worker.intake.briefs import Brief
 from worker.lab.corpus import load_corpus
 from worker.pipeline.routing import route
-from worker.scoring.embeddings import default_embedder
+from worker.scoring.embeddings import Embedder, default_embedder, embedder_dtype_for
 from worker.scoring.markdown import strip_markdown
 from worker.scoring.memorisation import CorpusIndex, CorpusIndexes, StoredArticles
 from worker.scoring.scorecard import DraftToScore, score_drafts
@@ -217,10 +219,9 @@ def near_duplicates(store: _CorpusAsStore, batch: list[Draft]) -> float:
     return time.perf_counter() - started
 
 
-def measured_pass(batch: list[DraftToScore]) -> dict[str, tuple[float, float]]:
+def measured_pass(batch: list[DraftToScore], embedder: Embedder) -> dict[str, tuple[float, float]]:
     """Wall and CPU seconds of each component in one ``score_drafts`` call on the whole batch."""
     timers = Timers(defaultdict(float), defaultdict(float))
-    embedder = default_embedder()
     with instrumented(timers):
         started, cpu_started = time.perf_counter(), time.process_time()
         score_drafts(batch, language="en", embedder=embedder)
@@ -232,7 +233,7 @@ def measured_pass(batch: list[DraftToScore]) -> dict[str, tuple[float, float]]:
     return rows
 
 
-def embedder_ab(batch: list[DraftToScore], rounds: int) -> dict[str, list[float]]:
+def embedder_ab(batch: list[DraftToScore], rounds: int, embedder: Embedder) -> dict[str, list[float]]:
     """Wall seconds to embed the batch's briefs and chunks (what on_topic encodes), alternating sentence-transformers'
     own batching (32 texts grouped by length in characters: Embedder.encode before issue 19) with
     Embedder.encode (groups of 32 by length in word pieces), ``rounds`` times each, in this one process."""
@@ -242,7 +243,6 @@ def embedder_ab(batch: list[DraftToScore], rounds: int) -> dict[str, list[float]
             + [chunk for draft in batch for chunk in chunk_words(strip_markdown(draft.markdown))]
         )
     )
-    embedder = default_embedder()
     options = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False}
     timings: dict[str, list[float]] = {"sentence-transformers, 32 by characters": [], "Embedder.encode": []}
     for _ in range(rounds):
@@ -259,9 +259,8 @@ def embedder_ab(batch: list[DraftToScore], rounds: int) -> dict[str, list[float]
     return timings
 
 
-def cprofile_pass(batch: list[DraftToScore], top: int) -> str:
+def cprofile_pass(batch: list[DraftToScore], top: int, embedder: Embedder) -> str:
     profile = cProfile.Profile()
-    embedder = default_embedder()
     profile.enable()
     score_drafts(batch, language="en", embedder=embedder)
     profile.disable()
@@ -293,6 +292,15 @@ def table(rows: dict[str, tuple[float, float]], drafts: int, words: float) -> st
     return "\n".join(lines)
 
 
+def embedder_dtype(choice: str) -> str:
+    """The embedder's dtype: as chosen, or (``pipeline``) the one a worker's pipeline picks on this machine."""
+    if choice != "pipeline":
+        return choice
+    from worker.engine.engine import pick_dtype
+
+    return embedder_dtype_for(str(pick_dtype("auto", "cpu")).removeprefix("torch."))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--briefs", type=int, default=64)
@@ -304,6 +312,12 @@ def main() -> None:
     parser.add_argument("--embedder-ab", type=int, default=0, help="rounds of the embedder's old and new batching")
     parser.add_argument("--generation-briefs", type=int, default=0, help="also run throughput.py's (b) alone")
     parser.add_argument("--new-tokens", type=int, default=128, help="token budget of that (b) run")
+    parser.add_argument(
+        "--embedder-dtype",
+        choices=["pipeline", "float32", "bfloat16"],
+        default="pipeline",
+        help="pipeline: what a worker on this machine scores with (bf16 where the engine writes in bf16)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -311,10 +325,11 @@ def main() -> None:
     drafts, catalog = build_batch(briefs, args.candidates, args.min_words)
     batch = [draft.scored for draft in drafts]
     words = statistics.mean(len(d.markdown.split()) for d in batch)
+    embedder = default_embedder(embedder_dtype(args.embedder_dtype))
     started = time.perf_counter()
-    score_drafts(batch, language="en", embedder=default_embedder())  # warm-up: models loaded, caches filled
+    score_drafts(batch, language="en", embedder=embedder)  # warm-up: models loaded, caches filled
     warm_up = time.perf_counter() - started
-    passes = [measured_pass(batch) for _ in range(max(1, args.repeats))]
+    passes = [measured_pass(batch, embedder) for _ in range(max(1, args.repeats))]
     rows = {
         name: (statistics.median(p[name][0] for p in passes), statistics.median(p[name][1] for p in passes))
         for name in passes[0]
@@ -323,6 +338,7 @@ def main() -> None:
     dup_seconds = statistics.median(near_duplicates(store, drafts) for _ in range(max(1, args.repeats)))
     report: dict[str, Any] = {
         "cpu_threads": torch.get_num_threads(),
+        "embedder_dtype": embedder.dtype,
         "load_average": os.getloadavg()[0],
         "warm_up_pass_s": round(warm_up, 2),
         "passes_wall_s": [round(p[TOTAL][0], 3) for p in passes],
@@ -337,7 +353,7 @@ def main() -> None:
     projected = per_draft / (per_draft + generation_per_draft * (1 + SESSION5_OTHER_SHARE))
     report["projected_share_of_wall_at_session5_speed"] = round(projected, 4)
     if args.embedder_ab:
-        report["embedder_ab_wall_s"] = embedder_ab(batch, args.embedder_ab)
+        report["embedder_ab_wall_s"] = embedder_ab(batch, args.embedder_ab, embedder)
     if args.generation_briefs:
         run = report["b_run"] = generation_share(args.generation_briefs, args.new_tokens, args.threads)
         # Generation per draft of this bench's length at the speed (b) measured just now, with (b)'s own
@@ -348,7 +364,7 @@ def main() -> None:
         report["projected_share_of_wall_at_b_run_speed"] = round(share, 4)
     print(json.dumps(report, indent=2))
     if args.cprofile:
-        print(cprofile_pass(batch, args.cprofile))
+        print(cprofile_pass(batch, args.cprofile, embedder))
 
 
 if __name__ == "__main__":
