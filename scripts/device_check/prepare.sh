@@ -8,7 +8,8 @@
 #                 all-MiniLM-L6-v2's small files (its 87 MB weights cannot travel: random ones are made there);
 #   smollm2-config/  the default base model's config, for a random model of its shape (bench only).
 # Run it here after ./scripts/setup.sh; then call the device tool with carry [".devcheck"] and the command
-# `bash scripts/device_check/run.sh; cp -r /tmp/devcheck-out/* $OUT/`.
+# `bash scripts/device_check/run.sh` (it writes to the tool's $OUT, which comes back; with
+# MARK="cuda and not cuda" it skips the tests and runs the benches only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
