@@ -293,12 +293,16 @@ def table(rows: dict[str, tuple[float, float]], drafts: int, words: float) -> st
 
 
 def embedder_dtype(choice: str) -> str:
-    """The embedder's dtype: as chosen, or (``pipeline``) the one a worker's pipeline picks on this machine."""
+    """The embedder's dtype: as chosen, or (``pipeline``) the one a worker's pipeline picks here (its settings'
+    engine dtype and device, ``COPYDESK_DTYPE`` and ``COPYDESK_DEVICE``)."""
     if choice != "pipeline":
         return choice
-    from worker.engine.engine import pick_dtype
+    from worker.config import load_settings
+    from worker.engine.engine import pick_device, pick_dtype
 
-    return embedder_dtype_for(str(pick_dtype("auto", "cpu")).removeprefix("torch."))
+    settings = load_settings()
+    engine_dtype = pick_dtype(settings.dtype, pick_device(settings.device))
+    return embedder_dtype_for(str(engine_dtype).removeprefix("torch."))
 
 
 def main() -> None:
@@ -316,7 +320,7 @@ def main() -> None:
         "--embedder-dtype",
         choices=["pipeline", "float32", "bfloat16"],
         default="pipeline",
-        help="pipeline: what a worker on this machine scores with (bf16 where the engine writes in bf16)",
+        help="pipeline: what a worker here scores with (bf16 where its engine writes in bf16)",
     )
     args = parser.parse_args()
     if args.threads:

@@ -17,5 +17,5 @@ def test_the_staged_prefilter_equals_the_full_sort_where_ties_are_many() -> None
     report = sampler_bench.compare(steps, repeats=1)
     assert report["draws"] == 48 and sum(report["nucleus_sizes"].values()) == 48
     assert report["equal_to_full_sort"]["staged"] == 48
-    assert 0 <= report["equal_to_full_sort"]["single"] <= 48
+    assert report["equal_to_full_sort"]["single"] < 48  # the baseline orders ties as top-k does: what it shows
     assert set(report["ms_per_step"]) == {"single", "staged"}

@@ -271,6 +271,20 @@ def test_tied_logits_draw_the_same_token_whatever_the_prefilter(prefilter: int) 
     assert sample_top_p(logits, top, uniforms, prefilter=prefilter).tolist() == full.tolist()
 
 
+def test_a_nucleus_ending_exactly_before_a_stages_last_ties_draws_what_the_full_sort_draws() -> None:
+    """top_p equal to the mass above the prefilter's last value: the first tied token is then inside the nucleus,
+    and top-k may have taken another tied token than the full sort's lowest id; such a row must go on."""
+    rows, vocab, prefilter = 64, 500, 16
+    generator = torch.Generator().manual_seed(3)
+    logits = (torch.randn(rows, vocab, generator=generator) * 2).round().clamp(min=0)  # many ties
+    values = torch.topk(logits, prefilter, dim=-1).values
+    probs = torch.exp(values - torch.logsumexp(logits, dim=-1, keepdim=True))
+    top = probs.masked_fill(values == values[:, -1:], 0.0).sum(dim=-1)  # the mass above the last ties, exactly
+    uniforms = torch.full((rows,), 0.9999)  # lands on the nucleus's last token
+    full = sample_top_p(logits, top, uniforms, prefilter=vocab)
+    assert sample_top_p(logits, top, uniforms, prefilter=prefilter).tolist() == full.tolist()
+
+
 def test_flat_logits_fall_back_to_the_full_vocabulary() -> None:
     logits = torch.zeros(2, 1000)  # the nucleus (90 % of a flat distribution) is far wider than the prefilter
     chosen = sample_top_p(logits, torch.tensor([0.9, 0.9]), torch.tensor([0.0, 0.999]), prefilter=16)

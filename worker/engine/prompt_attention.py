@@ -14,9 +14,10 @@ part per row. A decode step's attention, for every row's query heads of one key 
 
 These are batched matrix products over contiguous buffers, not the CPU flash kernel: with a few queries per key head
 the flash kernel's per-head work is too small to pay its tiling, and it read these caches several times slower
-(docs/benchmarks.md, "Decode attention in batched products"). The scores are rounded to the cache's dtype once (the
-products' output), as in transformers' eager attention, and the sums run in another order than one kernel over a
-whole cache row, so the bits differ from it by rounding. That is why the engine uses it only where it does not
+(docs/benchmarks.md, "Decode attention in batched products"). The scores are the products' output in the cache's
+dtype (bf16: the flash kernel kept them in fp32; transformers' eager attention rounds them too), scaled and
+normalised in fp32, and the sums run in another order than one kernel over a whole cache row, so the bits differ
+from it by rounding. That is why the engine uses it only where it does not
 promise exact rows (reduced precision on the CPU), and only for the tested families whose every layer attends to the
 whole sequence with plain scaled dot products (:func:`supports`): Llama/SmolLM2 and Qwen2/Qwen3 without sliding
 windows or soft-capping.

@@ -100,8 +100,8 @@ def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tens
     """Draw one token per row from its nucleus distribution by inverting the sorted cumulative mass.
 
     Tokens are ordered by probability, equal ones by token id (bf16 logits tie often), so a draw does not depend
-    on how the tokens were found. Each row is handled on its ``prefilter`` likeliest tokens when its nucleus lies
-    within those strictly likelier than the last one taken (the result is then exactly what the full sort gives),
+    on how the tokens were found. Each row is handled on its ``prefilter`` likeliest tokens when its nucleus ends
+    before the tokens tied with the last one taken (:func:`_held`; the result is then what the full sort gives),
     else on :data:`PREFILTER_GROWTH` times as many, up to :data:`PREFILTER_STAGES` stages; a row whose nucleus no
     stage holds (or whose ``top_p`` is 1) is handled on its fully sorted vocabulary. Each stage is one top-k over the
     rows still left: most rows' nuclei are small, so the first stage can be.
@@ -117,9 +117,7 @@ def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tens
         rows = logits if left.numel() == logits.shape[0] else logits[left]  # every row: no copy
         values, order = _ties_by_id(*torch.topk(rows, count, dim=-1))
         probs = torch.exp(values - log_total[left])
-        # A token tied with the last one taken may have an equal left out: only those above it count as held.
-        above = probs.masked_fill(values == values[:, -1:], 0.0)
-        held = above.sum(dim=-1) >= top_p[left]
+        held = _held(probs, values, top_p[left])
         inside = held.nonzero().flatten()
         if inside.numel():
             chosen[left[inside]] = _invert(probs[inside], order[inside], top_p[left[inside]], uniforms[left[inside]])
@@ -135,6 +133,20 @@ def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tens
         probs = torch.exp(values - log_total[rest])
         chosen[rest] = _invert(probs, order, top_p[rest], uniforms[rest])
     return chosen
+
+
+# How far past ``top_p`` the mass before a stage's last ties must be for the stage to hold a nucleus: cumulative sums
+# of different lengths may round differently (on a GPU's parallel scan); rows this close go on to the next stage.
+_HELD_MARGIN = 1e-6
+
+
+def _held(probs: torch.Tensor, values: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Whether each row's nucleus lies within the stage's tokens (``probs``, ``values``: descending) whatever the
+    tokens tied with the last one taken are: every one of those must be outside the nucleus by :func:`_invert`'s own
+    test (the mass before it past ``top_p``), since an equal token with a lower id may have been left out."""
+    before = torch.cumsum(probs, dim=-1) - probs
+    tied = values == values[:, -1:]
+    return ((before > top_p.unsqueeze(1) + _HELD_MARGIN) | ~tied).all(dim=-1)
 
 
 def _ties_by_id(values: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
