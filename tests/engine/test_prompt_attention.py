@@ -103,6 +103,32 @@ def test_overflowing_the_generated_part_is_an_error() -> None:
         layer.update(torch.zeros(2, KV_HEADS, 1, DIM), torch.zeros(2, KV_HEADS, 1, DIM))
 
 
+def test_every_row_leaving_empties_the_layer() -> None:
+    layer, _, _, _ = layer_and_reference([0, 0, 1], [1, 0])
+    layer.batch_select_indices(torch.tensor([], dtype=torch.long))
+    assert layer.prompt_keys.shape[0] == 0 and layer.key_buffer.shape[0] == 0
+    assert layer.get_seq_length() == 7 + 4
+
+
+@pytest.mark.parametrize(
+    ("operation", "arguments"),
+    [
+        ("crop", (2,)),
+        ("batch_repeat_interleave", (2,)),
+        ("reorder_cache", (torch.tensor([1, 0]),)),
+        ("reset", ()),
+        ("offload", ()),
+        ("prefetch", ()),
+    ],
+)
+def test_other_ways_to_change_the_cache_are_refused(operation: str, arguments: tuple[object, ...]) -> None:
+    """DynamicLayer's versions would change ``keys``/``values`` alone and leave the prompt part and buffers behind."""
+    layer, _, _, _ = layer_and_reference([0, 1], [0, 0])
+    with pytest.raises(NotImplementedError, match=operation):
+        getattr(layer, operation)(*arguments)
+    assert layer.get_seq_length() == 7 + 4 and layer.key_buffer.shape[0] == 2
+
+
 @pytest.fixture(scope="module", params=FAMILY_NAMES)
 def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     return tiny_family(request.param, tmp_path_factory)

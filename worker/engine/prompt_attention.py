@@ -99,7 +99,7 @@ class SharedPromptLayer(DynamicLayer):
         self.prompt_of_row = prompt_of_row
         prompts = self.prompt_keys.shape[0]
         counts = torch.bincount(prompt_of_row, minlength=prompts)
-        self.slots = max(int(counts.max()), 1)
+        self.slots = max(int(counts.max()), 1) if counts.numel() else 1  # no rows left: no prompts either
         order = torch.argsort(prompt_of_row, stable=True)
         starts = torch.cumsum(counts, 0) - counts
         slot_of_row = torch.empty_like(prompt_of_row)
@@ -130,6 +130,26 @@ class SharedPromptLayer(DynamicLayer):
             self.prompt_bias = self.prompt_bias[used]
         self._set_rows(prompt_of_row)
 
+    # DynamicLayer's other ways to change a cache touch ``keys``/``values`` only and would leave the prompt part, the
+    # buffers and the row packing inconsistent: the engine never calls them, and nothing else may.
+    def crop(self, max_length: int) -> None:
+        _unsupported("crop")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        _unsupported("batch_repeat_interleave")
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        _unsupported("reorder_cache")
+
+    def reset(self) -> None:
+        _unsupported("reset")
+
+    def offload(self) -> None:
+        _unsupported("offload")
+
+    def prefetch(self) -> None:
+        _unsupported("prefetch")
+
     def attend(self, query: torch.Tensor, scale: float | None) -> torch.Tensor:
         """Attention of one new position per row (``query``: [rows, heads, 1, dim]) over its prompt and its generated
         tokens; returns [rows, 1, heads, dim], as transformers' attention functions do."""
@@ -148,6 +168,13 @@ class SharedPromptLayer(DynamicLayer):
         out = torch.matmul(own_weights, self.value_buffer).float()
         out += _unpacked(prompt_out, self.slots, group, self.unpack)
         return out.to(query.dtype).reshape(rows, 1, heads, dim)
+
+
+def _unsupported(operation: str) -> None:
+    raise NotImplementedError(
+        f"SharedPromptLayer does not support {operation}: it keeps each prompt once and each row's generated part "
+        "apart (rows leave through batch_select_indices only)"
+    )
 
 
 def _widened(buffer: torch.Tensor, columns: int) -> torch.Tensor:
