@@ -94,12 +94,14 @@ def main() -> None:
           f"largest pairwise cosine change {np.abs(unpacked @ unpacked.T - approx @ approx.T).max():.4f}")  # fmt: skip
     if args.int8:
         int8 = vectors["int8-dynamic"]
-        alone = np.concatenate([embedders["int8-dynamic"].encode([text]) for text in texts[:4]])
+        alone = {name: np.concatenate([embedders[name].encode([text]) for text in texts[:4]]) for name in embedders}
+        moved = {name: np.abs(alone[name] - vectors[name][:4]).max() for name in embedders}
+        others = ", ".join(f"{name} {change:.4f}" for name, change in moved.items() if name != "int8-dynamic")
         speed = statistics.median(seconds["bfloat16"]) / statistics.median(seconds["int8-dynamic"])
         print(f"int8 dynamic against bf16: {speed:.2f}x; against float32: largest vector change "
               f"{np.abs(exact - int8).max():.4f}, largest pairwise cosine change "
               f"{np.abs(exact @ exact.T - int8 @ int8.T).max():.4f}; a text alone against among the others: "
-              f"largest vector change {np.abs(alone - int8[:4]).max():.4f}")  # fmt: skip
+              f"largest vector change {moved['int8-dynamic']:.4f} (the others: {others})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -106,14 +106,15 @@ def test_overflowing_the_generated_part_is_an_error() -> None:
 def test_every_row_leaving_empties_the_layer() -> None:
     layer, _, _, _ = layer_and_reference([0, 0, 1], [1, 0])
     layer.batch_select_indices(torch.tensor([], dtype=torch.long))
-    assert layer.prompt_keys.shape[0] == 0 and layer.key_buffer.shape[0] == 0
-    assert layer.get_seq_length() == 7 + 4
+    assert layer.prompt_keys.shape[0] == layer.prompt_bias.shape[0] == 0 and layer.key_buffer.shape[0] == 0
+    assert layer.pack.numel() == layer.unpack.numel() == 0 and layer.get_seq_length() == 7 + 4
+    assert layer.attend(torch.zeros(0, KV_HEADS * GROUP, 1, DIM), 0.3).shape == (0, 1, KV_HEADS * GROUP, DIM)
 
 
 @pytest.mark.parametrize(
     ("operation", "arguments"),
     [
-        ("crop", (2,)),
+        ("crop", (-1,)),  # drop the last position (transformers' own calls; 0 too)
         ("batch_repeat_interleave", (2,)),
         ("reorder_cache", (torch.tensor([1, 0]),)),
         ("reset", ()),

@@ -99,7 +99,7 @@ class SharedPromptLayer(DynamicLayer):
         self.prompt_of_row = prompt_of_row
         prompts = self.prompt_keys.shape[0]
         counts = torch.bincount(prompt_of_row, minlength=prompts)
-        self.slots = max(int(counts.max()), 1) if counts.numel() else 1  # no rows left: no prompts either
+        self.slots = max(int(counts.max()), 1) if counts.numel() else 1  # every row left: no prompts either
         order = torch.argsort(prompt_of_row, stable=True)
         starts = torch.cumsum(counts, 0) - counts
         slot_of_row = torch.empty_like(prompt_of_row)
@@ -130,9 +130,10 @@ class SharedPromptLayer(DynamicLayer):
             self.prompt_bias = self.prompt_bias[used]
         self._set_rows(prompt_of_row)
 
-    # DynamicLayer's other ways to change a cache touch ``keys``/``values`` only and would leave the prompt part, the
-    # buffers and the row packing inconsistent: the engine never calls them, and nothing else may.
-    def crop(self, max_length: int) -> None:
+    # The other ways to change a cache layer that it inherits (DynamicLayer's and CacheLayerMixin's) know only
+    # ``keys``/``values`` and would leave the prompt part, the buffers and the row packing inconsistent: the engine
+    # never calls them (transformers reaches them only from ``generate``), and nothing else may.
+    def crop(self, tokens_to_remove: int) -> None:
         _unsupported("crop")
 
     def batch_repeat_interleave(self, repeats: int) -> None:
