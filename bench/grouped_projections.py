@@ -30,7 +30,8 @@ from workload import pipeline_requests
 from worker.config import load_settings
 from worker.engine.allocator import retain_freed_memory
 from worker.engine.base_model import resolve_base_model
-from worker.engine.engine import Engine, pick_dtype
+from worker.engine.engine import Engine
+from worker.engine.placement import pick_dtype
 
 
 def main() -> None:

@@ -33,7 +33,8 @@ from workload import engine_requests
 from worker.config import load_settings
 from worker.engine.allocator import retain_freed_memory
 from worker.engine.base_model import resolve_base_model
-from worker.engine.engine import Engine, GenerationRequest, pick_device, pick_dtype
+from worker.engine.engine import Engine, GenerationRequest
+from worker.engine.placement import pick_device, pick_dtype
 
 
 def profile_ops(engine: Engine, requests: list[GenerationRequest], top: int) -> None:

@@ -298,7 +298,7 @@ def embedder_dtype(choice: str) -> str:
     if choice != "pipeline":
         return choice
     from worker.config import load_settings
-    from worker.engine.engine import pick_device, pick_dtype
+    from worker.engine.placement import pick_device, pick_dtype
 
     settings = load_settings()
     engine_dtype = pick_dtype(settings.dtype, pick_device(settings.device))

@@ -43,7 +43,8 @@ from workload import chat_prompts, naive_generate, sample_briefs
 import worker.pipeline.pipeline as pipeline_module
 from worker.config import Settings, load_settings
 from worker.engine.base_model import packaged_gguf, resolve_base_model
-from worker.engine.engine import Engine, batch_size_for
+from worker.engine.engine import Engine
+from worker.engine.placement import batch_size_for
 from worker.intake.briefs import Brief
 from worker.lab.evaluation import machine_record
 from worker.pipeline.pipeline import Pipeline

@@ -27,15 +27,7 @@ from model_fixtures import (
 import worker.engine.engine as engine_module
 from worker.engine.adapters import ADAPTER_WEIGHTS, AdapterRef
 from worker.engine.base_model import BaseModelSource, weights_hash
-from worker.engine.engine import (
-    Engine,
-    GenerationOutput,
-    GenerationRequest,
-    batch_size_for,
-    flush_size_for,
-    pick_device,
-    pick_dtype,
-)
+from worker.engine.engine import Engine, GenerationOutput, GenerationRequest
 from worker.engine.sampling import RowSettings
 from worker.errors import AdapterError, ModelError
 
@@ -611,59 +603,3 @@ def test_missing_model_directory_is_a_model_error(tmp_path: Path) -> None:
     source = BaseModelSource("nothing", tmp_path, "0" * 64)
     with pytest.raises(ModelError, match="cannot load the base model"):
         Engine(source, device="cpu", dtype=torch.float32)
-
-
-# ------------------------------------------------------------------------------------- device and dtype
-
-
-def test_pick_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert pick_device("cpu") == "cpu"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert pick_device("auto") == "cpu"
-    with pytest.raises(ModelError, match="no CUDA device"):
-        pick_device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert pick_device("auto") == "cuda"
-    assert pick_device("cuda") == "cuda"
-
-
-def test_pick_device_auto_matches_this_machine() -> None:
-    assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def test_batch_and_flush_sizes_follow_the_dtype_unless_set() -> None:
-    from worker.config import load_settings
-
-    assert (batch_size_for(load_settings(dtype="float32")), flush_size_for(load_settings(dtype="float32"))) == (32, 16)
-    bf16 = load_settings(dtype="bfloat16")
-    assert (batch_size_for(bf16), flush_size_for(bf16)) == (128, 64)
-    assert batch_size_for(load_settings(dtype="bfloat16", batch_size=8)) == 8
-    assert flush_size_for(load_settings(dtype="float32", batch_size=8)) == 4
-    assert flush_size_for(load_settings(dtype="bfloat16", flush_size=3)) == 3
-    assert flush_size_for(load_settings(batch_size=1)) == 1
-
-
-def test_pick_dtype_explicit() -> None:
-    for device in ("cpu", "cuda"):
-        assert pick_dtype("float32", device) is torch.float32
-        assert pick_dtype("bfloat16", device) is torch.bfloat16
-
-
-def test_pick_dtype_auto_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert pick_dtype("auto", "cpu") is (torch.bfloat16 if engine_module.cpu_supports_bf16() else torch.float32)
-    monkeypatch.setattr(engine_module, "cpu_supports_bf16", lambda: True)
-    assert pick_dtype("auto", "cpu") is torch.bfloat16
-    monkeypatch.setattr(engine_module, "cpu_supports_bf16", lambda: False)
-    assert pick_dtype("auto", "cpu") is torch.float32
-
-
-def test_pick_dtype_auto_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    assert pick_dtype("auto", "cuda") is torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    assert pick_dtype("auto", "cuda") is torch.float16
-
-
-def test_cpu_supports_bf16_reads_cpu_flags() -> None:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    assert engine_module.cpu_supports_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)

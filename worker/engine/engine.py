@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,11 +31,13 @@ from worker.config import Settings
 from worker.engine.adapters import BASE, AdapterRef, AdapterRegistry
 from worker.engine.allocator import retain_freed_memory
 from worker.engine.base_model import BaseModelSource, resolve_base_model
+from worker.engine.decode_step import DecodeStep, decode_step_for
 from worker.engine.families import check_family, probe_once
 from worker.engine.grouped_projections import forget_outputs, ungroup_unshared
 from worker.engine.grouped_projections import group_projections as group_model_projections
 from worker.engine.lora_batch import GroupedLora, grouped_lora
 from worker.engine.packed_linear import contiguous_head_input, pack_linears
+from worker.engine.placement import batch_size_for, pick_device, pick_dtype
 from worker.engine.prefix_passes import ModelCall, fill_shared_prefixes
 from worker.engine.prefix_sharing import DistinctRows, distinct_rows
 from worker.engine.sampling import RowSampler, RowSettings
@@ -76,55 +77,6 @@ def _packs_well(distinct: DistinctRows) -> bool:
     return len(counts) * max(counts.values()) <= 1.25 * len(distinct.of_row)
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matrix units (AMX or AVX-512 BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def pick_device(setting: str) -> str:
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ModelError("COPYDESK_DEVICE=cuda but no CUDA device is available; use auto or cpu")
-    return setting
-
-
-def pick_dtype(setting: str, device: str) -> torch.dtype:
-    if setting == "float32":
-        return torch.float32
-    if setting == "bfloat16":
-        return torch.bfloat16
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-
-
-# Batch sizes picked from the scale curve (docs/benchmarks.md): bf16 gains up to 128 rows (2.1x batch 32 at 256
-# new tokens on 2 AMX cores); fp32 stays at 32, where a 64-brief task on a 2-core AVX2 machine (~40 tok/s) would
-# run past the task's soft time limit.
-FP32_BATCH_SIZE = 32
-REDUCED_PRECISION_BATCH_SIZE = 128
-
-
-def batch_size_for(settings: Settings) -> int:
-    """``settings.batch_size``, or when unset the default for the dtype the engine will run in."""
-    if settings.batch_size is not None:
-        return settings.batch_size
-    dtype = pick_dtype(settings.dtype, pick_device(settings.device))
-    return FP32_BATCH_SIZE if dtype == torch.float32 else REDUCED_PRECISION_BATCH_SIZE
-
-
-def flush_size_for(settings: Settings) -> int:
-    """``settings.flush_size``, or when unset half the batch size: a brief's two candidates fill one batch."""
-    if settings.flush_size is not None:
-        return settings.flush_size
-    return max(1, batch_size_for(settings) // 2)
-
-
 class Engine:
     """The loaded base model, its tokenizer, and the style adapters attached to it."""
 
@@ -140,9 +92,8 @@ class Engine:
         share_prompts: bool = True,
         packed_matmuls: bool = True,
         group_projections: bool = True,
+        lean_decode: bool = True,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.source = source
         self.device = device
         self.dtype = dtype
@@ -155,12 +106,7 @@ class Engine:
         # it saves (bench/prefix_sharing.py).
         self.share_prompts = share_prompts
         started = time.perf_counter()
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source.directory)
-            model = AutoModelForCausalLM.from_pretrained(source.directory, dtype=dtype, use_safetensors=True)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load the base model from {source.directory}: {exc}") from exc
-        self.model: Any = model.to(device).eval()
+        self._load(source, device, dtype)
         contiguous_head_input(self.model)
         # On the CPU (fp32, bf16): linear layers as packed oneDNN matmuls (faster; in fp32 batch-invariant too).
         self.packed_matmuls = packed_matmuls and device == "cpu" and dtype in (torch.float32, torch.bfloat16)
@@ -170,24 +116,38 @@ class Engine:
         if self.grouped_projections:
             group_model_projections(self.model, batch_size, pack=self.packed_matmuls)
         self._pack()
-        # transformers 5 renamed the forward argument of the KV cache; accept both spellings.
-        self._cache_argument = (
-            "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
-        )
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         self._check_family()
         # Under reduced precision on the CPU, decode steps read each distinct prompt's cache once for all its rows
         # (worker.engine.prompt_attention); fp32 keeps one cache row per row (exact rows). Benchmarks set it off.
         from worker.engine.prompt_attention import supports
 
         self.attend_prompts_once = device == "cpu" and not self.exact_rows and supports(self.model)
+        # Those decode steps run through worker.engine.decode_step (the same operations without transformers' module
+        # calls) where it reproduces the model's forward; benchmarks set it off to compare.
+        self.lean_decode = lean_decode
         if self.grouped_projections:
             self._undo_unshared_groups()
         self.adapters = AdapterRegistry(source.model_id, adapter_capacity, source.weights_hash)
         self.load_seconds = time.perf_counter() - started
         logger.info("loaded base model %s on %s (%s) in %.2f s", source.model_id, device, dtype, self.load_seconds)
+
+    def _load(self, source: BaseModelSource, device: str, dtype: torch.dtype) -> None:
+        """The tokenizer (left padding; EOS pads where it has no padding token) and the model, in eval mode."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source.directory)
+            model = AutoModelForCausalLM.from_pretrained(source.directory, dtype=dtype, use_safetensors=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load the base model from {source.directory}: {exc}") from exc
+        self.model: Any = model.to(device).eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # transformers 5 renamed the forward argument of the KV cache; accept both spellings.
+        self._cache_argument = (
+            "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+        )
 
     def _undo_unshared_groups(self) -> None:
         """One short forward shows which groups' members read one input; the others are undone (the load probe
@@ -380,9 +340,11 @@ class Engine:
                 logits, cache, attention = self._spread_prompts(
                     distinct.of_row, logits, prompt_mask, grouped, cache, once, max_new_tokens
                 )
+            # PEFT's own mixed batches (names without a grouped LoRA) need its hooks, inside the model's forward.
+            lean = decode_step_for(self.model) if once and self.lean_decode and (names is None or grouped) else None
             with attention:
                 return self._decode_steps(
-                    logits, mask, positions, history, sampler, names, grouped, cache, max_new_tokens
+                    logits, mask, positions, history, sampler, names, grouped, cache, max_new_tokens, lean
                 )
         finally:
             if grouped is not None:
@@ -454,8 +416,10 @@ class Engine:
         grouped: GroupedLora | None,
         cache: Any,
         max_new_tokens: int,
+        lean: DecodeStep | None = None,
     ) -> list[list[int]]:
-        """Sample from the prefill's ``logits``, then one forward per new token until every row has ended."""
+        """Sample from the prefill's ``logits``, then one forward per new token until every row has ended (through
+        ``lean`` when given: the shared-prompt cache's lean decode step)."""
         eos = sampler.eos_token_id
         generated: list[list[int]] = [[] for _ in range(mask.shape[0])]
         active = torch.arange(mask.shape[0])  # sampler rows still in the batch, in batch order
@@ -483,7 +447,10 @@ class Engine:
                 active = active[keep.cpu()]
                 names = [names[i] for i in keep.tolist()] if names is not None else None
                 ended = ended[keep]
-            logits = self._forward(step_ids, mask, positions, names, grouped, cache)
+            if lean is not None:
+                logits = lean.logits(step_ids, positions, cache)
+            else:
+                logits = self._forward(step_ids, mask, positions, names, grouped, cache)
         return generated
 
     def _output(

@@ -112,12 +112,18 @@ class ProjectionGroup:
         return outputs[index]
 
     def _compute(self, x: torch.Tensor) -> list[torch.Tensor]:
+        result = self.whole_output(x)
+        return [result[..., start:end] for start, end in self.bounds]
+
+    def whole_output(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's output for ``x`` side by side (``bounds``: each one's columns), its LoRA update added;
+        the members' pending outputs are left as they are."""
         if self._stale():
             self._concatenate()
         result = self.product(x, self.bias)
         if self.lora is not None:
             result = self.lora.add_to(x, result)
-        return [result[..., start:end] for start, end in self.bounds]
+        return result
 
     def forget(self) -> None:
         """Drop the outputs not collected yet (the batch they were for is over)."""

@@ -178,7 +178,7 @@ def _execute(settings: Settings, run: DpoRun, progress: Any, callbacks: list[Any
 
     from worker.engine.adapters import check_adapter
     from worker.engine.base_model import resolve_base_model
-    from worker.engine.engine import pick_device
+    from worker.engine.placement import pick_device
     from worker.lab.dpo_version import save_dpo_version
     from worker.lab.training import TrainResult, _tokenizer, quiet_libraries
 

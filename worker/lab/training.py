@@ -197,7 +197,7 @@ def _execute(
     import torch
 
     from worker.engine.base_model import resolve_base_model
-    from worker.engine.engine import pick_device
+    from worker.engine.placement import pick_device
 
     quiet_libraries()
     if settings.threads:

@@ -77,7 +77,7 @@ def pipeline() -> Pipeline:
 
 def companions(store: Store, settings: Settings, brief_id: str) -> list[str]:
     """Fresh queued briefs to generate together with ``brief_id`` (waits ``flush_interval`` for more)."""
-    from worker.engine.engine import flush_size_for
+    from worker.engine.placement import flush_size_for
 
     wanted = flush_size_for(settings) - 1
     found = store.fresh_queued_briefs(limit=wanted, exclude=brief_id)

@@ -1,0 +1,64 @@
+"""Where and how wide the engine runs: its device, its dtype, and the batch and flush sizes that follow from them.
+
+``auto`` picks CUDA when a GPU is there, else the CPU; bf16 where the hardware has bf16 units (AMX or AVX-512 BF16 on
+the CPU; fp16 on a GPU without bf16), else fp32. The default batch size follows the dtype (docs/benchmarks.md, the
+scale curve), and the writer flushes half a batch: a brief's two candidates fill one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from worker.config import Settings
+from worker.errors import ModelError
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AMX or AVX-512 BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelError("COPYDESK_DEVICE=cuda but no CUDA device is available; use auto or cpu")
+    return setting
+
+
+def pick_dtype(setting: str, device: str) -> torch.dtype:
+    if setting == "float32":
+        return torch.float32
+    if setting == "bfloat16":
+        return torch.bfloat16
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+# Batch sizes picked from the scale curve (docs/benchmarks.md): bf16 gains up to 128 rows (2.1x batch 32 at 256
+# new tokens on 2 AMX cores); fp32 stays at 32, where a 64-brief task on a 2-core AVX2 machine (~40 tok/s) would
+# run past the task's soft time limit.
+FP32_BATCH_SIZE = 32
+REDUCED_PRECISION_BATCH_SIZE = 128
+
+
+def batch_size_for(settings: Settings) -> int:
+    """``settings.batch_size``, or when unset the default for the dtype the engine will run in."""
+    if settings.batch_size is not None:
+        return settings.batch_size
+    dtype = pick_dtype(settings.dtype, pick_device(settings.device))
+    return FP32_BATCH_SIZE if dtype == torch.float32 else REDUCED_PRECISION_BATCH_SIZE
+
+
+def flush_size_for(settings: Settings) -> int:
+    """``settings.flush_size``, or when unset half the batch size: a brief's two candidates fill one batch."""
+    if settings.flush_size is not None:
+        return settings.flush_size
+    return max(1, batch_size_for(settings) // 2)
