@@ -180,12 +180,15 @@ def requests_for(plan: list[tuple[str, AdapterRef | None, int]]) -> list[Generat
     return requests
 
 
-def test_greedy_texts_equal_with_prompts_attended_once(full_attention_family: TinyModel) -> None:
+@pytest.mark.parametrize("lean", [True, False], ids=["lean-step", "model-forward"])
+def test_greedy_texts_equal_with_prompts_attended_once(full_attention_family: TinyModel, lean: bool) -> None:
     """Forced on in fp32, where rounding is far below any token's margin: the same greedy texts as one cache row per
     row, for a brief's candidates on the base model and on an adapter (with shared prefixes, forced on too), a row on
-    its own, and rows that end early; the model's attention setting and layers are left as they were."""
+    its own, and rows that end early; the model's attention setting and layers are left as they were. Through the
+    lean decode step (worker.engine.decode_step) and through the model's forward."""
     family = full_attention_family
     engine = engine_for(family, torch.float32)
+    engine.lean_decode = lean
     adapter = AdapterRef("style-a", "v1", family.adapter_a_dir)
     engine.load_adapter(adapter)
     engine.share_prefixes = True
@@ -213,9 +216,13 @@ def test_a_prompt_with_many_rows_beside_single_ones_keeps_the_copied_cache(full_
     assert calls == 0
 
 
-def test_an_error_inside_the_decode_steps_restores_the_models_attention(full_attention_family: TinyModel) -> None:
+@pytest.mark.parametrize("lean", [True, False], ids=["lean-step", "model-forward"])
+def test_an_error_inside_the_decode_steps_restores_the_models_attention(
+    full_attention_family: TinyModel, lean: bool
+) -> None:
     """The config's attention setting and the layers' cache attribute are put back when a decode step raises."""
     engine = engine_for(full_attention_family, torch.float32)
+    engine.lean_decode = lean
     engine.attend_prompts_once = True
     previous = engine.model.config._attn_implementation
     requests = requests_for([("Tea", None, 6), ("Tea", None, 6)])

@@ -7,8 +7,9 @@ work that costs a few percent of a CPU step on a 135M model. :class:`DecodeStep`
 do, and reads the engine's shared-prompt cache (:class:`worker.engine.prompt_attention.SharedPromptLayer`) directly.
 
 It reproduces the forwards of the listed classes (:data:`DECODER_LAYERS`: Llama/SmolLM2, Qwen2, Qwen3) op for op, so
-its logits equal the model's own forward to the bit (tests/engine/test_decode_step.py); any other model, and any
-batch PEFT mixes itself (``adapter_names``: its hooks run inside the modules' calls), keeps the model's forward.
+its logits equal the model's own forward to the bit (tests/engine/test_decode_step.py); any other model, a model with
+a forward hook on a module whose call the step skips, and any batch PEFT mixes itself (``adapter_names``: its hooks
+run inside the modules' calls, engine.py), keep the model's forward.
 Two things change the route and not the arithmetic:
 
 * q, k and v of a block grouped into one product (:mod:`worker.engine.grouped_projections`) are read as slices of
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from worker.engine.grouped_projections import MemberForward, ProjectionGroup
-from worker.engine.prompt_attention import SharedPromptLayer
+from worker.engine.prompt_attention import SharedPromptLayer, supports
 
 # The model and decoder-layer classes whose forwards DecodeStep reproduces (transformers 5).
 CAUSAL_LMS = frozenset({"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"})
@@ -61,8 +62,8 @@ def _group_of(*members: Any) -> ProjectionGroup | None:
     """The group whose whole output holds ``members``' outputs in order, when every member hands over its slice of it
     (its ``forward`` a :class:`MemberForward` of that group at its index); else ``None``."""
     forwards = [getattr(member, "__dict__", {}).get("forward") for member in members]
-    if not all(isinstance(forward, MemberForward) for forward in forwards):
-        return None
+    if not all(isinstance(forward, MemberForward) for forward in forwards) or any(map(_hooked, members)):
+        return None  # a hooked member is called as a module, as the model's forward would
     group = forwards[0].group
     if len(group.linears) != len(members):
         return None
@@ -144,11 +145,26 @@ def _adjacent(q: torch.Tensor, k: torch.Tensor) -> bool:
 
 def decode_step_for(model: Any) -> DecodeStep | None:
     """A :class:`DecodeStep` for ``model`` (a causal LM, or a PEFT model around one) when its classes are ones whose
-    forward it reproduces, else ``None``."""
+    forward it reproduces, every layer attends to the whole sequence (:func:`worker.engine.prompt_attention.supports`)
+    and no forward hook sits on a module whose call it skips; else ``None``."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if type(causal_lm).__name__ not in CAUSAL_LMS:
+    if type(causal_lm).__name__ not in CAUSAL_LMS or not supports(model):
         return None
     layers = causal_lm.model.layers
     if any(type(layer).__name__ not in DECODER_LAYERS for layer in layers):
         return None
+    skipped = [model, getattr(model, "base_model", model), causal_lm, causal_lm.model]
+    skipped += [module for layer in layers for module in (layer, layer.self_attn, layer.mlp)]
+    if _global_hooks() or any(_hooked(module) for module in skipped):
+        return None
     return DecodeStep(causal_lm)
+
+
+def _hooked(module: Any) -> bool:
+    return bool(getattr(module, "_forward_hooks", None) or getattr(module, "_forward_pre_hooks", None))
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as nn_module
+
+    return bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks)
