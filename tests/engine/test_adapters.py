@@ -135,6 +135,19 @@ def test_non_lora_adapter_is_refused(adapter: Path, peft_type: str | None) -> No
         check_adapter(ref(adapter), TINY_MODEL_ID)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("modules_to_save", ["lm_head"]), ("trainable_token_indices", {"embed_tokens": [1, 2]})]
+)
+def test_an_adapter_with_modules_or_tokens_of_its_own_is_refused_naming_the_field(
+    adapter: Path, field: str, value: object
+) -> None:
+    edit_json(adapter / ADAPTER_CONFIG, **{field: value})
+    with pytest.raises(AdapterError, match=f"field '{field}'"):
+        check_adapter(ref(adapter), TINY_MODEL_ID)
+    edit_json(adapter / ADAPTER_CONFIG, **{field: None})
+    assert check_adapter(ref(adapter), TINY_MODEL_ID)["peft_type"] == "LORA"
+
+
 def test_adapter_for_another_base_model_is_refused(adapter: Path) -> None:
     (adapter / ADAPTER_META).write_text(json.dumps({"base_model_id": "llama-3-8b"}))
     with pytest.raises(AdapterError) as exc:

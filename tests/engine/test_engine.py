@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,35 @@ def test_mixed_batch_rows_equal_rows_alone(
             # A base row in an adapter batch is exactly the base model's row.
             assert same_text(base_engine.generate([req])[0], out), req.key
     assert set(adapter_engine.adapters.loaded) == {adapter_a.name, adapter_b.name}
+
+
+def test_an_adapter_with_a_lora_embedding_stays_on_its_own_rows(
+    family: TinyModel, tmp_path: Path, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    """An adapter with LoRA on the input embeddings among plain adapters and base rows: each row still gets only its
+    own adapter, as in an engine where that adapter is the only one (PEFT's mixed batch, not the grouped LoRA, which
+    handles LoRA linears only)."""
+    from tiny_model import build_lora_adapter
+
+    targets = (*family.lora_targets, "embed_tokens")
+    special_dir = build_lora_adapter(
+        family.model_dir, tmp_path / "special", base_model_id=family.model_id, target_modules=targets
+    )
+    special = AdapterRef("style-special", "v1", special_dir)
+    adapter_a = adapter_refs[0]
+    plan = [special, None, adapter_a, special, None]
+    requests = [
+        request(f"m{i}", topic, seed=300 + i, adapter=ref, max_new_tokens=8)
+        for i, (topic, ref) in enumerate(zip(TOPICS[: len(plan)], plan, strict=True))
+    ]
+    mixed = family_engine(family, batch_size=8)
+    for ref in (adapter_a, special):
+        mixed.load_adapter(ref)
+    together = mixed.generate(requests)
+    for req, out in zip(requests, together, strict=True):
+        alone = family_engine(family, batch_size=8).generate([req])[0]
+        assert same_text(alone, out), req.key
+    assert together[0].text != family_engine(family).generate([replace(requests[0], adapter=None)])[0].text
 
 
 def test_more_adapters_than_capacity_in_one_call(

@@ -61,6 +61,10 @@ class AdapterRef:
         return f"{readable}_{digest}"
 
 
+# adapter_config.json fields by which an adapter carries whole copies of base modules or token rows of its own.
+WHOLE_MODULE_FIELDS = ("modules_to_save", "trainable_token_indices")
+
+
 def check_adapter(ref: AdapterRef, base_model_id: str, base_weights_sha256: str | None = None) -> dict[str, Any]:
     """Validate an adapter directory without loading it into a model; return its PEFT config.
 
@@ -74,6 +78,13 @@ def check_adapter(ref: AdapterRef, base_model_id: str, base_weights_sha256: str 
     config = _read_json(ref.directory / ADAPTER_CONFIG, where)
     if config.get("peft_type") != "LORA":
         raise AdapterError(f"{where}: peft_type is {config.get('peft_type')!r}, expected 'LORA'")
+    for field in WHOLE_MODULE_FIELDS:
+        if config.get(field):
+            raise AdapterError(
+                f"{where}: adapter_config.json field {field!r} is {config[field]!r}: copydesk serves LoRA adapters "
+                "without whole modules or trainable tokens of their own (the engine's packed layers cannot be copied); "
+                "train the style without it"
+            )
     _check_base_model(ref, config, base_model_id, base_weights_sha256, where)
     _check_weights(ref.directory / ADAPTER_WEIGHTS, where)
     return config

@@ -18,8 +18,9 @@ the concatenated products are not used: each adapter's rows run as one sub-batch
 arithmetic (the same bits, checked in tests/engine/test_engine.py), but with the row indices built once per batch
 instead of in every layer at every step, and without PEFT's per-call forward hooks.
 
-Only plain LoRA layers are handled (no DoRA or other variants, no LoRA bias, no fan-in-fan-out); for any
-other adapter :func:`grouped_lora` returns ``None`` and the engine keeps PEFT's own mixed-batch path.
+Only plain LoRA linear layers are handled (no DoRA or other variants, no LoRA bias, no fan-in-fan-out, no LoRA
+embedding, no ``modules_to_save`` or trainable tokens); for any other adapter :func:`grouped_lora` returns ``None``
+and the engine keeps PEFT's own mixed-batch path.
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ def grouped_lora(model: Any, names: Sequence[str], *, exact: bool = False) -> Gr
         return None
     layers = [module for module in model.modules() if isinstance(module, LoraLinear)]
     wanted = {n for n in names if n != BASE}
-    if not layers or not wanted:
+    if not layers or not wanted or _has_other_adapter_modules(model, LoraLinear):
         return None
     for layer in layers:
         if layer.merged_adapters or getattr(layer, "fan_in_fan_out", False):
@@ -357,3 +358,17 @@ def grouped_lora(model: Any, names: Sequence[str], *, exact: bool = False) -> Gr
             if getattr(layer, "lora_bias", {}).get(name, False):
                 return None
     return GroupedLora(layers, names, exact=exact)
+
+
+def _has_other_adapter_modules(model: Any, lora_linear: type) -> bool:
+    """Whether the model holds adapter modules other than LoRA linears: LoRA embeddings, whole modules an adapter
+    carries (``modules_to_save``), trainable tokens. A GroupedLora passes no ``adapter_names``, so PEFT would run
+    such a module with its active adapter for every row; PEFT's own mixed batch gives each row its own."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper  # the base of ModulesToSaveWrapper, TrainableTokensWrapper
+
+    return any(
+        isinstance(module, AuxiliaryTrainingWrapper)
+        or (isinstance(module, BaseTunerLayer) and not isinstance(module, lora_linear))
+        for module in model.modules()
+    )
