@@ -11,7 +11,9 @@ from worker.engine.sampling import (
     RowSampler,
     RowSettings,
     apply_repetition_penalty,
+    penalise_repetitions_,
     sample_top_p,
+    top_k,
     top_p_probabilities,
 )
 
@@ -81,6 +83,16 @@ def test_repetition_penalty_lowers_probability_of_seen_tokens() -> None:
     after = torch.softmax(apply_repetition_penalty(logits, ids, torch.tensor([1.5])), dim=-1)
     for token in (3, 7, 9):
         assert after[0, token] < before[0, token]
+
+
+def test_penalising_in_place_gives_the_new_tensors_values() -> None:
+    logits = random_logits(3, 5)
+    ids = input_ids(3, 40, 5)  # repeated ids among them
+    penalty = torch.tensor([1.3, 1.0, 2.0])
+    expected = apply_repetition_penalty(logits, ids, penalty)
+    own = logits.clone()
+    assert penalise_repetitions_(own, ids, penalty) is own
+    assert torch.equal(own, expected)
 
 
 # ------------------------------------------------------------------------------------------------ top-p
@@ -242,6 +254,21 @@ def test_sampling_follows_the_distribution() -> None:
     assert counts[3] == 0
     for observed, wanted in zip(counts[:3], expected[:3].tolist(), strict=True):
         assert abs(observed - wanted) < 0.15 * wanted + 20
+
+
+@pytest.mark.parametrize(("width", "k"), [(49_152, 64), (49_152, 256), (5000, 64), (5000, 16), (4999, 64), (300, 64)])
+def test_top_k_takes_the_values_torch_topk_takes(width: int, k: int) -> None:
+    """The blocked top-k (two levels at 49,152, one at 5,000; torch.topk itself on a width not divisible into blocks or
+    too narrow) takes the k largest values of every row, each token once, on logits with many ties."""
+    generator = torch.Generator().manual_seed(width + k)
+    logits = (torch.randn(6, width, generator=generator) * 4).round()  # integer values: ties everywhere
+    logits[0] = 0.0  # a row of equal values
+    logits[1, -k:] = 100.0  # the largest values at the end of the row: in the last blocks
+    values, ids = top_k(logits, k)
+    expected = torch.topk(logits, k, dim=-1).values
+    assert torch.equal(values.sort(dim=-1, descending=True).values, expected)
+    assert torch.equal(logits.gather(1, ids), values)
+    assert all(len(set(row)) == k for row in ids.tolist())
 
 
 @pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95])

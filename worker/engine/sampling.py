@@ -69,12 +69,12 @@ class RowSampler:
         index = torch.arange(len(self.rows)) if rows is None else rows.cpu()
         # One uniform per row and step, whatever the row does with it: the row's stream stays its own.
         uniforms = torch.stack([torch.rand((), generator=self.generators[int(i)]) for i in index]).to(device)
-        logits = apply_repetition_penalty(scores.float(), input_ids, self.penalty[index].to(device))
+        logits = scores.to(torch.float32, copy=True)  # a fresh tensor: penalised and scaled in place below
+        penalise_repetitions_(logits, input_ids, self.penalty[index].to(device))
         temperature = self.temperature[index].to(device)
         greedy = temperature <= 0
-        # Full-vocabulary passes only where a row needs them: argmax for greedy rows; the logits are a fresh
-        # tensor (apply_repetition_penalty always scatters into a new one, also where the penalty is 1), so when
-        # every row samples they are scaled in place, not copied.
+        # Full-vocabulary passes only where a row needs them: argmax for greedy rows; when every row samples, the
+        # (fresh) logits are scaled in place, not copied.
         chosen = torch.argmax(logits, dim=-1) if bool(greedy.any()) else logits.new_empty(len(index), dtype=torch.long)
         sampled = (~greedy).nonzero().flatten()
         if sampled.numel():
@@ -115,7 +115,7 @@ def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tens
         if not left.numel() or count >= logits.shape[1]:
             break
         rows = logits if left.numel() == logits.shape[0] else logits[left]  # every row: no copy
-        values, order = _ties_by_id(*torch.topk(rows, count, dim=-1))
+        values, order = _ties_by_id(*top_k(rows, count))
         probs = torch.exp(values - log_total[left])
         held = _held(probs, values, top_p[left])
         inside = held.nonzero().flatten()
@@ -150,7 +150,8 @@ def _held(probs: torch.Tensor, values: torch.Tensor, top_p: torch.Tensor) -> tor
 
 
 def _ties_by_id(values: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``values`` (descending, with their token ids ``order``) with equal values put in ascending id order."""
+    """``values`` (in any order, with their token ids ``order``) in descending order, equal values in ascending id
+    order."""
     order, by_id = torch.sort(order, dim=-1)
     values, by_value = torch.sort(values.gather(-1, by_id), dim=-1, descending=True, stable=True)
     return values, order.gather(-1, by_value)
@@ -169,11 +170,41 @@ def _invert(
 
 
 def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.LongTensor, penalty: torch.Tensor) -> torch.Tensor:
-    """CTRL-style repetition penalty with one penalty per row (1.0 leaves a row unchanged)."""
+    """CTRL-style repetition penalty with one penalty per row (1.0 leaves a row unchanged), into a new tensor."""
+    return penalise_repetitions_(logits.clone(), input_ids, penalty)
+
+
+def penalise_repetitions_(logits: torch.Tensor, input_ids: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_repetition_penalty` in place (the same values: every seen logit is read before any is written)."""
     seen = torch.gather(logits, 1, input_ids)
     per_row = penalty.unsqueeze(1)
     seen = torch.where(seen < 0, seen * per_row, seen / per_row)
-    return logits.scatter(1, input_ids, seen)
+    return logits.scatter_(1, input_ids, seen)
+
+
+# Blocks of this many tokens (a row's ``j``-th block: tokens ``j``, ``j + n``, ..., ``n`` = width / BLOCK, so that the
+# blocks' maxima are one vectorised pass) for :func:`top_k`; rows narrower than TOP_K_BLOCK * 4 * k take torch.topk.
+TOP_K_BLOCK = 8
+
+
+def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest values of each row of ``x`` and their indices, in no particular order: ``torch.topk``'s
+    values, its indices up to which of equal values are taken (:func:`_ties_by_id` orders both).
+
+    torch's CPU top-k costs ~1 µs per 1,000 logits and row, several times a pass over them. Here each row is cut into
+    blocks of :data:`TOP_K_BLOCK` tokens: the ``k`` largest values lie in the ``k`` blocks with the largest maxima
+    (where maxima tie, any ``k`` of them hold ``k`` values as large), so the top-k runs over those blocks' tokens
+    only, after one pass for the blocks' maxima, whose own top ``k`` is found the same way (measured on real logits
+    in ``bench/sampler.py``: 64 of 49,152 about 3x faster)."""
+    rows, width = x.shape
+    blocks = width // TOP_K_BLOCK
+    if width % TOP_K_BLOCK or blocks < 4 * k:
+        return torch.topk(x, k, dim=-1, sorted=False)
+    maxima = x.reshape(rows, TOP_K_BLOCK, blocks).amax(dim=1)
+    _, best = top_k(maxima, k)
+    candidates = (best.unsqueeze(-1) + torch.arange(0, width, blocks, device=x.device)).flatten(1)
+    values, where = torch.topk(x.gather(1, candidates), k, dim=-1, sorted=False)
+    return values, candidates.gather(1, where)
 
 
 def batched_top_p_probabilities(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
