@@ -8,6 +8,9 @@ here, on the same layer, as the baseline (``flash``).
 
 Two measurements, in one process, alternating the two formulations:
 
+The engine's products are also timed with their scores taken as ``query @ keys^T`` (sessions 16-18:
+``products_query_side``) beside ``keys @ query^T`` (session 19).
+
 * ``layer``: one :class:`SharedPromptLayer` of the default base model's attention shape (``--kv-heads``,
   ``--group``, ``--head-dim``) with ``--rows`` rows over ``--rows / 2`` prompts of ``--prompt-length`` columns,
   timed per call at each of ``--generated`` lengths; also the largest difference between the two outputs;
@@ -37,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 
+from worker.engine import prompt_attention
 from worker.engine.prompt_attention import SharedPromptLayer, _packed, _unpacked
 from worker.lab.evaluation import machine_record
 
@@ -68,7 +72,26 @@ def flash_attend(layer: SharedPromptLayer, query: torch.Tensor, scale: float | N
     return merged.reshape(rows, 1, heads, dim)
 
 
-FORMULATIONS: dict[str, Attend] = {"flash": flash_attend, "products": SharedPromptLayer.attend}
+def query_side_scores(query: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+    """The scores as sessions 16-18 computed them: ``query @ keys^T``, then a copy to fp32."""
+    return torch.matmul(query, keys.transpose(-1, -2)).float().mul_(scale)
+
+
+def products_query_side(layer: SharedPromptLayer, query: torch.Tensor, scale: float | None) -> torch.Tensor:
+    """The engine's batched products with the scores taken as ``query @ keys^T`` (before session 19)."""
+    key_side = prompt_attention._scores
+    prompt_attention._scores = query_side_scores
+    try:
+        return SharedPromptLayer.attend(layer, query, scale)
+    finally:
+        prompt_attention._scores = key_side
+
+
+FORMULATIONS: dict[str, Attend] = {
+    "flash": flash_attend,
+    "products_query_side": products_query_side,
+    "products": SharedPromptLayer.attend,
+}
 
 
 def filled_layer(args: argparse.Namespace, generated: int) -> tuple[SharedPromptLayer, torch.Tensor]:
@@ -104,14 +127,17 @@ def layer_figures(args: argparse.Namespace) -> list[dict[str, Any]]:
                 started = time.perf_counter()
                 attend(layer, query, scale)
                 times[name].append((time.perf_counter() - started) * 1e3)
-        flash_ms, products_ms = (statistics.median(times[name]) for name in ("flash", "products"))
+        flash_ms, query_side_ms, products_ms = (statistics.median(times[name]) for name in FORMULATIONS)
         figures.append(
             {
                 "generated": generated,
                 "flash_ms": flash_ms,
+                "products_query_side_ms": query_side_ms,
                 "products_ms": products_ms,
                 "speedup": flash_ms / products_ms,
+                "key_side_speedup": query_side_ms / products_ms,
                 "max_abs_difference": float((outputs["flash"] - outputs["products"]).abs().max()),
+                "key_side_difference": float((outputs["products_query_side"] - outputs["products"]).abs().max()),
             }
         )
     return figures
@@ -142,7 +168,13 @@ def engine_figures(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         SharedPromptLayer.attend = original  # type: ignore[method-assign]
     medians = {name: statistics.median(values) for name, values in runs.items()}
-    return {"rows": len(requests), "tok_s": medians, "runs": runs, "speedup": medians["products"] / medians["flash"]}
+    return {
+        "rows": len(requests),
+        "tok_s": medians,
+        "runs": runs,
+        "speedup": medians["products"] / medians["flash"],
+        "key_side_speedup": medians["products"] / medians["products_query_side"],
+    }
 
 
 def main() -> None:
@@ -165,19 +197,24 @@ def main() -> None:
     report: dict[str, Any] = {"machine": machine_record(None), "layer": layer_figures(args)}
     print(json.dumps(report["machine"]))
     print(f"one layer: {args.rows} rows, {args.rows // 2} prompts of {args.prompt_length} columns, bf16")
-    print("| generated | flash kernel, ms | batched products, ms | speedup | max abs difference |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| generated | flash kernel, ms | products, scores q·kᵀ, ms | products, ms | speedup over flash | over q·kᵀ "
+        "| max abs difference |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in report["layer"]:
         print(
-            f"| {row['generated']} | {row['flash_ms']:.3f} | {row['products_ms']:.3f} | {row['speedup']:.2f}x | "
+            f"| {row['generated']} | {row['flash_ms']:.3f} | {row['products_query_side_ms']:.3f} | "
+            f"{row['products_ms']:.3f} | {row['speedup']:.2f}x | {row['key_side_speedup']:.2f}x | "
             f"{row['max_abs_difference']:.4f} |"
         )
     if args.briefs:
         report["engine"] = engine = engine_figures(args)
         print(
             f"Engine.generate, {engine['rows']} rows x {args.new_tokens} new tokens, median of {args.repeats}: "
-            f"flash {engine['tok_s']['flash']:.1f} tok/s, products {engine['tok_s']['products']:.1f} tok/s "
-            f"({engine['speedup']:.2f}x)"
+            f"flash {engine['tok_s']['flash']:.1f} tok/s, products with scores q·kᵀ "
+            f"{engine['tok_s']['products_query_side']:.1f} tok/s, products {engine['tok_s']['products']:.1f} tok/s "
+            f"({engine['speedup']:.2f}x over flash, {engine['key_side_speedup']:.2f}x over q·kᵀ)"
         )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

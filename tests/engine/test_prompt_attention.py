@@ -70,6 +70,18 @@ def test_attention_equals_plain_attention_over_each_rows_whole_cache(
     torch.testing.assert_close(got.float(), expected, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rows_in_prompt_order_pack_by_reshapes_alone_to_the_same_bits(dtype: torch.dtype) -> None:
+    layer, *_ = layer_and_reference([0, 0, 1, 1, 2, 2], [0, 2, 1], dtype=dtype)
+    assert layer.pack is None and layer.unpack is None  # each prompt's rows side by side, in slot order
+    query = torch.randn(6, KV_HEADS * GROUP, 1, DIM, generator=torch.Generator().manual_seed(2)).to(dtype)
+    by_reshapes = layer.attend(query, 0.3)
+    layer.pack = layer.unpack = torch.arange(6)  # the same packing by row selection
+    assert torch.equal(layer.attend(query, 0.3), by_reshapes)
+    assert layer_and_reference([0, 1, 0, 1], [0, 0])[0].pack is not None  # rows not in prompt order
+    assert layer_and_reference([0, 0, 1], [0, 0])[0].pack is not None  # a slot filled by a repeated row
+
+
 def test_rows_leaving_drop_prompts_nobody_uses() -> None:
     layer, keys, values, bias = layer_and_reference([0, 0, 1, 2, 2], [1, 0, 2])
     keep = torch.tensor([0, 3, 4])  # prompt 1's only row leaves
@@ -107,7 +119,7 @@ def test_every_row_leaving_empties_the_layer() -> None:
     layer, _, _, _ = layer_and_reference([0, 0, 1], [1, 0])
     layer.batch_select_indices(torch.tensor([], dtype=torch.long))
     assert layer.prompt_keys.shape[0] == layer.prompt_bias.shape[0] == 0 and layer.key_buffer.shape[0] == 0
-    assert layer.pack.numel() == layer.unpack.numel() == 0 and layer.get_seq_length() == 7 + 4
+    assert layer.pack is None and layer.unpack is None and layer.get_seq_length() == 7 + 4  # nothing to select
     assert layer.attend(torch.zeros(0, KV_HEADS * GROUP, 1, DIM), 0.3).shape == (0, 1, KV_HEADS * GROUP, DIM)
 
 

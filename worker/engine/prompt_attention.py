@@ -95,7 +95,7 @@ class SharedPromptLayer(DynamicLayer):
     def _set_rows(self, prompt_of_row: torch.Tensor) -> None:
         """Each row's prompt, and how the rows' queries pack per prompt: ``pack`` lists, for every prompt and slot,
         the row whose query goes there (slots past a prompt's rows repeat one of them: computed, then ignored);
-        ``unpack`` is each row's place among them."""
+        ``unpack`` is each row's place among them. Both are ``None`` where they are the identity."""
         self.prompt_of_row = prompt_of_row
         prompts = self.prompt_keys.shape[0]
         counts = torch.bincount(prompt_of_row, minlength=prompts)
@@ -106,11 +106,16 @@ class SharedPromptLayer(DynamicLayer):
         slot_of_row[order] = (
             torch.arange(prompt_of_row.shape[0], device=prompt_of_row.device) - starts[prompt_of_row[order]]
         )
-        self.unpack = prompt_of_row * self.slots + slot_of_row
+        unpack = prompt_of_row * self.slots + slot_of_row
         pack = torch.full((prompts * self.slots,), -1, dtype=torch.long, device=prompt_of_row.device)
-        pack[self.unpack] = torch.arange(prompt_of_row.shape[0], device=prompt_of_row.device)
+        pack[unpack] = torch.arange(prompt_of_row.shape[0], device=prompt_of_row.device)
         first_row = order[starts.clamp(max=prompt_of_row.shape[0] - 1)]  # any row of the prompt fills its gaps
-        self.pack = torch.where(pack < 0, first_row.repeat_interleave(self.slots), pack)
+        self.pack: torch.Tensor | None = torch.where(pack < 0, first_row.repeat_interleave(self.slots), pack)
+        self.unpack: torch.Tensor | None = unpack
+        if torch.equal(self.pack, torch.arange(self.pack.shape[0], device=self.pack.device)):
+            # The rows already sit prompt by prompt, slot by slot (a batch before any row leaves): packing and
+            # unpacking are reshapes alone, no row selection.
+            self.pack = self.unpack = None
 
     def get_seq_length(self) -> int:
         return self.prompt_length + self.length
@@ -186,24 +191,35 @@ def _widened(buffer: torch.Tensor, columns: int) -> torch.Tensor:
 
 
 def _scores(query: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
-    """Scaled dot products in fp32 of ``query`` ([..., queries, dim]) with ``keys`` ([..., columns, dim])."""
-    return torch.matmul(query, keys.transpose(-1, -2)).float().mul_(scale)
+    """Scaled dot products in fp32 of ``query`` ([..., queries, dim]) with ``keys`` ([..., columns, dim]): [...,
+    queries, columns].
+
+    Computed as ``keys @ query^T`` (the many key columns on the product's long side, the few queries on its short
+    one: 1.3-1.8x faster in bf16 on the CPU, the same values) and transposed back in the copy to fp32 that the
+    scores take anyway (``bench/decode_attention.py``)."""
+    by_column = torch.matmul(keys, query.transpose(-1, -2))
+    scores = torch.empty(by_column.shape[:-2] + by_column.shape[:-3:-1], dtype=torch.float32, device=query.device)
+    return scores.copy_(by_column.transpose(-1, -2)).mul_(scale)
 
 
-def _packed(per_row: torch.Tensor, pack: torch.Tensor, slots: int) -> torch.Tensor:
+def _packed(per_row: torch.Tensor, pack: torch.Tensor | None, slots: int) -> torch.Tensor:
     """One entry per row ([rows, kv heads, group, rest]) to the rows of each prompt side by side: [prompts, kv heads,
-    slots * group, rest], the row of slot ``s`` of prompt ``p`` being ``pack[p * slots + s]``."""
+    slots * group, rest], the row of slot ``s`` of prompt ``p`` being ``pack[p * slots + s]`` (row ``p * slots + s``
+    where ``pack`` is ``None``)."""
     _, kv_heads, group, rest = per_row.shape
-    by_slot = per_row.index_select(0, pack).view(-1, slots, kv_heads, group, rest)
+    chosen = per_row if pack is None else per_row.index_select(0, pack)
+    by_slot = chosen.view(-1, slots, kv_heads, group, rest)
     return by_slot.transpose(1, 2).reshape(-1, kv_heads, slots * group, rest)
 
 
-def _unpacked(packed: torch.Tensor, slots: int, group: int, unpack: torch.Tensor) -> torch.Tensor:
-    """[prompts, kv heads, slots * group, *rest] back to one entry per row: [rows, kv heads, group, *rest]."""
+def _unpacked(packed: torch.Tensor, slots: int, group: int, unpack: torch.Tensor | None) -> torch.Tensor:
+    """[prompts, kv heads, slots * group, *rest] back to one entry per row: [rows, kv heads, group, *rest] (``unpack``
+    ``None``: the slots are the rows, in order)."""
     prompts, kv_heads = packed.shape[:2]
     rest = packed.shape[3:]
     per_slot = packed.view(prompts, kv_heads, slots, group, *rest).transpose(1, 2)
-    return per_slot.reshape(prompts * slots, kv_heads, group, *rest).index_select(0, unpack)
+    slotted = per_slot.reshape(prompts * slots, kv_heads, group, *rest)
+    return slotted if unpack is None else slotted.index_select(0, unpack)
 
 
 def shared_prompt_attention(
