@@ -72,6 +72,9 @@ def flash_attend(layer: SharedPromptLayer, query: torch.Tensor, scale: float | N
     return merged.reshape(rows, 1, heads, dim)
 
 
+ENGINE_ATTEND = SharedPromptLayer.attend  # the engine's own, whatever the engine figures install meanwhile
+
+
 def query_side_scores(query: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
     """The scores as sessions 16-18 computed them: ``query @ keys^T``, then a copy to fp32."""
     return torch.matmul(query, keys.transpose(-1, -2)).float().mul_(scale)
@@ -82,7 +85,7 @@ def products_query_side(layer: SharedPromptLayer, query: torch.Tensor, scale: fl
     key_side = prompt_attention._scores
     prompt_attention._scores = query_side_scores
     try:
-        return SharedPromptLayer.attend(layer, query, scale)
+        return ENGINE_ATTEND(layer, query, scale)
     finally:
         prompt_attention._scores = key_side
 
@@ -90,7 +93,7 @@ def products_query_side(layer: SharedPromptLayer, query: torch.Tensor, scale: fl
 FORMULATIONS: dict[str, Attend] = {
     "flash": flash_attend,
     "products_query_side": products_query_side,
-    "products": SharedPromptLayer.attend,
+    "products": ENGINE_ATTEND,
 }
 
 

@@ -14,6 +14,11 @@ overhead in the pipeline's wall time, peak memory, and the ratios b/a and b/c (c
 
     python bench/throughput.py --briefs 16 --new-tokens 96 --naive-briefs 4 --llama-parallel 16
 
+Steady state (since session 19): before its timed run, (b) runs ``--warm-briefs`` other briefs as one untimed batch,
+as a worker that has been running has (the first full batch pays one-offs: see :func:`warm_up`; its figures are
+reported as ``warm_up_batch``, the first-batch figure earlier sessions measured as b), and (a) one short untimed
+generation on its fresh model.
+
 With ``--repeats N`` every mode runs N times, interleaved (b, a, c1, c2, then again), and each reports the
 run with its median tok/s, plus every run's tok/s under ``runs_tokens_per_second``.
 """
@@ -54,7 +59,7 @@ from worker.scoring.embeddings import default_embedder, embedder_dtype_for
 from worker.store import Store
 
 
-def copydesk(settings: Settings, briefs: list[Brief]) -> dict[str, float]:
+def copydesk(settings: Settings, briefs: list[Brief], warm_briefs: list[Brief]) -> dict[str, float]:
     """(b) The real pipeline: mixed styles, batched, scored, stored; each style's candidates, one attempt."""
     engine = Engine.from_settings(settings)
     pipeline = Pipeline(settings, engine, embedder=default_embedder(embedder_dtype_for(engine.dtype_name)))
@@ -64,6 +69,7 @@ def copydesk(settings: Settings, briefs: list[Brief]) -> dict[str, float]:
     for brief in briefs:
         first_of_style.setdefault(route(brief, pipeline.catalog, settings.default_style).style, brief)
     pipeline.run(list(first_of_style.values()))
+    first_batch = warm_up(pipeline, engine, warm_briefs) if warm_briefs else None
     store = Store(settings.effective_store_url)
     store.migrate()
     for brief in briefs:
@@ -107,7 +113,33 @@ def copydesk(settings: Settings, briefs: list[Brief]) -> dict[str, float]:
         "queue_store_other_share_of_wall": round(other / seconds, 4),
         "dtype": engine.dtype_name,
         "batch_size": batch_size_for(settings),
+        "warm_up_batch": first_batch,
     }
+
+
+def warm_up(pipeline: Pipeline, engine: Engine, briefs: list[Brief]) -> dict[str, float]:
+    """One full batch of other briefs through the pipeline (no store) before the timed run, so that (b) measures a
+    worker in its steady state: the first full batch of a process, or of one whose memory other work has taken
+    meanwhile (the other modes here), pays one-offs a running worker has paid (its heap's first growth to the batch's
+    size: ~700,000 page faults, ~6 s of system time on a 2-core AMX machine; the kernels for each new batch shape).
+    Returns that batch's figures: what a worker's first batch gets."""
+    tokens = 0
+    generate = engine.generate
+
+    def counting(requests: Any) -> Any:
+        nonlocal tokens
+        outputs = generate(requests)
+        tokens += sum(o.new_tokens for o in outputs)
+        return outputs
+
+    engine.generate = counting  # type: ignore[method-assign]
+    started = time.perf_counter()
+    try:
+        pipeline.run(briefs)
+    finally:
+        engine.generate = generate  # type: ignore[method-assign]
+    seconds = time.perf_counter() - started
+    return {"briefs": len(briefs), "seconds": round(seconds, 1), "tokens_per_second": round(tokens / seconds, 1)}
 
 
 def llama_cpp(prompts: list[str], new_tokens: int, parallel: int, threads: int | None) -> dict[str, Any] | None:
@@ -153,12 +185,21 @@ def main() -> None:
     parser.add_argument("--llama-parallel", type=int, default=16, help="llama.cpp parallel sequences")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for every mode; 0 = all cores")
     parser.add_argument("--repeats", type=int, default=1, help="runs per mode; the median run is reported")
+    parser.add_argument(
+        "--warm-briefs",
+        type=int,
+        default=None,
+        help="(b) first runs this many other briefs as one batch, untimed (default: --briefs; 0: none, as before "
+        "session 19), so that it measures a running worker; their figures are reported as warm_up_batch",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     target_words = max(30, int((args.new_tokens - 24) / 1.5))
     settings = fresh_settings(args)
-    briefs = sample_briefs(args.briefs, target_words)
+    warm_count = args.briefs if args.warm_briefs is None else args.warm_briefs
+    every_brief = sample_briefs(args.briefs + warm_count, target_words)  # the warm-up's are the next ones
+    briefs, warm_briefs = every_brief[: args.briefs], every_brief[args.briefs :]
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(settings).directory)
@@ -175,8 +216,8 @@ def main() -> None:
     parallel_prompts = (prompts * args.llama_parallel)[: max(args.llama_parallel, len(prompts))]
     runs: dict[str, list[Any]] = {"b_copydesk": [], "a_naive": [], "c_llama_cpp_single": [], "c_llama_cpp_parallel": []}
     for _ in range(max(1, args.repeats)):
-        runs["b_copydesk"].append(copydesk(fresh_settings(args), briefs))  # its own store each time
-        runs["a_naive"].append(naive_generate(settings, prompts[: args.naive_briefs], args.new_tokens))
+        runs["b_copydesk"].append(copydesk(fresh_settings(args), briefs, warm_briefs))  # its own store each time
+        runs["a_naive"].append(naive_generate(settings, prompts[: args.naive_briefs], args.new_tokens, warm_up=True))
         runs["c_llama_cpp_single"].append(llama_cpp(prompts[: args.llama_single_briefs], args.new_tokens, 1, threads))
         runs["c_llama_cpp_parallel"].append(llama_cpp(parallel_prompts, args.new_tokens, args.llama_parallel, threads))
     report["repeats"] = max(1, args.repeats)

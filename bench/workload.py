@@ -138,15 +138,26 @@ def synchronize(device: str) -> None:
 
 
 def naive_generate(
-    settings: Settings, prompts: list[str], new_tokens: int, device: str = "cpu", dtype: torch.dtype = torch.float32
+    settings: Settings,
+    prompts: list[str],
+    new_tokens: int,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    warm_up: bool = False,
 ) -> dict[str, Any]:
     """The naive baseline (a): one prompt at a time, plain ``model.generate`` (sampling, temperature 0.7, top-p 0.9)
-    of the configured base model in ``dtype`` on ``device``; no scoring, no store."""
+    of the configured base model in ``dtype`` on ``device``; no scoring, no store. ``warm_up``: first 8 untimed
+    tokens on the first prompt (the model's first call pays one-offs)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory = resolve_base_model(settings).directory
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
+    if warm_up and prompts:
+        encoded = tokenizer(prompts[0], return_tensors="pt", add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            model.generate(**encoded, max_new_tokens=8, do_sample=True, temperature=0.7, top_p=0.9)
     tokens = 0
     synchronize(device)
     started = time.perf_counter()
