@@ -4,16 +4,14 @@ The engine's decode attention under bf16 on the CPU (``worker.engine.prompt_atte
 for all its rows and each row against its own generated tokens, takes one fp32 softmax over both and sums the
 values, all in batched matrix products over contiguous buffers. Before session 16 it made two calls of torch's
 CPU flash kernel (the prompt part and the generated part), merged by their log-sum-exp; that formulation is kept
-here, on the same layer, as the baseline (``flash``).
+here, on the same layer, as the baseline (``flash``). The engine's products are also timed with their scores taken
+as ``query @ keys^T`` (sessions 16-18: ``products_query_side``) beside ``keys @ query^T`` (session 19: ``products``).
 
-Two measurements, in one process, alternating the two formulations:
-
-The engine's products are also timed with their scores taken as ``query @ keys^T`` (sessions 16-18:
-``products_query_side``) beside ``keys @ query^T`` (session 19).
+Two measurements, in one process, alternating the three formulations:
 
 * ``layer``: one :class:`SharedPromptLayer` of the default base model's attention shape (``--kv-heads``,
   ``--group``, ``--head-dim``) with ``--rows`` rows over ``--rows / 2`` prompts of ``--prompt-length`` columns,
-  timed per call at each of ``--generated`` lengths; also the largest difference between the two outputs;
+  timed per call at each of ``--generated`` lengths; also the largest differences between the outputs;
 * ``engine`` (with ``--briefs``): ``Engine.generate`` on the pipeline's requests (each brief on its routed style's
   adapter, two candidates per brief, ``--new-tokens``), generated tokens per second of each, median of
   ``--repeats``.

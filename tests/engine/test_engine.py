@@ -235,6 +235,29 @@ def test_an_adapter_with_a_lora_embedding_stays_on_its_own_rows(
     assert together[0].text != family_engine(family).generate([replace(requests[0], adapter=None)])[0].text
 
 
+def test_an_evicted_lora_embedding_gives_the_grouped_lora_back(
+    family: TinyModel, tmp_path: Path, adapter_refs: tuple[AdapterRef, AdapterRef]
+) -> None:
+    """PEFT leaves an emptied LoRA embedding layer in the model when its adapter is deleted: that alone must not keep
+    every later batch off the grouped LoRA."""
+    from tiny_model import build_lora_adapter
+
+    from worker.engine.lora_batch import grouped_lora
+
+    targets = (*family.lora_targets, "embed_tokens")
+    special_dir = build_lora_adapter(
+        family.model_dir, tmp_path / "special", base_model_id=family.model_id, target_modules=targets
+    )
+    engine = family_engine(family, adapter_capacity=1)
+    engine.load_adapter(AdapterRef("style-special", "v1", special_dir))
+    names = [adapter_refs[0].name]
+    engine.load_adapter(adapter_refs[0])  # evicts the special adapter
+    assert set(engine.adapters.loaded) == {adapter_refs[0].name}
+    grouped = grouped_lora(engine.model, names)
+    assert grouped is not None
+    grouped.close()
+
+
 def test_more_adapters_than_capacity_in_one_call(
     family: TinyModel, adapter_engine: Engine, adapter_refs: tuple[AdapterRef, AdapterRef]
 ) -> None:

@@ -85,14 +85,18 @@ def test_repetition_penalty_lowers_probability_of_seen_tokens() -> None:
         assert after[0, token] < before[0, token]
 
 
-def test_penalising_in_place_gives_the_new_tensors_values() -> None:
+def test_penalising_in_place_gives_the_out_of_place_formulas_values() -> None:
     logits = random_logits(3, 5)
     ids = input_ids(3, 40, 5)  # repeated ids among them
     penalty = torch.tensor([1.3, 1.0, 2.0])
-    expected = apply_repetition_penalty(logits, ids, penalty)
+    seen = torch.gather(logits, 1, ids)
+    seen = torch.where(seen < 0, seen * penalty[:, None], seen / penalty[:, None])
+    expected = logits.scatter(1, ids, seen)  # the formula as it was, into a new tensor
     own = logits.clone()
     assert penalise_repetitions_(own, ids, penalty) is own
     assert torch.equal(own, expected)
+    assert torch.equal(apply_repetition_penalty(logits, ids, penalty), expected)
+    assert not torch.equal(logits, expected)  # the input of the out-of-place one is untouched
 
 
 # ------------------------------------------------------------------------------------------------ top-p
@@ -208,6 +212,14 @@ def test_sampling_leaves_the_callers_logits_alone() -> None:
     assert torch.equal(scores, before)
 
 
+def test_a_penalised_step_with_a_greedy_row_leaves_the_callers_fp32_logits_alone() -> None:
+    scores = random_logits(3, 8)
+    before = scores.clone()
+    rows = [settings(seed=1, repetition_penalty=1.5), settings(seed=2, temperature=0.0), settings(seed=3)]
+    RowSampler(rows, PROMPT, EOS).sample(input_ids(3, PROMPT + 4), scores)
+    assert torch.equal(scores, before)
+
+
 def test_sampler_forces_eos_at_the_last_token_of_the_budget() -> None:
     rows = [settings(max_new_tokens=3, seed=1), settings(max_new_tokens=6, seed=2)]
     picked = run(RowSampler(rows, PROMPT, EOS), input_ids(2, PROMPT), 6)
@@ -256,7 +268,9 @@ def test_sampling_follows_the_distribution() -> None:
         assert abs(observed - wanted) < 0.15 * wanted + 20
 
 
-@pytest.mark.parametrize(("width", "k"), [(49_152, 64), (49_152, 256), (5000, 64), (5000, 16), (4999, 64), (300, 64)])
+@pytest.mark.parametrize(
+    ("width", "k"), [(49_152, 64), (49_152, 256), (49_152, 1024), (5000, 64), (5000, 16), (4999, 64), (300, 64)]
+)
 def test_top_k_takes_the_values_torch_topk_takes(width: int, k: int) -> None:
     """The blocked top-k (two levels at 49,152, one at 5,000; torch.topk itself on a width not divisible into blocks or
     too narrow) takes the k largest values of every row, each token once, on logits with many ties."""
@@ -264,6 +278,8 @@ def test_top_k_takes_the_values_torch_topk_takes(width: int, k: int) -> None:
     logits = (torch.randn(6, width, generator=generator) * 4).round()  # integer values: ties everywhere
     logits[0] = 0.0  # a row of equal values
     logits[1, -k:] = 100.0  # the largest values at the end of the row: in the last blocks
+    logits[2] = float("-inf")  # a row nearly all -inf: fewer than k finite values
+    logits[2, 3 : 3 + k // 2] = 1.0
     values, ids = top_k(logits, k)
     expected = torch.topk(logits, k, dim=-1).values
     assert torch.equal(values.sort(dim=-1, descending=True).values, expected)
@@ -283,6 +299,18 @@ def test_prefiltered_sampling_equals_the_full_sort(top_p: float) -> None:
     assert prefiltered.tolist() == full.tolist()
     for row in range(64):  # every drawn token lies in the row's nucleus
         assert top_p_probabilities(logits[row], top_p)[prefiltered[row]] > 0
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95])
+def test_blocked_stages_on_a_real_vocabulary_width_draw_what_the_full_sort_draws(top_p: float) -> None:
+    """SmolLM2's 49,152 tokens, bf16-like tied logits (every stage's top-k through the blocks), 64 rows."""
+    vocab = 49_152
+    generator = torch.Generator().manual_seed(31)
+    logits = (torch.randn(64, vocab, generator=generator) * 3).to(torch.bfloat16).float() / 0.7
+    uniforms = torch.rand(64, generator=generator)
+    top = torch.full((64,), top_p)
+    full = sample_top_p(logits, top, uniforms, prefilter=vocab)
+    assert sample_top_p(logits, top, uniforms, prefilter=64).tolist() == full.tolist()
 
 
 @pytest.mark.parametrize("prefilter", [4, 16, 64])

@@ -369,6 +369,11 @@ def _has_other_adapter_modules(model: Any, lora_linear: type) -> bool:
 
     return any(
         isinstance(module, AuxiliaryTrainingWrapper)
-        or (isinstance(module, BaseTunerLayer) and not isinstance(module, lora_linear))
+        or (isinstance(module, BaseTunerLayer) and not isinstance(module, lora_linear) and _holds_adapters(module))
         for module in model.modules()
     )
+
+
+def _holds_adapters(layer: Any) -> bool:
+    """Whether a PEFT layer still holds an adapter's weights (deleting the last adapter leaves the layer in place)."""
+    return any(len(getattr(layer, name, ())) for name in layer.adapter_layer_names)

@@ -183,7 +183,8 @@ def penalise_repetitions_(logits: torch.Tensor, input_ids: torch.Tensor, penalty
 
 
 # Blocks of this many tokens (a row's ``j``-th block: tokens ``j``, ``j + n``, ..., ``n`` = width / BLOCK, so that the
-# blocks' maxima are one vectorised pass) for :func:`top_k`; rows narrower than TOP_K_BLOCK * 4 * k take torch.topk.
+# blocks' maxima are one vectorised pass) for :func:`top_k`; rows narrower than TOP_K_BLOCK * 4 * k, or whose width
+# is not a multiple of TOP_K_BLOCK (real vocabularies are: 49,152, 151,936, 128,256, 262,144), take torch.topk.
 TOP_K_BLOCK = 8
 
 
