@@ -8,9 +8,11 @@ per captured step:
 * ``single``: the sampler before session 16 (one top-k of 256, the full sort for the rows whose nucleus it does not
   hold; kept here as the baseline), and
 * ``staged, torch.topk``: the sampler of sessions 16-18, ``sample_top_p`` with each stage's top-k taken by
-  ``torch.topk`` over the whole row, and
+  ``torch.topk`` over the whole row,
+* ``staged, logsumexp``: the sampler of session 19, each stage's probabilities ``exp(logit - logsumexp)``, and
 * ``staged``: ``worker.engine.sampling.sample_top_p`` (64 likeliest tokens, then 4x as many for the rows left, ...,
-  equal logits ordered by token id; each stage's top-k through the blocks of ``sampling.top_k``, session 19);
+  equal logits ordered by token id; each stage's top-k through the blocks of ``sampling.top_k``, session 19; the
+  probabilities read from one fused softmax, ``sampling.probabilities_at``, session 20);
 
 and counts how many draws of each equal the full sort's (the same uniforms), and how large the rows' nuclei are.
 The same on flat logits of the same shapes (random, standard deviation 0.5: every nucleus spans thousands of
@@ -71,9 +73,25 @@ def staged_plain_top_k(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torc
         sampling.top_k = blocked  # type: ignore[assignment]
 
 
+def staged_logsumexp(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """``sample_top_p`` with each stage's probabilities as ``exp(logit - logsumexp)`` (session 19)."""
+    fused = sampling.probabilities_at
+
+    def from_logsumexp(rows_logits: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        log_total = torch.logsumexp(rows_logits, dim=-1, keepdim=True)
+        return lambda rows, tokens: torch.exp(rows_logits[rows.unsqueeze(1), tokens] - log_total[rows])
+
+    sampling.probabilities_at = from_logsumexp  # type: ignore[assignment]
+    try:
+        return sampling.sample_top_p(logits, top_p, uniforms, 64)
+    finally:
+        sampling.probabilities_at = fused  # type: ignore[assignment]
+
+
 WAYS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "single": single_prefilter,
     "staged, torch.topk": staged_plain_top_k,
+    "staged, logsumexp": staged_logsumexp,
     "staged": lambda logits, top_p, uniforms: sampling.sample_top_p(logits, top_p, uniforms, 64),
 }
 
@@ -134,6 +152,7 @@ def compare(steps: list[Step], repeats: int) -> dict[str, Any]:
         "ms_per_step": ms,
         "speedup": ms["single"] / ms["staged"],
         "blocked_speedup": ms["staged, torch.topk"] / ms["staged"],
+        "softmax_speedup": ms["staged, logsumexp"] / ms["staged"],
         "equal_to_full_sort": equal,
         "nucleus_sizes": nucleus_sizes(steps),
     }
@@ -164,7 +183,10 @@ def main() -> None:
     print("| --- | ---: | ---: |")
     for name in WAYS:
         print(f"| {name} | {report['ms_per_step'][name]:.2f} | {report['equal_to_full_sort'][name]} |")
-    print(f"staged / single: {report['speedup']:.2f}x faster; blocked top-k: {report['blocked_speedup']:.2f}x faster")
+    print(
+        f"staged / single: {report['speedup']:.2f}x faster; blocked top-k: {report['blocked_speedup']:.2f}x faster; "
+        f"softmax probabilities: {report['softmax_speedup']:.2f}x faster"
+    )
     worst = report["flat"]
     print(
         f"flat logits (worst case): single {worst['ms_per_step']['single']:.2f} ms, staged "

@@ -63,3 +63,14 @@ def test_pick_dtype_auto_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cpu_supports_bf16_reads_cpu_flags() -> None:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     assert placement.cpu_supports_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)
+
+
+def test_cpu_has_amx_reads_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    assert placement.cpu_has_amx() == ("amx_bf16" in flags)
+    monkeypatch.setattr(placement, "_cpuinfo", lambda: "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert placement.cpu_has_amx() and placement.cpu_supports_bf16()
+    monkeypatch.setattr(placement, "_cpuinfo", lambda: "flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert not placement.cpu_has_amx() and placement.cpu_supports_bf16()
+    monkeypatch.setattr(placement, "_cpuinfo", lambda: "")  # no /proc/cpuinfo
+    assert not placement.cpu_has_amx() and not placement.cpu_supports_bf16()

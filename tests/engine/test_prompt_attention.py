@@ -6,17 +6,31 @@ import pytest
 import torch
 from model_fixtures import FAMILY_NAMES, TinyModel, tiny_family
 
+from worker.engine import prompt_attention
 from worker.engine.adapters import AdapterRef
 from worker.engine.base_model import BaseModelSource, weights_hash
 from worker.engine.engine import Engine, GenerationOutput, GenerationRequest
-from worker.engine.prompt_attention import GROWTH, SharedPromptLayer, supports
+from worker.engine.placement import cpu_has_amx
+from worker.engine.prompt_attention import (
+    GROWTH,
+    SharedPromptLayer,
+    key_side_scores,
+    query_side_scores,
+    scores_from_key_side,
+    supports,
+)
 from worker.engine.sampling import RowSettings
 
 KV_HEADS, GROUP, DIM = 2, 3, 8
 
 
 def layer_and_reference(
-    prompt_of_row: list[int], padding: list[int], width: int = 7, generated: int = 4, dtype: torch.dtype = torch.float32
+    prompt_of_row: list[int],
+    padding: list[int],
+    width: int = 7,
+    generated: int = 4,
+    dtype: torch.dtype = torch.float32,
+    key_side: bool | None = None,
 ) -> tuple[SharedPromptLayer, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A layer over random prompts (``padding[p]`` masked columns on the left of prompt ``p``) with ``generated``
     positions per row written one at a time (as decode steps do), and each row's whole keys and values as one cache
@@ -29,7 +43,9 @@ def layer_and_reference(
     for prompt, count in enumerate(padding):
         bias[prompt, ..., :count] = float("-inf")
     of_row = torch.tensor(prompt_of_row)
-    layer = SharedPromptLayer(prompt_keys, prompt_values, bias.to(dtype), of_row, capacity=generated + 2)
+    layer = SharedPromptLayer(
+        prompt_keys, prompt_values, bias.to(dtype), of_row, capacity=generated + 2, key_side=key_side
+    )
     own_keys = torch.randn(rows, KV_HEADS, generated, DIM, generator=generator).to(dtype)
     own_values = torch.randn(rows, KV_HEADS, generated, DIM, generator=generator).to(dtype)
     for column in range(generated):
@@ -48,6 +64,7 @@ def reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bia
     return out.transpose(1, 2)
 
 
+@pytest.mark.parametrize("key_side", [True, False])  # the scores as keys @ query^T (AMX) or query @ keys^T
 @pytest.mark.parametrize("generated", [4, GROWTH + 8])  # within the first columns; after the buffers grew
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize(
@@ -59,15 +76,29 @@ def reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bia
     ],
 )
 def test_attention_equals_plain_attention_over_each_rows_whole_cache(
-    prompt_of_row: list[int], padding: list[int], dtype: torch.dtype, tolerance: float, generated: int
+    prompt_of_row: list[int], padding: list[int], dtype: torch.dtype, tolerance: float, generated: int, key_side: bool
 ) -> None:
     """Against fp32 SDPA over each row's whole cache row; in bf16 on the same bf16-rounded inputs."""
-    layer, keys, values, bias = layer_and_reference(prompt_of_row, padding, generated=generated, dtype=dtype)
+    layer, keys, values, bias = layer_and_reference(
+        prompt_of_row, padding, generated=generated, dtype=dtype, key_side=key_side
+    )
+    assert layer.scores is (key_side_scores if key_side else query_side_scores)
     query = torch.randn(len(prompt_of_row), KV_HEADS * GROUP, 1, DIM, generator=torch.Generator().manual_seed(1))
     got = layer.attend(query.to(dtype), 0.3)
     assert got.shape == (len(prompt_of_row), 1, KV_HEADS * GROUP, DIM) and got.dtype == dtype
     expected = reference(query.to(dtype).float(), keys.float(), values.float(), bias)
     torch.testing.assert_close(got.float(), expected, rtol=tolerance, atol=tolerance)
+
+
+def test_the_scores_are_taken_from_the_key_side_by_default_only_on_an_amx_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer, *_ = layer_and_reference([0, 0, 1], [0, 1])
+    assert scores_from_key_side() == cpu_has_amx()
+    assert layer.scores is (key_side_scores if cpu_has_amx() else query_side_scores)
+    monkeypatch.setattr(prompt_attention, "scores_from_key_side", lambda: True)
+    assert layer_and_reference([0, 0, 1], [0, 1])[0].scores is key_side_scores
+    monkeypatch.setattr(prompt_attention, "scores_from_key_side", lambda: False)
+    assert layer_and_reference([0, 0, 1], [0, 1])[0].scores is query_side_scores
+    assert layer_and_reference([0, 0, 1], [0, 1], key_side=True)[0].scores is key_side_scores  # asked for: kept
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

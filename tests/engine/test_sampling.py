@@ -12,6 +12,7 @@ from worker.engine.sampling import (
     RowSettings,
     apply_repetition_penalty,
     penalise_repetitions_,
+    probabilities_at,
     sample_top_p,
     top_k,
     top_p_probabilities,
@@ -287,6 +288,22 @@ def test_top_k_takes_the_values_torch_topk_takes(width: int, k: int) -> None:
     assert all(len(set(row)) == k for row in ids.tolist())
 
 
+def test_probabilities_at_chosen_rows_and_tokens_are_the_softmaxs() -> None:
+    """What each stage reads: the probabilities of its tokens in its rows, equal to exp(logit - logsumexp) to fp32
+    rounding, on a real vocabulary's width and with -inf logits (probability 0)."""
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(8, 49_152, generator=generator) * 4
+    logits[3, :100] = float("-inf")
+    rows = torch.tensor([6, 3, 0])
+    tokens = torch.randint(0, 49_152, (3, 64), generator=generator)
+    tokens[1, :5] = torch.arange(5)  # -inf logits of row 3
+    got = probabilities_at(logits)(rows, tokens)
+    expected = torch.exp(logits[rows].gather(1, tokens) - torch.logsumexp(logits[rows], dim=-1, keepdim=True))
+    assert got.shape == (3, 64) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=0.0)
+    assert got[1, :5].eq(0).all()
+
+
 @pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95])
 def test_prefiltered_sampling_equals_the_full_sort(top_p: float) -> None:
     """The top-k prefilter is exact: same token as inverting the fully sorted vocabulary, same uniforms."""
@@ -332,8 +349,8 @@ def test_a_nucleus_ending_exactly_before_a_stages_last_ties_draws_what_the_full_
     rows, vocab, prefilter = 64, 500, 16
     generator = torch.Generator().manual_seed(3)
     logits = (torch.randn(rows, vocab, generator=generator) * 2).round().clamp(min=0)  # many ties
-    values = torch.topk(logits, prefilter, dim=-1).values
-    probs = torch.exp(values - torch.logsumexp(logits, dim=-1, keepdim=True))
+    values, ids = torch.topk(logits, prefilter, dim=-1)
+    probs = probabilities_at(logits)(torch.arange(rows), ids)  # the sampler's own probabilities, to the bit
     top = probs.masked_fill(values == values[:, -1:], 0.0).sum(dim=-1)  # the mass above the last ties, exactly
     uniforms = torch.full((rows,), 0.9999)  # lands on the nucleus's last token
     full = sample_top_p(logits, top, uniforms, prefilter=vocab)

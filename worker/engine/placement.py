@@ -17,11 +17,20 @@ from worker.errors import ModelError
 
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matrix units (AMX or AVX-512 BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpuinfo()
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def cpu_has_amx() -> bool:
+    """True when the CPU has AMX's bf16 tiles (some kernels' best layout differs there)."""
+    return "amx_bf16" in _cpuinfo()
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 def pick_device(setting: str) -> str:

@@ -29,11 +29,14 @@ transformers builds no attention mask for those steps at all.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
+
+from worker.engine.placement import cpu_has_amx
 
 ATTENTION_NAME = "copydesk_prompt_once"
 _LAYER_ATTRIBUTE = "_copydesk_prompt_layer"
@@ -47,7 +50,8 @@ class SharedPromptLayer(DynamicLayer):
     (0 or -inf) over the prompt columns, hiding each prompt's left padding. The generated part grows by
     :data:`GROWTH` columns at a time up to ``capacity``: its buffers hold exactly their columns, so the attention's
     products read them contiguously (a slice of a longer buffer would be copied first). Columns not yet written are
-    zero, masked in the attention.
+    zero, masked in the attention. ``key_side``: how the scores are taken (:func:`key_side_scores`,
+    :func:`query_side_scores`); by default the form that is faster on this CPU (:func:`scores_from_key_side`).
     """
 
     is_croppable = False
@@ -59,8 +63,12 @@ class SharedPromptLayer(DynamicLayer):
         prompt_bias: torch.Tensor,
         prompt_of_row: torch.Tensor,
         capacity: int,
+        *,
+        key_side: bool | None = None,
     ) -> None:
         super().__init__()
+        key_side = scores_from_key_side() if key_side is None else key_side
+        self.scores = key_side_scores if key_side else query_side_scores
         self.prompt_keys, self.prompt_values, self.prompt_bias = prompt_keys, prompt_values, prompt_bias
         self.prompt_length = prompt_keys.shape[2]
         self.capacity = capacity
@@ -164,9 +172,9 @@ class SharedPromptLayer(DynamicLayer):
         group = heads // kv_heads
         scale = scale if scale is not None else dim**-0.5
         per_row = query.reshape(rows, kv_heads, group, dim)  # query heads of one key head together (GQA)
-        prompt_scores = _scores(_packed(per_row, self.pack, self.slots), self.prompt_keys, scale)
+        prompt_scores = self.scores(_packed(per_row, self.pack, self.slots), self.prompt_keys, scale)
         prompt_scores = _unpacked(prompt_scores.add_(self.prompt_bias), self.slots, group, self.unpack)
-        own_scores = _scores(per_row, self.key_buffer, scale)
+        own_scores = self.scores(per_row, self.key_buffer, scale)
         own_scores[..., self.length :] = float("-inf")  # columns not generated yet
         weights = torch.softmax(torch.cat([prompt_scores, own_scores], dim=-1), dim=-1).to(query.dtype)
         prompt_weights, own_weights = weights.split([self.prompt_length, own_scores.shape[-1]], dim=-1)
@@ -190,17 +198,30 @@ def _widened(buffer: torch.Tensor, columns: int) -> torch.Tensor:
     return wider
 
 
-def _scores(query: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+def key_side_scores(query: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
     """Scaled dot products in fp32 of ``query`` ([..., queries, dim]) with ``keys`` ([..., columns, dim]): [...,
-    queries, columns].
+    queries, columns], computed as ``keys @ query^T`` (the many key columns on the product's long side, the few
+    queries on its short one) and transposed back in the copy to fp32 that the scores take anyway.
 
-    Computed as ``keys @ query^T`` (the many key columns on the product's long side, the few queries on its short
-    one: 1.3-1.8x faster per product in bf16 on an AMX CPU, timed alone over 30 layers' caches; Engine.generate
-    1.02x; the same values up to bf16 rounding, the same texts where measured) and transposed back in the copy to
-    fp32 that the scores take anyway (``bench/decode_attention.py``, docs/benchmarks.md)."""
+    On an AMX CPU 1.3-1.8x faster per product in bf16 than :func:`query_side_scores` (timed alone over 30 layers'
+    caches) and Engine.generate 1.02x (session 19); on the Zen 4 EPYC (AVX-512 BF16, no AMX) Engine.generate 0.95x
+    (session 20; ``bench/decode_attention.py``, docs/benchmarks.md). The same values up to bf16 rounding."""
     by_column = torch.matmul(keys, query.transpose(-1, -2))
     scores = torch.empty(by_column.shape[:-2] + by_column.shape[:-3:-1], dtype=torch.float32, device=query.device)
     return scores.copy_(by_column.transpose(-1, -2)).mul_(scale)
+
+
+def query_side_scores(query: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+    """:func:`key_side_scores` computed as ``query @ keys^T``, then copied to fp32 (sessions 16-18, and CPUs
+    without AMX since session 20)."""
+    return torch.matmul(query, keys.transpose(-1, -2)).float().mul_(scale)
+
+
+@functools.cache
+def scores_from_key_side() -> bool:
+    """Whether this CPU takes decode attention's scores from the key side: where it has AMX (measured faster there,
+    slower on an AVX-512 BF16 CPU without; see :func:`key_side_scores`). Read once per process."""
+    return cpu_has_amx()
 
 
 def _packed(per_row: torch.Tensor, pack: torch.Tensor | None, slots: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ makes every article reproducible from its provenance.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -105,9 +105,10 @@ def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tens
     else on :data:`PREFILTER_GROWTH` times as many, up to :data:`PREFILTER_STAGES` stages; a row whose nucleus no
     stage holds (or whose ``top_p`` is 1) is handled on its fully sorted vocabulary. Each stage is one top-k over the
     rows still left: most rows' nuclei are small, so the first stage can be.
+
     """
     chosen = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
-    log_total = torch.logsumexp(logits, dim=-1, keepdim=True)
+    probabilities = probabilities_at(logits)
     left = (top_p < 1.0).nonzero().flatten()
     rest = (top_p >= 1.0).nonzero().flatten()
     count, last = prefilter, prefilter * PREFILTER_GROWTH ** (PREFILTER_STAGES - 1)
@@ -116,7 +117,7 @@ def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tens
             break
         rows = logits if left.numel() == logits.shape[0] else logits[left]  # every row: no copy
         values, order = _ties_by_id(*top_k(rows, count))
-        probs = torch.exp(values - log_total[left])
+        probs = probabilities(left, order)
         held = _held(probs, values, top_p[left])
         inside = held.nonzero().flatten()
         if inside.numel():
@@ -130,9 +131,20 @@ def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tens
     rest = torch.cat([rest, left])
     if rest.numel():
         values, order = torch.sort(logits[rest], dim=-1, descending=True, stable=True)  # ties keep id order
-        probs = torch.exp(values - log_total[rest])
+        probs = probabilities(rest, order)
         chosen[rest] = _invert(probs, order, top_p[rest], uniforms[rest])
     return chosen
+
+
+def probabilities_at(logits: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``at(rows, tokens)``: the probabilities of ``tokens`` (token ids, one row of them per entry of ``rows``) in
+    those rows of ``logits``, from one fused softmax over the whole batch.
+
+    Not ``exp(logit - logsumexp)`` (the sampler before session 20): torch's CPU logsumexp makes four passes over the
+    logits and a temporary of their size, 2-3x the softmax's time at 128 rows of 49,152 (bench/sampler.py,
+    docs/benchmarks.md); the two agree to fp32 rounding."""
+    probabilities = torch.softmax(logits, dim=-1)
+    return lambda rows, tokens: probabilities[rows.unsqueeze(1), tokens]
 
 
 # How far past ``top_p`` the mass before a stage's last ties must be for the stage to hold a nucleus: cumulative sums
