@@ -105,7 +105,6 @@ def sample_top_p(logits: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tens
     else on :data:`PREFILTER_GROWTH` times as many, up to :data:`PREFILTER_STAGES` stages; a row whose nucleus no
     stage holds (or whose ``top_p`` is 1) is handled on its fully sorted vocabulary. Each stage is one top-k over the
     rows still left: most rows' nuclei are small, so the first stage can be.
-
     """
     chosen = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
     probabilities = probabilities_at(logits)
