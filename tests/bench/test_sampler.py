@@ -18,6 +18,7 @@ def test_the_staged_prefilter_equals_the_full_sort_where_ties_are_many() -> None
     assert report["draws"] == 48 and sum(report["nucleus_sizes"].values()) == 48
     assert report["equal_to_full_sort"]["staged"] == 48
     assert report["equal_to_full_sort"]["staged, torch.topk"] == 48  # the blocked top-k changes no draw
+    assert report["equal_to_full_sort"]["staged, logsumexp"] == 48  # nor does the softmax for exp(x - logsumexp)
     assert report["equal_to_full_sort"]["single"] < 48  # the baseline orders ties as top-k does: what it shows
-    assert set(report["ms_per_step"]) == {"single", "staged, torch.topk", "staged"}
-    assert report["blocked_speedup"] > 0
+    assert set(report["ms_per_step"]) == {"single", "staged, torch.topk", "staged, logsumexp", "staged"}
+    assert report["blocked_speedup"] > 0 and report["softmax_speedup"] > 0
