@@ -54,6 +54,7 @@ import torch
 from worker.config import Settings, load_settings
 from worker.engine.base_model import configured_model_id
 from worker.engine.engine import Engine
+from worker.engine.placement import read_cpuinfo
 from worker.errors import CopydeskError
 from worker.intake.briefs import Brief
 from worker.lab.corpus import load_corpus
@@ -298,13 +299,9 @@ def main() -> None:
     args.out = args.out.resolve()
     quiet_libraries()
     briefs = shared_briefs(args.run[0][1], args.style, args.briefs)
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        cpuinfo = ""
     report: dict[str, Any] = {
         "briefs": [b.title for b in briefs],
-        "cpu": cpu_features(cpuinfo),
+        "cpu": cpu_features(read_cpuinfo()),
         "cpu_count": os.cpu_count(),
         "torch_threads": args.threads or torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -21,6 +21,14 @@ see :func:`warm_up`), and (a) one short untimed generation on its fresh model. T
 as ``warm_up_batch`` with ``ratio_first_batch_over_a``: close to what earlier sessions measured as b, though timed
 around ``pipeline.run`` (generation and scoring, no store or files) on those other briefs.
 
+On a CPU without bf16 units (b) runs float32 on the batch's fast paths (``dtype: auto``'s choice there). To measure
+that on a CPU with bf16 units, force the AVX2 profile and that choice, with llama.cpp built without AVX-512
+(docs/benchmarks.md, "fp32 on the fast paths"):
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+    COPYDESK_DTYPE=float32 COPYDESK_EXACT_ROWS=false PYTHONPATH=<llama-cpp-python built for AVX2> \
+    python bench/throughput.py ...
+
 With ``--repeats N`` every mode runs N times, interleaved (b, a, c1, c2, then again), and each reports the
 run with its median tok/s, plus every run's tok/s under ``runs_tokens_per_second``.
 """
@@ -114,6 +122,7 @@ def copydesk(settings: Settings, briefs: list[Brief], warm_briefs: list[Brief]) 
         "score_share_of_wall": round(spent["score"] / seconds, 4),
         "queue_store_other_share_of_wall": round(other / seconds, 4),
         "dtype": engine.dtype_name,
+        "exact_rows": engine.exact_rows,
         "batch_size": batch_size_for(settings),
         "warm_up_batch": first_batch,
     }
@@ -166,6 +175,20 @@ def median_run(results: list[Any]) -> dict[str, Any] | None:
         return None
     ordered = sorted(measured, key=lambda r: r["tokens_per_second"])
     return {**ordered[(len(ordered) - 1) // 2], "runs_tokens_per_second": [r["tokens_per_second"] for r in measured]}
+
+
+def ratios(modes: dict[str, Any]) -> dict[str, float]:
+    """b/a, the median (b) run's warm-up batch over a, and b over llama.cpp's faster mode (where it ran)."""
+    b = modes["b_copydesk"]["tokens_per_second"]
+    naive = modes["a_naive"]["tokens_per_second"]
+    result = {"ratio_b_over_a": round(b / naive, 2)}
+    first = modes["b_copydesk"].get("warm_up_batch")
+    if first:
+        result["ratio_first_batch_over_a"] = round(first["tokens_per_second"] / naive, 2)
+    llama = [modes[k] for k in ("c_llama_cpp_single", "c_llama_cpp_parallel") if modes.get(k)]
+    if llama:
+        result["ratio_b_over_c_best"] = round(b / max(r["tokens_per_second"] for r in llama), 2)
+    return result
 
 
 def llama_cpp_system_info() -> str | None:
@@ -224,16 +247,7 @@ def main() -> None:
         runs["c_llama_cpp_parallel"].append(llama_cpp(parallel_prompts, args.new_tokens, args.llama_parallel, threads))
     report["repeats"] = max(1, args.repeats)
     report.update({mode: median_run(results) for mode, results in runs.items()})
-    b = report["b_copydesk"]["tokens_per_second"]
-    naive = report["a_naive"]["tokens_per_second"]
-    report["ratio_b_over_a"] = round(b / naive, 2)
-    first = report["b_copydesk"]["warm_up_batch"]  # the median (b) run's warm-up batch
-    if first:
-        report["ratio_first_batch_over_a"] = round(first["tokens_per_second"] / naive, 2)
-    llama = [report[k] for k in ("c_llama_cpp_single", "c_llama_cpp_parallel") if report[k]]
-    if llama:
-        best = max(r["tokens_per_second"] for r in llama)
-        report["ratio_b_over_c_best"] = round(b / best, 2)
+    report.update(ratios(report))
     report["load_average_at_end"] = os.getloadavg()[0]
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     json.dump(report, sys.stdout, indent=2)

@@ -38,6 +38,7 @@ def test_defaults() -> None:
     assert settings.device == "auto"
     assert settings.dtype == "auto"
     assert settings.batch_size is None and settings.flush_size is None  # picked for the dtype: worker.engine.engine
+    assert settings.exact_rows is None  # exact where dtype is set to float32: worker.engine.placement
     assert settings.max_attempts == 2
     assert settings.store_url is None
     assert settings.broker_url is None
@@ -126,6 +127,15 @@ def test_invalid_environment_value_names_the_field(
         load_settings()
     assert f"{field}:" in str(exc.value)
     assert str(exc.value).startswith("invalid configuration")
+
+
+def test_exact_rows_are_refused_in_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COPYDESK_EXACT_ROWS", "true")
+    monkeypatch.setenv("COPYDESK_DTYPE", "bfloat16")
+    with pytest.raises(ConfigError, match="exact_rows needs dtype float32"):
+        load_settings()
+    monkeypatch.setenv("COPYDESK_DTYPE", "float32")
+    assert load_settings().exact_rows is True
 
 
 def test_all_invalid_fields_are_reported_together(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -70,12 +70,18 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Model precision; auto = bfloat16 where the CPU/GPU supports it, else float32."
     )
+    exact_rows: bool | None = Field(
+        None,
+        description="Whether a row's text must not depend on the rest of its batch (float32 only: batch-invariant "
+        "kernels, per-adapter sub-batches, 32 rows). Unset: exact where dtype is set to float32; auto, which runs "
+        "float32 on a CPU without bf16 units, takes the batch's fast paths as bf16 does (about 2x there).",
+    )
     batch_size: int | None = Field(
         None,
         ge=1,
         le=256,
-        description="Sequences generated together in one call; unset: 128 where the model runs in bf16 (a CPU with "
-        "bf16 units, a GPU), 32 in fp32 (docs/benchmarks.md: scale curve).",
+        description="Sequences generated together in one call; unset: 32 in the engine's exact rows (dtype float32), "
+        "else 128 (bf16 on a CPU with bf16 units or a GPU, float32 on one without) (docs/benchmarks.md).",
     )
     max_attempts: int = Field(
         2, ge=1, le=5, description="Generation rounds per brief before it is stored as needs_attention."
@@ -164,6 +170,12 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_all(cls, value: list[Path]) -> list[Path]:
         return [path.expanduser() for path in value]
+
+    @model_validator(mode="after")
+    def _exact_rows_in_float32(self) -> Settings:
+        if self.exact_rows and self.dtype == "bfloat16":
+            raise ValueError("exact_rows needs dtype float32 (bf16 rounds a row by its batch); set COPYDESK_DTYPE")
+        return self
 
     @model_validator(mode="after")
     def _lease_outlives_tasks(self) -> Settings:

@@ -39,6 +39,23 @@ def test_batch_and_flush_sizes_follow_the_dtype_unless_set() -> None:
     assert flush_size_for(load_settings(batch_size=1)) == 1
 
 
+def test_exact_rows_where_float32_is_set_and_the_fast_paths_where_auto_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.config import load_settings
+
+    monkeypatch.setattr(placement, "cpu_supports_bf16", lambda: False)  # a CPU without bf16 units: auto is float32
+    assert placement.exact_rows_for(load_settings(dtype="float32")) is True  # evaluations, tests: the exact mode
+    auto = load_settings(dtype="auto")
+    assert placement.exact_rows_for(auto) is False and batch_size_for(auto) == 128
+    fast = load_settings(dtype="float32", exact_rows=False)
+    assert placement.exact_rows_for(fast) is False and (batch_size_for(fast), flush_size_for(fast)) == (128, 64)
+    exact = load_settings(dtype="auto", exact_rows=True)
+    assert placement.exact_rows_for(exact) is True and batch_size_for(exact) == 32
+    monkeypatch.setattr(placement, "cpu_supports_bf16", lambda: True)  # auto is bf16 now: no exact rows in it
+    assert placement.exact_rows_for(auto) is False
+    with pytest.raises(ModelError, match="exact rows need float32"):
+        placement.exact_rows_for(exact)
+
+
 def test_pick_dtype_explicit() -> None:
     for device in ("cpu", "cuda"):
         assert pick_dtype("float32", device) is torch.float32
@@ -68,9 +85,10 @@ def test_cpu_supports_bf16_reads_cpu_flags() -> None:
 def test_cpu_has_amx_reads_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     assert placement.cpu_has_amx() == ("amx_bf16" in flags)
-    monkeypatch.setattr(placement, "_cpuinfo", lambda: "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    amx = "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    monkeypatch.setattr(placement, "read_cpuinfo", lambda: amx)
     assert placement.cpu_has_amx() and placement.cpu_supports_bf16()
-    monkeypatch.setattr(placement, "_cpuinfo", lambda: "flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    monkeypatch.setattr(placement, "read_cpuinfo", lambda: "flags\t\t: fpu avx2 avx512f avx512_bf16\n")
     assert not placement.cpu_has_amx() and placement.cpu_supports_bf16()
-    monkeypatch.setattr(placement, "_cpuinfo", lambda: "")  # no /proc/cpuinfo
+    monkeypatch.setattr(placement, "read_cpuinfo", lambda: "")  # no /proc/cpuinfo
     assert not placement.cpu_has_amx() and not placement.cpu_supports_bf16()

@@ -20,6 +20,7 @@ from worker.engine.prompt_attention import (
     supports,
 )
 from worker.engine.sampling import RowSettings
+from worker.errors import ModelError
 
 KV_HEADS, GROUP, DIM = 2, 3, 8
 
@@ -195,6 +196,16 @@ def test_on_for_bf16_where_every_layer_attends_to_everything(family: TinyModel) 
     assert engine_for(family, torch.float32).attend_prompts_once is False  # exact rows
 
 
+def test_on_in_fp32_without_exact_rows(family: TinyModel) -> None:
+    """fp32 without exact rows (what ``dtype: auto`` runs on a CPU without bf16 units) takes bf16's fast paths."""
+    source = BaseModelSource(family.model_id, family.model_dir, weights_hash(family.model_dir))
+    fast = Engine(source, device="cpu", dtype=torch.float32, batch_size=8, exact_rows=False)
+    assert fast.attend_prompts_once is (family.family not in WINDOWED)
+    assert fast.share_prefixes and fast.grouped_projections and fast._pad_multiple is None
+    with pytest.raises(ModelError, match="exact rows need float32"):
+        Engine(source, device="cpu", dtype=torch.bfloat16, batch_size=8, exact_rows=True)
+
+
 @pytest.fixture(scope="module", params=[name for name in FAMILY_NAMES if name not in WINDOWED])
 def full_attention_family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     return tiny_family(request.param, tmp_path_factory)
@@ -247,6 +258,20 @@ def test_greedy_texts_equal_with_prompts_attended_once(full_attention_family: Ti
     assert not any("_copydesk_prompt_layer" in module.__dict__ for module in engine.model.modules())
     assert [o.text for o in once] == [o.text for o in plain]
     assert [o.new_tokens for o in once] == [o.new_tokens for o in plain]
+
+
+def test_fp32_without_exact_rows_writes_the_exact_engines_greedy_texts(full_attention_family: TinyModel) -> None:
+    """Rounding in fp32 is far below any token's margin here: the fast paths (prompts attended once, shared prefixes,
+    grouped projections, concatenated LoRA) give the greedy texts of the exact rows, adapters mixed."""
+    family = full_attention_family
+    source = BaseModelSource(family.model_id, family.model_dir, weights_hash(family.model_dir))
+    exact = engine_for(family, torch.float32)
+    fast = Engine(source, device="cpu", dtype=torch.float32, batch_size=8, exact_rows=False)
+    adapter = AdapterRef("style-a", "v1", family.adapter_a_dir)
+    requests = requests_for([("Tea", None, 12), ("Tea", None, 3), ("Lisbon", adapter, 12), ("Lisbon", adapter, 12)])
+    once, calls = generate_spying(fast, requests)
+    assert calls > 0, "the shared-prompt attention never ran"
+    assert [o.text for o in once] == [o.text for o in exact.generate(requests)]
 
 
 def test_a_prompt_with_many_rows_beside_single_ones_keeps_the_copied_cache(full_attention_family: TinyModel) -> None:

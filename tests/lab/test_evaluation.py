@@ -287,6 +287,12 @@ def test_the_machine_record_names_every_isa_limit_set(monkeypatch: pytest.Monkey
     assert record["isa_overrides"] == forced and (record["dtype"], record["device"]) == ("unknown", "unknown")
 
 
+def test_a_machine_record_without_an_engine_claims_no_dtype_or_device() -> None:
+    record = machine_record(None)  # the benches that record each engine's dtype themselves
+    assert "dtype" not in record and "device" not in record
+    assert record["threads"] >= 1 and set(record["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+
+
 def test_voice_features_measure_voice_not_topic() -> None:
     assert len(VOICE_FEATURE_NAMES) == len(set(VOICE_FEATURE_NAMES)) == voice_matrix(["# T\n\nHi."]).shape[1]
     chatty = "# Bread\n\nYou'll love this! It's easy, and it's quick; really, it is (promise).\n"

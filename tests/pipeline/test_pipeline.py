@@ -321,6 +321,7 @@ def test_provenance_names_model_adapter_template_settings_seed_tokens_timings(
             "weights_sha256": weights_hash(tiny_model_dir),
             "dtype": "float32",
             "device": "cpu",
+            "exact_rows": True,  # dtype float32 set: the text this row gives alone
         }
         assert re.fullmatch(r"[0-9a-f]{64}", prov["model"]["weights_sha256"])
         assert prov["scoring"] == {"embedder_dtype": "float32"}  # the on_topic scores' precision

@@ -5,10 +5,13 @@ of any mix of styles, sorts them by prompt length, and runs them in batches of `
 padding; rows of different styles share a batch (:mod:`worker.engine.lora_batch`), and each row keeps its own
 sampling settings and seed (see :mod:`worker.engine.sampling`).
 
-In fp32 a row's text does not depend on the other rows of its batch ("exact rows"): adapters mix through
-per-adapter sub-batches, linear layers run as packed oneDNN matmuls on the CPU (:mod:`worker.engine.packed_linear`),
-and attention runs on SDPA's math kernel, each chosen because its results for a row do not depend on the batch
-size or padding on the CPUs measured (MKL's and the flash kernel's do on AVX2). Under bf16 the fast paths serve.
+With exact rows (fp32 by default when constructed directly; ``exact_rows_for`` from the settings) a row's text does
+not depend on the other rows of its batch: adapters mix through per-adapter sub-batches (PEFT's arithmetic), linear
+layers run as packed oneDNN matmuls on the CPU (:mod:`worker.engine.packed_linear`), and attention runs on SDPA's
+math kernel, each chosen because its results for a row do not depend on the batch size or padding on the CPUs
+measured (MKL's and the flash kernel's do on AVX2). Without them (bf16, and fp32 where ``exact_rows=False``) the
+fast paths serve: concatenated LoRA products, shared prefixes, grouped projections, each prompt's cache attended
+once, the lean decode step; they round a row's last bits by its batch, so a near-tie may pick another token.
 
 Nothing here is specific to one model family: Llama/SmolLM, Qwen2, Gemma 3 and Phi-3 are tested, and a model the
 engine would decode wrongly is refused at load with the reason (:mod:`worker.engine.families`, docs/models.md).
@@ -37,7 +40,7 @@ from worker.engine.grouped_projections import forget_outputs, ungroup_unshared
 from worker.engine.grouped_projections import group_projections as group_model_projections
 from worker.engine.lora_batch import GroupedLora, grouped_lora
 from worker.engine.packed_linear import contiguous_head_input, pack_linears
-from worker.engine.placement import batch_size_for, pick_device, pick_dtype
+from worker.engine.placement import batch_size_for, exact_rows_for, pick_device, pick_dtype
 from worker.engine.prefix_passes import ModelCall, fill_shared_prefixes
 from worker.engine.prefix_sharing import DistinctRows, distinct_rows
 from worker.engine.sampling import RowSampler, RowSettings
@@ -93,14 +96,18 @@ class Engine:
         packed_matmuls: bool = True,
         group_projections: bool = True,
         lean_decode: bool = True,
+        exact_rows: bool | None = None,
     ) -> None:
         self.source = source
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
-        # Shared prompt prefixes are computed once per batch (worker.engine.prefix_sharing); fp32 never does, since
-        # it promises that a row's text does not depend on the other rows of its batch.
-        self.share_prefixes = share_prefixes and dtype != torch.float32
+        self.exact_rows = dtype == torch.float32 if exact_rows is None else exact_rows
+        if self.exact_rows and dtype != torch.float32:
+            raise ModelError(f"exact rows need float32, not {dtype}: reduced precision rounds a row by its batch")
+        # Shared prompt prefixes are computed once per batch (worker.engine.prefix_sharing); exact rows never do,
+        # since they promise that a row's text does not depend on the other rows of its batch.
+        self.share_prefixes = share_prefixes and not self.exact_rows
         # Rows with the same whole prompt on the same adapter are prefilled once (in fp32 the copied prompt is, to the
         # bit, the one the row would compute; in bf16 it may round as a smaller batch does). Off only to measure what
         # it saves (bench/prefix_sharing.py).
@@ -110,15 +117,15 @@ class Engine:
         contiguous_head_input(self.model)
         # On the CPU (fp32, bf16): linear layers as packed oneDNN matmuls (faster; in fp32 batch-invariant too).
         self.packed_matmuls = packed_matmuls and device == "cpu" and dtype in (torch.float32, torch.bfloat16)
-        # Under reduced precision, q/k/v and gate/up as one product each (worker.engine.grouped_projections); fp32
-        # keeps them apart, since the grouped product may round a row differently from the separate ones.
+        # Without exact rows, q/k/v and gate/up as one product each (worker.engine.grouped_projections); exact rows
+        # keep them apart, since the grouped product may round a row differently from the separate ones.
         self.grouped_projections = group_projections and not self.exact_rows
         if self.grouped_projections:
             group_model_projections(self.model, batch_size, pack=self.packed_matmuls)
         self._pack()
         self._check_family()
-        # Under reduced precision on the CPU, decode steps read each distinct prompt's cache once for all its rows
-        # (worker.engine.prompt_attention); fp32 keeps one cache row per row (exact rows). Benchmarks set it off.
+        # Without exact rows on the CPU, decode steps read each distinct prompt's cache once for all its rows
+        # (worker.engine.prompt_attention); exact rows keep one cache row per row. Benchmarks set it off.
         from worker.engine.prompt_attention import supports
 
         self.attend_prompts_once = device == "cpu" and not self.exact_rows and supports(self.model)
@@ -189,14 +196,8 @@ class Engine:
             device=device,
             dtype=pick_dtype(settings.dtype, device),
             batch_size=batch_size_for(settings),
+            exact_rows=exact_rows_for(settings),
         )
-
-    @property
-    def exact_rows(self) -> bool:
-        """In fp32 the engine promises that a row's text does not depend on its batch: adapters then mix through
-        per-adapter sub-batches (PEFT's arithmetic). The concatenated products round the last bits differently per
-        batch composition, which is within what bf16 already allows, so they serve the reduced-precision dtypes."""
-        return self.dtype == torch.float32
 
     @property
     def _pad_multiple(self) -> int | None:
@@ -434,7 +435,8 @@ class Engine:
             if bool(ended.all()) or step == max_new_tokens - 1:
                 return generated
             history = torch.cat([history, chosen.unsqueeze(1)], dim=1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            if lean is None:  # the lean step reads no mask: its cache masks the prompts' padding itself
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             step_ids = chosen.unsqueeze(1)
             positions = positions[:, -1:] + 1
             if int(ended.sum()) * 4 >= ended.shape[0]:

@@ -17,18 +17,19 @@ from worker.errors import ModelError
 
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matrix units (AMX or AVX-512 BF16)."""
-    flags = _cpuinfo()
+    flags = read_cpuinfo()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def cpu_has_amx() -> bool:
     """True when the CPU has AMX's bf16 tiles (some kernels' best layout differs there)."""
-    return "amx_bf16" in _cpuinfo()
+    return "amx_bf16" in read_cpuinfo()
 
 
-def _cpuinfo() -> str:
+def read_cpuinfo() -> str:
+    """``/proc/cpuinfo``'s text, or ``""`` where there is none (not Linux): the one place the project reads it."""
     try:
-        return Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return ""
 
@@ -51,19 +52,29 @@ def pick_dtype(setting: str, device: str) -> torch.dtype:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
-# Batch sizes picked from the scale curve (docs/benchmarks.md): bf16 gains up to 128 rows (2.1x batch 32 at 256
-# new tokens on 2 AMX cores); fp32 stays at 32, where a 64-brief task on a 2-core AVX2 machine (~40 tok/s) would
-# run past the task's soft time limit.
-FP32_BATCH_SIZE = 32
-REDUCED_PRECISION_BATCH_SIZE = 128
+def exact_rows_for(settings: Settings) -> bool:
+    """Whether the engine promises rows that do not depend on their batch: ``settings.exact_rows``, or when unset,
+    exactly where ``dtype`` is set to float32. ``auto`` runs float32 on a CPU without bf16 units with the batch's fast
+    paths, as it runs bf16 elsewhere (docs/benchmarks.md: exact rows cost ~2x there). Exact rows need float32."""
+    dtype = pick_dtype(settings.dtype, pick_device(settings.device))
+    exact = settings.dtype == "float32" if settings.exact_rows is None else settings.exact_rows
+    if exact and dtype != torch.float32:
+        raise ModelError(f"exact rows need float32, and dtype {settings.dtype} runs {dtype} here: set COPYDESK_DTYPE")
+    return exact
+
+
+# Batch sizes picked from the scale curve (docs/benchmarks.md): the fast paths gain up to 128 rows (bf16: 2.1x batch
+# 32 at 256 new tokens on 2 AMX cores); exact rows stay at 32, where a 64-brief task on a 2-core AVX2 machine
+# (~40 tok/s) would run past the task's soft time limit.
+EXACT_ROWS_BATCH_SIZE = 32
+FAST_PATHS_BATCH_SIZE = 128
 
 
 def batch_size_for(settings: Settings) -> int:
-    """``settings.batch_size``, or when unset the default for the dtype the engine will run in."""
+    """``settings.batch_size``, or when unset the default for the engine's mode (:func:`exact_rows_for`)."""
     if settings.batch_size is not None:
         return settings.batch_size
-    dtype = pick_dtype(settings.dtype, pick_device(settings.device))
-    return FP32_BATCH_SIZE if dtype == torch.float32 else REDUCED_PRECISION_BATCH_SIZE
+    return EXACT_ROWS_BATCH_SIZE if exact_rows_for(settings) else FAST_PATHS_BATCH_SIZE
 
 
 def flush_size_for(settings: Settings) -> int:

@@ -41,7 +41,6 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from worker.config import Settings
@@ -210,21 +209,25 @@ def cpu_features(cpuinfo: str) -> dict[str, Any]:
     return {"cpu_model": model or None, "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS}}
 
 
-def machine_record(engine: Any) -> dict[str, Any]:
-    """What the drafts' numerics depend on: dtype, device, torch, threads and the CPU's features and ISA limits."""
+def machine_record(engine: Any | None) -> dict[str, Any]:
+    """What the drafts' numerics depend on: the engine's dtype and device, torch, threads and the CPU's features and
+    ISA limits. ``engine=None`` (a bench that records its engines' dtypes itself) leaves dtype and device out."""
     import torch
 
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        cpuinfo = ""
+    from worker.engine.placement import read_cpuinfo  # torch: imported on use, as above
+
+    engine_fields = {}
+    if engine is not None:
+        engine_fields = {
+            "dtype": str(getattr(engine, "dtype", "unknown")).removeprefix("torch."),
+            "device": str(getattr(engine, "device", "unknown")),
+        }
     return {
-        "dtype": str(getattr(engine, "dtype", "unknown")).removeprefix("torch."),
-        "device": str(getattr(engine, "device", "unknown")),
+        **engine_fields,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        **cpu_features(cpuinfo),
+        **cpu_features(read_cpuinfo()),
         "isa_overrides": {name: os.environ[name] for name in ISA_VARIABLES if name in os.environ},
     }
 

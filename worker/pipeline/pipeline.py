@@ -268,6 +268,7 @@ class Pipeline:
                 "weights_sha256": source.weights_hash,
                 "dtype": self.engine.dtype_name,
                 "device": self.engine.device,
+                "exact_rows": self.engine.exact_rows,  # whether the text is the one this row gives alone
             },
             "scoring": {"embedder_dtype": self.embedder.dtype if self.embedder is not None else "float32"},
             "adapter": (
