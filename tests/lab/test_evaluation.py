@@ -151,14 +151,16 @@ def test_eval_without_a_second_corpus_reports_no_attribution(world: World) -> No
 
 
 def test_fp32_drafts_are_the_same_from_run_to_run_and_batch_to_batch(world: World) -> None:
-    """The default (fp32, exact rows): a second run, with another version in the batch, writes the same drafts."""
-    settings = world.settings()
+    """The default (fp32, exact rows): a second run, with another version in the batch, writes the same drafts; the
+    evaluation keeps exact rows where serving is set to go without them."""
+    settings = world.settings().model_copy(update={"exact_rows": False})
     options = EvalOptions(briefs=2, seeds=2, max_new_tokens=12)
     first = evaluate_style(settings, "calm", options=options)
     v1 = world.styles_dir / "calm" / "adapters" / "v1"
     shutil.copytree(v1, v1.with_name("v2"))
     second = evaluate_style(settings, "calm", version="v1", against="v2", options=options)
     assert first.data["machine"]["dtype"] == second.data["machine"]["dtype"] == "float32"
+    assert first.data["machine"]["exact_rows"] is second.data["machine"]["exact_rows"] is True
     for label in ("base", "v1"):
         assert second.data["drafts"][label] == first.data["drafts"][label]
     assert second.data["drafts"]["v2"] == first.data["drafts"]["v1"]  # the same weights under another name

@@ -199,7 +199,8 @@ def _load_engine(settings: Settings, dtype: str, say: ProgressFn) -> Any:
 
     quiet_libraries()
     say(f"loading the base model ({dtype})")
-    return Engine.from_settings(settings.model_copy(update={"dtype": dtype}))
+    # float32 is the exact mode whatever serving's COPYDESK_EXACT_ROWS says; auto and bf16 take the fast paths.
+    return Engine.from_settings(settings.model_copy(update={"dtype": dtype, "exact_rows": dtype == "float32"}))
 
 
 def cpu_features(cpuinfo: str) -> dict[str, Any]:
@@ -221,6 +222,7 @@ def machine_record(engine: Any | None) -> dict[str, Any]:
         engine_fields = {
             "dtype": str(getattr(engine, "dtype", "unknown")).removeprefix("torch."),
             "device": str(getattr(engine, "device", "unknown")),
+            "exact_rows": getattr(engine, "exact_rows", None),
         }
     return {
         **engine_fields,
