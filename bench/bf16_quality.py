@@ -4,8 +4,9 @@ For every shipped style it reads the served adapter's held-out articles (``heldo
 on), and computes the perplexity of their completion tokens given their prompts (``worker.lab.evaluation``'s
 measure) on the base model alone and with the style's adapter, once with an fp32 engine and once with a
 bf16 engine. The criterion: bf16 perplexity within 1 % of fp32. A third engine, fp32 on the batch's fast paths
-(``exact_rows=False``: what ``dtype: auto`` runs on a CPU without bf16 units; grouped projections, the flash
-attention kernel), is held to the same criterion (``fp32_fast``).
+(``exact_rows=False``: what ``dtype: auto`` runs on a CPU without bf16 units), is held to the same criterion
+(``fp32_fast``). The measure runs the model's forward a row at a time, so of the fast paths it exercises the grouped
+q/k/v and gate/up products (the decode-time paths are compared by bench/exact_rows.py's texts).
 
     python bench/bf16_quality.py
 """

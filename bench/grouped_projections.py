@@ -31,7 +31,7 @@ from worker.config import load_settings
 from worker.engine.allocator import retain_freed_memory
 from worker.engine.base_model import resolve_base_model
 from worker.engine.engine import Engine
-from worker.engine.placement import pick_dtype
+from worker.engine.placement import exact_rows_for, pick_dtype
 
 
 def main() -> None:
@@ -50,11 +50,12 @@ def main() -> None:
     if settings.retain_freed_memory:
         retain_freed_memory()  # as Engine.from_settings does
     dtype = pick_dtype(settings.dtype, "cpu")
+    exact = exact_rows_for(settings)  # exact rows never group: --dtype float32 compares two separate engines
     source = resolve_base_model(settings)
     requests = pipeline_requests(settings, args.briefs, args.new_tokens)
     engines = {
-        "separate": Engine(source, dtype=dtype, batch_size=batch_size, group_projections=False),
-        "grouped": Engine(source, dtype=dtype, batch_size=batch_size),
+        "separate": Engine(source, dtype=dtype, batch_size=batch_size, group_projections=False, exact_rows=exact),
+        "grouped": Engine(source, dtype=dtype, batch_size=batch_size, exact_rows=exact),
     }
     for engine in engines.values():
         engine.generate(requests[: min(4, len(requests))])  # adapters loaded, first-call costs paid

@@ -89,7 +89,7 @@ def main() -> None:
     settings = load_settings(batch_size=2 * args.briefs)
     engine = Engine.from_settings(settings)
     if engine.exact_rows:
-        parser.error("the engine runs fp32 here (exact rows): it shares no prefixes; this bench measures bf16")
+        parser.error("the engine runs exact rows here (dtype float32): no shared prefixes; this bench measures without")
     if not engine.attend_prompts_once and "once" in args.settings:
         parser.error("this model does not attend to prompts once (worker.engine.prompt_attention.supports)")
     requests = pipeline_requests(settings, args.briefs, args.new_tokens)

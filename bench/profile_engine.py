@@ -34,7 +34,7 @@ from worker.config import load_settings
 from worker.engine.allocator import retain_freed_memory
 from worker.engine.base_model import resolve_base_model
 from worker.engine.engine import Engine, GenerationRequest
-from worker.engine.placement import pick_device, pick_dtype
+from worker.engine.placement import exact_rows_for, pick_device, pick_dtype
 
 
 def profile_ops(engine: Engine, requests: list[GenerationRequest], top: int) -> None:
@@ -75,6 +75,7 @@ def main() -> None:
         dtype=pick_dtype(settings.dtype, device),
         batch_size=args.rows,
         group_projections=not args.no_groups,
+        exact_rows=exact_rows_for(settings),  # as serving runs: auto on a CPU without bf16 units takes the fast paths
     )
     requests = engine_requests(settings, args.rows, args.new_tokens, styles=args.styles)
     engine.generate(requests[: min(4, len(requests))])  # warm-up: adapters loaded, first-call costs paid

@@ -43,12 +43,13 @@ def test_exact_rows_where_float32_is_set_and_the_fast_paths_where_auto_runs_it(m
     from worker.config import load_settings
 
     monkeypatch.setattr(placement, "cpu_supports_bf16", lambda: False)  # a CPU without bf16 units: auto is float32
-    assert placement.exact_rows_for(load_settings(dtype="float32")) is True  # evaluations, tests: the exact mode
-    auto = load_settings(dtype="auto")
+    exact_fp32 = load_settings(dtype="float32", device="cpu")
+    assert placement.exact_rows_for(exact_fp32) is True  # evaluations, tests: the exact mode
+    auto = load_settings(dtype="auto", device="cpu")
     assert placement.exact_rows_for(auto) is False and batch_size_for(auto) == 128
-    fast = load_settings(dtype="float32", exact_rows=False)
+    fast = load_settings(dtype="float32", exact_rows=False, device="cpu")
     assert placement.exact_rows_for(fast) is False and (batch_size_for(fast), flush_size_for(fast)) == (128, 64)
-    exact = load_settings(dtype="auto", exact_rows=True)
+    exact = load_settings(dtype="auto", exact_rows=True, device="cpu")
     assert placement.exact_rows_for(exact) is True and batch_size_for(exact) == 32
     monkeypatch.setattr(placement, "cpu_supports_bf16", lambda: True)  # auto is bf16 now: no exact rows in it
     assert placement.exact_rows_for(auto) is False

@@ -90,7 +90,8 @@ def config_command(as_json: JsonOpt = False) -> None:
     settings = load_settings()
     values = settings.model_dump(mode="json")
     values["effective_store_url"] = settings.effective_store_url
-    from worker.engine.placement import batch_size_for, flush_size_for  # unset sizes follow the dtype the engine picks
+    # unset sizes follow the engine's mode (exact rows or not)
+    from worker.engine.placement import batch_size_for, flush_size_for
 
     try:
         values["effective_batch_size"] = batch_size_for(settings)

@@ -108,9 +108,9 @@ class Engine:
         # Shared prompt prefixes are computed once per batch (worker.engine.prefix_sharing); exact rows never do,
         # since they promise that a row's text does not depend on the other rows of its batch.
         self.share_prefixes = share_prefixes and not self.exact_rows
-        # Rows with the same whole prompt on the same adapter are prefilled once (in fp32 the copied prompt is, to the
-        # bit, the one the row would compute; in bf16 it may round as a smaller batch does). Off only to measure what
-        # it saves (bench/prefix_sharing.py).
+        # Rows with the same whole prompt on the same adapter are prefilled once (with exact rows the copied prompt
+        # is, to the bit, the one the row would compute; otherwise it may round as a smaller batch does). Off only to
+        # measure what it saves (bench/prefix_sharing.py).
         self.share_prompts = share_prompts
         started = time.perf_counter()
         self._load(source, device, dtype)
@@ -305,13 +305,13 @@ class Engine:
         The loop keeps its own preallocated KV cache (no copy of the whole cache per step, unlike
         ``generate``'s dynamic cache). Rows that repeat another row's whole prompt on the same adapter (the
         candidates of one brief) are prefilled once (:func:`worker.engine.prefix_sharing.distinct_rows`); their cache
-        is then copied to each of them before the first token is sampled or, under bf16 on the CPU, kept once and
-        attended by all its rows together (:mod:`worker.engine.prompt_attention`). Under bf16, prompt prefixes that
-        rows of one adapter share are computed once and copied into their cache slots too
-        (:mod:`worker.engine.prefix_sharing`). In fp32 a row's tokens do not depend on any of this (a row keeps its
-        bits in any batch, so the copied prompt is the one it would have computed). Finished rows are dropped from
-        the batch (cache, ids, mask and adapter names) as soon as they are a quarter of it, so they stop costing
-        compute. Rows of different styles share the batch
+        is then copied to each of them before the first token is sampled or, without exact rows on the CPU, kept once
+        and attended by all its rows together (:mod:`worker.engine.prompt_attention`). Without exact rows, prompt
+        prefixes that rows of one adapter share are computed once and copied into their cache slots too
+        (:mod:`worker.engine.prefix_sharing`). With exact rows a row's tokens do not depend on any of this (a row
+        keeps its bits in any batch, so the copied prompt is the one it would have computed). Finished rows are
+        dropped from the batch (cache, ids, mask and adapter names) as soon as they are a quarter of it, so they stop
+        costing compute. Rows of different styles share the batch
         through :mod:`worker.engine.lora_batch` (PEFT's ``adapter_names`` for adapters it does not handle). Returns
         each row's new tokens, ending with EOS when it ended.
         """

@@ -9,15 +9,14 @@ they are called with the same input tensor. Under a mixed-adapter batch the grou
 (:mod:`worker.engine.lora_batch` sets :attr:`ProjectionGroup.lora`): one call for every member's A side, one for
 every member's B side, instead of two per member.
 
-Only for reduced precision (bf16, fp16): the grouped product rounds a row like the separate ones only up to the
-kernel's blocking, and fp32 promises bits (worker.engine.engine). Members keep their class (PEFT wraps them); their
-weights become views into the concatenated weight (no second copy of the values; the packed copy costs what a packed
-layer's does) and ``forward`` is replaced on the instance. A weight or bias replaced, or changed in place through
-autograd-visible ops (which bump its version), is concatenated again before its next use; a write through
-``.data`` is not seen (as for :mod:`worker.engine.packed_linear`; the engine never merges adapters into weights). A
-model that feeds a group's members different inputs would recompute the group per member: the engine runs one short
-forward at load to find such groups and undoes them (:func:`ungroup_unshared`).
-"""
+Only without exact rows (bf16, fp16, and fp32 on the fast paths): the grouped product rounds a row like the separate
+ones only up to the kernel's blocking, and exact rows promise bits (worker.engine.engine). Members keep their class
+(PEFT wraps them); their weights become views into the concatenated weight (no second copy of the values; the packed
+copy costs what a packed layer's does) and ``forward`` is replaced on the instance. A weight or bias replaced, or
+changed in place through autograd-visible ops (which bump its version), is concatenated again before its next use; a
+write through ``.data`` is not seen (as for :mod:`worker.engine.packed_linear`; the engine never merges adapters into
+weights). A model that feeds a group's members different inputs would recompute the group per member: the engine runs
+one short forward at load to find such groups and undoes them (:func:`ungroup_unshared`)."""
 
 from __future__ import annotations
 

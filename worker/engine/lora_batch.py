@@ -13,7 +13,7 @@ step; ``bench/lora_mixing.py`` compares the two.) The LoRA product runs in the m
 the adapter's fp32 and casts back, two extra copies per layer and step); in fp32 the two agree to rounding,
 under bf16 the difference is below bf16's own resolution of the layer output.
 
-With ``exact=True`` (the engine's fp32 mode, which promises that a row's text does not depend on its batch)
+With ``exact=True`` (the engine's exact rows, fp32, which promise that a row's text does not depend on its batch)
 the concatenated products are not used: each adapter's rows run as one sub-batch through its own A and B, exactly PEFT's
 arithmetic (the same bits, checked in tests/engine/test_engine.py), but with the row indices built once per batch
 instead of in every layer at every step, and without PEFT's per-call forward hooks.
@@ -268,7 +268,7 @@ class _LayerPlan:
 class GroupedLora:
     """Installs the concatenated forward on every LoRA layer of a model for one batch; ``close`` restores PEFT's.
 
-    LoRA layers whose base layers are grouped (:mod:`worker.engine.grouped_projections`, reduced precision only) get
+    LoRA layers whose base layers are grouped (:mod:`worker.engine.grouped_projections`, without exact rows only) get
     their group's output instead, the group's LoRA update computed once for all its members."""
 
     def __init__(self, layers: list[Any], names: Sequence[str], *, exact: bool = False) -> None:

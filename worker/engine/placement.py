@@ -1,8 +1,9 @@
 """Where and how wide the engine runs: its device, its dtype, and the batch and flush sizes that follow from them.
 
 ``auto`` picks CUDA when a GPU is there, else the CPU; bf16 where the hardware has bf16 units (AMX or AVX-512 BF16 on
-the CPU; fp16 on a GPU without bf16), else fp32. The default batch size follows the dtype (docs/benchmarks.md, the
-scale curve), and the writer flushes half a batch: a brief's two candidates fill one.
+the CPU; fp16 on a GPU without bf16), else fp32. Exact rows (batch-invariant fp32) where float32 is set, the batch's
+fast paths otherwise (:func:`exact_rows_for`); the default batch size follows that mode (docs/benchmarks.md), and
+the writer flushes half a batch: a brief's two candidates fill one.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ def exact_rows_for(settings: Settings) -> bool:
 
 
 # Batch sizes picked from the scale curve (docs/benchmarks.md): the fast paths gain up to 128 rows (bf16: 2.1x batch
-# 32 at 256 new tokens on 2 AMX cores); exact rows stay at 32, where a 64-brief task on a 2-core AVX2 machine
-# (~40 tok/s) would run past the task's soft time limit.
+# 32 at 256 new tokens on 2 AMX cores; float32 on the AVX2 profile: 1.10x 64 rows, bench/exact_rows.py); exact rows
+# stay at 32, where a 64-brief task on a 2-core AVX2 machine (~40 tok/s) would run past the task's soft time limit.
+# A 128-row float32 task with 640-token budgets runs ~340 s a round on that profile: a slower CPU may pass the soft
+# limit, and such a task is queued again in halves (COPYDESK_BATCH_SIZE/FLUSH_SIZE shorten it).
 EXACT_ROWS_BATCH_SIZE = 32
 FAST_PATHS_BATCH_SIZE = 128
 

@@ -1,4 +1,4 @@
-"""Decode attention over one copy of each distinct prompt (reduced precision): a brief's candidates read their
+"""Decode attention over one copy of each distinct prompt (no exact rows): a brief's candidates read their
 prompt's keys and values once per step, not once each.
 
 The engine prefills one row per distinct prompt (:func:`worker.engine.prefix_sharing.distinct_rows`). Instead of
@@ -17,9 +17,9 @@ the flash kernel's per-head work is too small to pay its tiling, and it read the
 (docs/benchmarks.md, "Decode attention in batched products"). The scores are the products' output in the cache's
 dtype (bf16: the flash kernel kept them in fp32; transformers' eager attention rounds them too), scaled and
 normalised in fp32, and the sums run in another order than one kernel over a whole cache row, so the bits differ
-from it by rounding. That is why the engine uses it only where it does not promise exact rows (reduced precision on
-the CPU), and only for the tested families whose every layer attends to the whole sequence with plain scaled dot
-products (:func:`supports`): Llama/SmolLM2 and Qwen2/Qwen3 without sliding windows or soft-capping.
+from it by rounding. That is why the engine uses it only where it does not promise exact rows (bf16, or fp32 on the
+fast paths, on the CPU), and only for the tested families whose every layer attends to the whole sequence with plain
+scaled dot products (:func:`supports`): Llama/SmolLM2 and Qwen2/Qwen3 without sliding windows or soft-capping.
 
 The attention runs through transformers' attention interface under its own name (:data:`ATTENTION_NAME`), set on
 the model's config only while the decode steps run (:func:`attending_prompts_once`); having no mask function,

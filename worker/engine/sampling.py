@@ -4,8 +4,8 @@
 random generator, so a row's text would depend on what else shared its batch. :class:`RowSampler` is a
 logits processor that, for every row, applies that row's repetition penalty, temperature and top-p, draws
 the next token from that row's own ``torch.Generator``, and returns logits that leave ``generate`` no other
-choice. A row's text therefore depends only on its prompt, settings and seed (exactly so in fp32), which
-makes every article reproducible from its provenance.
+choice. A row's text therefore depends only on its prompt, settings and seed (exactly so with the engine's exact
+rows), which makes every article reproducible from its provenance.
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ def machine_record(engine: Any | None) -> dict[str, Any]:
 
     from worker.engine.placement import read_cpuinfo  # torch: imported on use, as above
 
-    engine_fields = {}
+    engine_fields: dict[str, Any] = {}
     if engine is not None:
         engine_fields = {
             "dtype": str(getattr(engine, "dtype", "unknown")).removeprefix("torch."),

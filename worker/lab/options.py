@@ -97,7 +97,7 @@ class EvalOptions(BaseModel):
     dtype: Literal["float32", "bfloat16", "auto"] = Field(
         "float32",
         description="Precision of the drafts: float32 is the engine's exact mode (the same drafts on every run, "
-        "verdicts that hold across CPUs); bfloat16 or auto (what serving picks) are faster.",
+        "verdicts that hold across CPUs); bfloat16 or auto (what serving picks: no exact rows) are faster.",
     )
     max_new_tokens: int = Field(192, description="New tokens per draft at most (the style's budget may cap it).")
     output_dir: Path | None = Field(None, description="Folder for the report (default: adapters/vN/eval/).")
