@@ -60,6 +60,16 @@ def adapter_b_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
     return _once("adapter-b", tmp_path_factory, lambda d: build_lora_adapter(tiny_model_dir, d, seed=2))
 
 
+def onednn_packs_bf16() -> bool:
+    """Whether oneDNN packs a bf16 weight on this CPU: it needs AVX-512 (bw, vl, dq) or AVX-NE-CONVERT, so not on an
+    AVX2-only CPU (nor under ``ONEDNN_MAX_CPU_ISA=AVX2``), where bf16 layers stay plain and only fp32 ones pack."""
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16), 32)
+    except RuntimeError:
+        return False
+    return True
+
+
 def copy_dir(source: Path, destination: Path) -> Path:
     """A private, writable copy of a session-wide directory (for tests that break or modify it)."""
     shutil.copytree(source, destination)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_fixtures import TINY_MODEL_ID, adapter_a_dir, one_torch_thread, tiny_model_dir
+from model_fixtures import TINY_MODEL_ID, adapter_a_dir, one_torch_thread, onednn_packs_bf16, tiny_model_dir
 
 import worker.engine.packed_linear as packed_linear_module
 from worker.engine.adapters import AdapterRef
@@ -27,16 +27,6 @@ def linear(in_features: int = 64, out_features: int = 3000, *, bias: bool = Fals
 
 def hidden(rows: int, width: int = 64, seed: int = 7) -> torch.Tensor:
     return torch.randn(rows, 1, width, generator=torch.Generator().manual_seed(seed))
-
-
-def onednn_packs_bf16() -> bool:
-    """Whether oneDNN packs a bf16 weight on this CPU: it needs AVX-512 (bw, vl, dq) or AVX-NE-CONVERT, so not on an
-    AVX2-only CPU (nor under ``ONEDNN_MAX_CPU_ISA=AVX2``), where bf16 layers stay plain and only fp32 ones pack."""
-    try:
-        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16), 32)
-    except RuntimeError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 32, 45])

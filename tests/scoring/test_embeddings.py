@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_fixtures import onednn_packs_bf16
 
 from worker.engine.packed_linear import is_packed
 from worker.errors import ModelError
@@ -120,7 +121,7 @@ def test_only_the_bf16_embedder_runs_packed_matmuls(embedder: Embedder) -> None:
     the kernels its stored vectors were made with."""
     half = default_embedder("bfloat16")
     linears = [m for m in half._model.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(is_packed(m) for m in linears)
+    assert linears and all(is_packed(m) is onednn_packs_bf16() for m in linears)  # plain on an AVX2-only CPU
     assert not any(is_packed(m) for m in embedder._model.modules() if isinstance(m, torch.nn.Linear))
     texts = ["How to repot a houseplant", "The central bank raised interest rates.", "Compost " * 120]
     unpacked = Embedder(dtype="bfloat16", packed=False)
